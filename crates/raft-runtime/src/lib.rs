@@ -1,0 +1,1 @@
+//! raft-runtime (work in progress).

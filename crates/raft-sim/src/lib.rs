@@ -1,0 +1,1 @@
+//! raft-sim (work in progress).

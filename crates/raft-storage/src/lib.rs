@@ -1,0 +1,1 @@
+//! raft-storage (work in progress).

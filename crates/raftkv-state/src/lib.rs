@@ -1,0 +1,1 @@
+//! raftkv-state (work in progress).
