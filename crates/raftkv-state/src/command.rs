@@ -129,7 +129,9 @@ pub enum Response {
     Noop,
     /// The entry's index is at or below the applied index: it was already
     /// applied (or covered by a restored snapshot) and is ignored.
-    AlreadyApplied { applied_index: LogIndex },
+    AlreadyApplied {
+        applied_index: LogIndex,
+    },
 }
 
 /// Answer to [`WriteOp::Put`].
@@ -247,9 +249,10 @@ fn decode_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Dec
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { version });
     }
-    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| DecodeError::Malformed {
-        detail: e.to_string(),
-    })?;
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| DecodeError::Malformed {
+            detail: e.to_string(),
+        })?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes {
             count: rest.len() as u64,
@@ -456,7 +459,11 @@ mod tests {
             Command::put("a", "1").with_session(7, 3).with_prev_kv(),
             Command::delete("a"),
             Command::cas("k", Condition::ValueEquals("x".into()), CasAction::Delete),
-            Command::cas("k", Condition::ModRevisionEquals(9), CasAction::Put("v".into())),
+            Command::cas(
+                "k",
+                Condition::ModRevisionEquals(9),
+                CasAction::Put("v".into()),
+            ),
             Command::get("g"),
             Command::list("p", 10),
         ];
@@ -551,11 +558,18 @@ mod tests {
             Command::put("a", "12345").check(&config),
             Err(CommandError::ValueTooLarge { len: 5, max: 4 })
         );
-        assert_eq!(Command::delete("").check(&config), Err(CommandError::EmptyKey));
+        assert_eq!(
+            Command::delete("").check(&config),
+            Err(CommandError::EmptyKey)
+        );
         assert_eq!(Command::get("").check(&config), Err(CommandError::EmptyKey));
         assert_eq!(
-            Command::cas("a", Condition::ValueEquals("12345".into()), CasAction::Delete)
-                .check(&config),
+            Command::cas(
+                "a",
+                Condition::ValueEquals("12345".into()),
+                CasAction::Delete
+            )
+            .check(&config),
             Err(CommandError::ValueTooLarge { len: 5, max: 4 })
         );
         assert_eq!(

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{
     CasAction, CasResponse, ClientSession, Command, CommandError, Condition, DeleteResponse,
-    GetResponse, KeyValue, ListResponse, PutResponse, ReadCommand, Response, WriteCommand,
-    WriteOp,
+    GetResponse, KeyValue, ListResponse, PutResponse, ReadCommand, Response, WriteCommand, WriteOp,
 };
 use crate::config::{KvConfig, KvConfigError};
 use crate::snapshot::{self, SnapshotError};

@@ -149,7 +149,11 @@ fn cas_on_value() {
 fn cas_on_absence() {
     let mut d = Driver::new(small_config());
     assert_eq!(
-        d.apply(&Command::cas("k", Condition::Absent, CasAction::Put("v".into()))),
+        d.apply(&Command::cas(
+            "k",
+            Condition::Absent,
+            CasAction::Put("v".into())
+        )),
         Response::CompareAndSwap(CasResponse {
             revision: 1,
             succeeded: true,
@@ -157,7 +161,11 @@ fn cas_on_absence() {
         })
     );
     assert_eq!(
-        d.apply(&Command::cas("k", Condition::Absent, CasAction::Put("w".into()))),
+        d.apply(&Command::cas(
+            "k",
+            Condition::Absent,
+            CasAction::Put("w".into())
+        )),
         Response::CompareAndSwap(CasResponse {
             revision: 2,
             succeeded: false,
@@ -227,7 +235,13 @@ fn cas_on_mod_revision() {
 #[test]
 fn get_and_list_through_the_log() {
     let mut d = Driver::new(small_config());
-    for (k, v) in [("b", "2"), ("a", "1"), ("ab", "3"), ("abc", "4"), ("ac", "5")] {
+    for (k, v) in [
+        ("b", "2"),
+        ("a", "1"),
+        ("ab", "3"),
+        ("abc", "4"),
+        ("ac", "5"),
+    ] {
         d.apply(&Command::put(k, v));
     }
     // a=2 ab=3 abc=4 ac=5 b=1 (revisions).
@@ -345,7 +359,11 @@ fn limits_are_rejected_and_change_nothing() {
         (Command::put("", "v"), CommandError::EmptyKey),
         (Command::delete(""), CommandError::EmptyKey),
         (
-            Command::cas("a", Condition::Absent, CasAction::Put("x".repeat(17).into())),
+            Command::cas(
+                "a",
+                Condition::Absent,
+                CasAction::Put("x".repeat(17).into()),
+            ),
             CommandError::ValueTooLarge { len: 17, max: 16 },
         ),
         (
@@ -412,9 +430,9 @@ fn garbage_commands_are_answered_and_advance_the_index() {
     );
     assert_eq!(
         d.apply_raw(&[0xee, 1, 2, 3]),
-        Response::Rejected(CommandError::Undecodable(
-            DecodeError::UnsupportedVersion { version: 0xee }
-        ))
+        Response::Rejected(CommandError::Undecodable(DecodeError::UnsupportedVersion {
+            version: 0xee
+        }))
     );
     assert!(matches!(
         d.apply_raw(&[FORMAT_VERSION, 0xff, 0xff]),
