@@ -61,8 +61,12 @@ pub trait LogStore {
     /// Entries in `[lo, hi)`, stopping early once their total
     /// [`Entry::size_bytes`] would exceed `max_bytes` (but always at least one
     /// entry if `lo < hi`).
-    fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: u64)
-        -> Result<Vec<Entry>, StorageError>;
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError>;
 
     /// The latest durable snapshot, to send to a follower that fell behind
     /// the compaction point.
@@ -207,7 +211,10 @@ impl LogStore for MemStorage {
         let mut out = Vec::new();
         let mut bytes = 0;
         let start = (lo - self.first_index()) as usize;
-        for e in self.entries.range(start..(hi - self.first_index()) as usize) {
+        for e in self
+            .entries
+            .range(start..(hi - self.first_index()) as usize)
+        {
             bytes += e.size_bytes();
             if !out.is_empty() && bytes > max_bytes {
                 break;

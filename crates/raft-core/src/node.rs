@@ -1,0 +1,932 @@
+//! [`RawNode`]: the engine's state and its public input/output surface.
+//! The protocol's concerns live in sibling modules, each an `impl` block on
+//! `RawNode`: election, replication, snapshot, membership_change, transfer,
+//! read.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::{Config, ConfigError};
+use crate::error::*;
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::{Progress, ProgressState};
+use crate::ready::{MembershipChange, ReadState, Ready};
+use crate::rng::SplitMix64;
+use crate::storage::{LogStore, StorageError};
+use crate::types::*;
+
+/// Why [`RawNode::new`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NewError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The stored state could not be read or makes no sense.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Identifies a proposal: it succeeded if the entry applied at `index` has
+/// `term`; if another entry is applied at `index`, it was lost to a leader
+/// change and may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProposalId {
+    pub term: Term,
+    pub index: LogIndex,
+}
+
+/// A snapshot of what the engine knows, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub last_index: LogIndex,
+    pub persisted_index: LogIndex,
+    pub snapshot_index: LogIndex,
+    pub membership: Membership,
+    /// Per follower (leader only): (id, match index, next index, state).
+    pub progress: Vec<PeerStatus>,
+    /// Leadership transfer target, if one is under way.
+    pub transfer_target: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub match_index: LogIndex,
+    pub next_index: LogIndex,
+    pub state: ProgressState,
+}
+
+/// Counters of dropped or refused input, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub messages_stepped: u64,
+    pub messages_dropped: u64,
+    pub elections_started: u64,
+    pub elections_won: u64,
+    pub proposals: u64,
+}
+
+/// A read waiting for a quorum to confirm this leader's leadership.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRead {
+    pub(crate) ctx: Bytes,
+    pub(crate) index: LogIndex,
+    /// The heartbeat round whose acknowledgement by a quorum confirms it.
+    pub(crate) round: u64,
+    /// The follower that forwarded it, or `None` for a local read.
+    pub(crate) from: Option<NodeId>,
+}
+
+/// A snapshot being received in chunks.
+#[derive(Clone, Debug)]
+pub(crate) struct IncomingSnapshot {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) total_bytes: u64,
+    pub(crate) data: Vec<u8>,
+}
+
+/// The writes of one Ready that are not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    number: u64,
+    /// Last entry written (index, term).
+    last_entry: Option<(LogIndex, Term)>,
+    /// Index of the snapshot installed.
+    snapshot_index: Option<LogIndex>,
+}
+
+/// Which campaign to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CampaignKind {
+    PreElection,
+    Election,
+    /// Triggered by TimeoutNow: skip pre-vote, ask voters to ignore leases.
+    Transfer,
+}
+
+/// One node's Raft engine. See the crate documentation for the contract.
+pub struct RawNode<S: LogStore> {
+    pub(crate) cfg: Config,
+    pub(crate) id: NodeId,
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog<S>,
+
+    /// The latest configuration in the log (effective once appended).
+    pub(crate) membership: Membership,
+    /// Index of the entry that set `membership` (snapshot index if it came
+    /// from the snapshot).
+    pub(crate) membership_index: LogIndex,
+    /// Configuration entries above the last committed one, oldest first,
+    /// preceded by the latest committed one, so that a truncation of the log
+    /// can roll the configuration back.
+    pub(crate) configs: Vec<(LogIndex, Membership)>,
+
+    /// Leader only: one entry per member other than this node.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Candidate / pre-candidate only: votes received.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+
+    pub(crate) now_tick: u64,
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_election_timeout: u32,
+    pub(crate) rng: SplitMix64,
+
+    /// Leadership transfer target and ticks since it began.
+    pub(crate) transfer: Option<NodeId>,
+    pub(crate) transfer_elapsed: u32,
+
+    /// Heartbeat round: incremented on every heartbeat broadcast.
+    pub(crate) round: u64,
+    /// Tick at which each recent round was broadcast (for leases).
+    pub(crate) round_ticks: VecDeque<(u64, u64)>,
+    /// A read is waiting for a fresh round to be broadcast.
+    pub(crate) read_round_requested: bool,
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its term.
+    pub(crate) reads_before_commit: VecDeque<PendingRead>,
+
+    /// Leader: (index, bytes) of proposed entries above the commit index.
+    pub(crate) uncommitted: VecDeque<(LogIndex, u64)>,
+    pub(crate) uncommitted_bytes: u64,
+    /// Leader: new entries or commit index to broadcast at the next `ready`.
+    pub(crate) broadcast_pending: bool,
+    pub(crate) commit_broadcast_pending: bool,
+
+    pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+
+    // Output buffers, drained by `ready`.
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) persisted_msgs: Vec<Message>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) dropped_reads: Vec<Bytes>,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+    ready_number: u64,
+    /// Readies handed out whose writes are not yet acknowledged:
+    /// (number, last entry written, snapshot index installed).
+    outstanding: VecDeque<Outstanding>,
+
+    pub(crate) counters: Counters,
+    /// A storage failure met where no error could be returned (in `tick`);
+    /// reported by the next `ready`. Fatal.
+    pub(crate) fatal: Option<StorageError>,
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) bugs: crate::bugs::PlantedBugs,
+}
+
+impl<S: LogStore> RawNode<S> {
+    /// Creates the engine from its configuration and the durable state in
+    /// `store`. The node starts as a follower (Raft §5.2), with the hard
+    /// state, snapshot and configuration it finds.
+    pub fn new(cfg: Config, store: S) -> Result<Self, NewError> {
+        cfg.validate()?;
+        let init = store.initial_state()?;
+        let hs = init.hard_state;
+        let snap = init.snapshot_meta;
+        let last = store.last_index();
+        if store.first_index() != snap.last_index + 1 {
+            return Err(StorageError::Fatal(format!(
+                "first index {} does not follow snapshot index {}",
+                store.first_index(),
+                snap.last_index
+            ))
+            .into());
+        }
+        if hs.commit > last {
+            return Err(StorageError::Fatal(format!(
+                "commit index {} beyond last index {last}",
+                hs.commit
+            ))
+            .into());
+        }
+        if hs.vote == Some(0) {
+            return Err(StorageError::Fatal("vote for reserved node id 0".into()).into());
+        }
+        let commit = hs.commit.max(snap.last_index);
+        let applied = cfg.applied.clamp(snap.last_index, commit);
+        let mut rng = SplitMix64::new(cfg.rng_seed);
+        let timeout = rng.range(cfg.election_timeout_ticks, 2 * cfg.election_timeout_ticks);
+        let mut node = RawNode {
+            id: cfg.id,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            log: RaftLog::new(store, commit, applied),
+            membership: snap.membership.clone(),
+            membership_index: snap.last_index,
+            configs: vec![(snap.last_index, snap.membership)],
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            now_tick: 0,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: timeout,
+            rng,
+            transfer: None,
+            transfer_elapsed: 0,
+            round: 0,
+            round_ticks: VecDeque::new(),
+            read_round_requested: false,
+            pending_reads: VecDeque::new(),
+            reads_before_commit: VecDeque::new(),
+            uncommitted: VecDeque::new(),
+            uncommitted_bytes: 0,
+            broadcast_pending: false,
+            commit_broadcast_pending: false,
+            incoming_snapshot: None,
+            msgs: Vec::new(),
+            persisted_msgs: Vec::new(),
+            read_states: Vec::new(),
+            dropped_reads: Vec::new(),
+            prev_soft: SoftState {
+                role: Role::Follower,
+                leader: None,
+                term: hs.term,
+            },
+            prev_hard: HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit,
+            },
+            ready_number: 0,
+            outstanding: VecDeque::new(),
+            counters: Counters::default(),
+            fatal: None,
+            #[cfg(feature = "planted-bugs")]
+            bugs: cfg_bugs(),
+            cfg,
+        };
+        // Configuration entries after the snapshot take effect on append, so
+        // the configuration in force is the last one in the log.
+        let mut next = node.log.first_index();
+        while next <= last {
+            let batch = node.log.entries(next, last + 1, 4 << 20)?;
+            for e in &batch {
+                if let EntryPayload::Membership(m) = &e.payload {
+                    node.configs.push((e.index, m.clone()));
+                }
+            }
+            next = batch.last().map_or(last + 1, |e| e.index + 1);
+        }
+        node.refresh_membership();
+        node.prune_configs();
+        node.check_invariants();
+        Ok(node)
+    }
+
+    // ------------------------------------------------------------------
+    // Inputs
+    // ------------------------------------------------------------------
+
+    /// Advances logical time by one tick. Drives election timeouts,
+    /// heartbeats, CheckQuorum, transfer timeouts and retransmissions.
+    pub fn tick(&mut self) {
+        self.now_tick += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+        self.check_invariants();
+    }
+
+    /// Feeds one message from another node.
+    ///
+    /// Errors other than [`StepError::Storage`] mean the message was dropped
+    /// and changed nothing; `Storage` is fatal.
+    pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
+        let res = self.step_inner(msg);
+        match &res {
+            Ok(()) => self.counters.messages_stepped += 1,
+            Err(_) => self.counters.messages_dropped += 1,
+        }
+        self.check_invariants();
+        res
+    }
+
+    /// Proposes an application command. Only the leader accepts it; the
+    /// returned id tells which log position it took.
+    pub fn propose(&mut self, data: Bytes) -> Result<ProposalId, ProposeError> {
+        let size = data.len() as u64;
+        if size > self.cfg.max_entry_bytes {
+            return Err(ProposeError::TooLarge {
+                bytes: size,
+                max_bytes: self.cfg.max_entry_bytes,
+            });
+        }
+        let res = self.propose_payload(EntryPayload::Normal(data));
+        self.check_invariants();
+        res
+    }
+
+    /// Starts a linearizable read (thesis §6.4). The leader confirms its
+    /// leadership with a heartbeat round; a follower forwards the request to
+    /// the leader. When safe, a [`ReadState`] with `ctx` appears in a Ready;
+    /// serve the read once the state machine has applied its index.
+    pub fn read_index(&mut self, ctx: Bytes) -> Result<(), ReadError> {
+        let res = self.read_index_inner(ctx);
+        self.check_invariants();
+        res
+    }
+
+    /// Serves a read from the leader's lease without a heartbeat round.
+    /// Relies on CheckQuorum and on clocks drifting by less than
+    /// `Config::lease_drift_ticks` per election timeout. The ReadState is
+    /// emitted immediately or the call fails with `NoLease`.
+    pub fn lease_read(&mut self, ctx: Bytes) -> Result<(), ReadError> {
+        let res = self.lease_read_inner(ctx);
+        self.check_invariants();
+        res
+    }
+
+    /// Hands leadership to `to` (thesis §3.10): proposals are refused
+    /// meanwhile; abandoned after an election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        let res = self.transfer_leadership_inner(to);
+        self.check_invariants();
+        res
+    }
+
+    /// Proposes a membership change through joint consensus.
+    pub fn change_membership(
+        &mut self,
+        changes: &[MembershipChange],
+    ) -> Result<ProposalId, MembershipError> {
+        let res = self.change_membership_inner(changes);
+        self.check_invariants();
+        res
+    }
+
+    /// Starts an election now (tests, or bootstrapping a one-node cluster
+    /// without waiting for the timer). Ignored on leaders and non-voters.
+    pub fn campaign(&mut self) -> Result<(), StorageError> {
+        if self.role != Role::Leader && self.is_promotable() {
+            let kind = if self.cfg.pre_vote {
+                CampaignKind::PreElection
+            } else {
+                CampaignKind::Election
+            };
+            self.campaign_with(kind)?;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------
+
+    /// True if [`ready`](Self::ready) would return something.
+    pub fn has_ready(&self) -> bool {
+        self.soft_state() != self.prev_soft
+            || self.hard_state() != self.prev_hard
+            || self.log.has_unemitted()
+            || !self.msgs.is_empty()
+            || !self.persisted_msgs.is_empty()
+            || self.log.has_applicable()
+            || !self.read_states.is_empty()
+            || !self.dropped_reads.is_empty()
+            || (self.role == Role::Leader
+                && (self.broadcast_pending
+                    || self.commit_broadcast_pending
+                    || self.read_round_requested))
+    }
+
+    /// Collects everything the driver must do now. See the crate docs for
+    /// how to handle each part.
+    pub fn ready(&mut self) -> Result<Ready, StorageError> {
+        if let Some(e) = &self.fatal {
+            return Err(e.clone());
+        }
+        if self.role == Role::Leader {
+            self.flush_broadcasts()?;
+        }
+        let mut rd = Ready::default();
+        let soft = self.soft_state();
+        if soft != self.prev_soft {
+            rd.soft_state = Some(soft);
+            self.prev_soft = soft;
+        }
+        if let Some(s) = &self.log.pending_snapshot {
+            if !self.log.snapshot_emitted {
+                rd.snapshot = Some(s.clone());
+                self.log.snapshot_emitted = true;
+            }
+        }
+        rd.entries = self.log.take_unemitted();
+        let hard = self.hard_state();
+        if hard != self.prev_hard {
+            rd.hard_state = Some(hard);
+            self.prev_hard = hard;
+        }
+        rd.messages = std::mem::take(&mut self.msgs);
+        rd.persisted_messages = std::mem::take(&mut self.persisted_msgs);
+        rd.committed_entries = self
+            .log
+            .take_applicable(self.cfg.max_apply_bytes_per_ready)?;
+        rd.read_states = std::mem::take(&mut self.read_states);
+        rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
+        self.ready_number += 1;
+        rd.number = self.ready_number;
+        if rd.must_persist() || !rd.persisted_messages.is_empty() {
+            self.outstanding.push_back(Outstanding {
+                number: rd.number,
+                last_entry: rd.entries.last().map(|e| (e.index, e.term)),
+                snapshot_index: rd.snapshot.as_ref().map(|s| s.meta.last_index),
+            });
+        }
+        self.check_invariants();
+        Ok(rd)
+    }
+
+    /// The driver made the writes of every Ready up to `number` durable
+    /// (snapshot installed and state machine restored, entries appended,
+    /// hard state written, all synced). Send those Readies'
+    /// `persisted_messages` after this.
+    pub fn on_persisted(&mut self, number: u64) -> Result<(), StorageError> {
+        while let Some(&w) = self.outstanding.front() {
+            if w.number > number {
+                break;
+            }
+            self.outstanding.pop_front();
+            if let Some(idx) = w.snapshot_index {
+                self.log.snapshot_stable(idx);
+            }
+            if let Some((idx, term)) = w.last_entry {
+                self.log.stable_to(idx, term)?;
+            }
+        }
+        if self.role == Role::Leader {
+            // The leader's own vote for an index counts only once durable.
+            self.maybe_commit()?;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// The application applied every committed entry up to `index`.
+    pub fn on_applied(&mut self, index: LogIndex) {
+        debug_assert!(
+            index <= self.log.applying,
+            "applied beyond what was handed out"
+        );
+        self.log.applied = self.log.applied.max(index.min(self.log.applying));
+        self.check_invariants();
+    }
+
+    // ------------------------------------------------------------------
+    // Queries
+    // ------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The storage the engine reads from (for the driver's writes).
+    pub fn store(&self) -> &S {
+        &self.log.store
+    }
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.log.store
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.term,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit_index: self.log.committed,
+            applied_index: self.log.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted,
+            snapshot_index: self.log.snapshot_index(),
+            membership: self.membership.clone(),
+            progress: self
+                .progress
+                .iter()
+                .map(|(&id, p)| PeerStatus {
+                    id,
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    state: p.state,
+                })
+                .collect(),
+            transfer_target: self.transfer,
+        }
+    }
+
+    /// Checks every invariant of the node's state; returns the first one
+    /// broken. Called after every input in debug builds.
+    pub fn validate(&self) -> Result<(), String> {
+        self.log.validate()?;
+        self.membership.check().map_err(|e| e.to_string())?;
+        if self.vote == Some(0) || self.leader == Some(0) {
+            return Err("node id 0 used as vote or leader".into());
+        }
+        if self.term < self.prev_hard.term {
+            return Err(format!(
+                "term went back from {} to {}",
+                self.prev_hard.term, self.term
+            ));
+        }
+        if self.log.committed < self.prev_hard.commit {
+            return Err(format!(
+                "commit went back from {} to {}",
+                self.prev_hard.commit, self.log.committed
+            ));
+        }
+        match self.role {
+            Role::Leader => {
+                if self.leader != Some(self.id) || self.vote != Some(self.id) {
+                    return Err("leader has not voted for itself or does not know it leads".into());
+                }
+                for member in self.membership.members() {
+                    if member != self.id && !self.progress.contains_key(&member) {
+                        return Err(format!("leader tracks no progress for member {member}"));
+                    }
+                }
+                let last = self.log.last_index();
+                for (id, p) in &self.progress {
+                    if p.match_index > last || p.next_index <= p.match_index {
+                        return Err(format!(
+                            "progress of {id}: match {} next {} last {last}",
+                            p.match_index, p.next_index
+                        ));
+                    }
+                }
+            }
+            Role::Candidate => {
+                if self.vote != Some(self.id) {
+                    return Err("candidate has not voted for itself".into());
+                }
+            }
+            Role::Follower | Role::PreCandidate => {}
+        }
+        if self.role != Role::Leader && !self.progress.is_empty() {
+            return Err("non-leader tracks progress".into());
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn check_invariants(&self) {
+        #[cfg(debug_assertions)]
+        if let Err(e) = self.validate() {
+            panic!("node {} broke an invariant: {e}", self.id);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Shared machinery
+    // ------------------------------------------------------------------
+
+    /// A voter of the configuration in force may campaign; learners and
+    /// removed nodes never do.
+    pub(crate) fn is_promotable(&self) -> bool {
+        self.membership.is_voter(self.id)
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.randomized_election_timeout = self.rng.range(
+            self.cfg.election_timeout_ticks,
+            2 * self.cfg.election_timeout_ticks,
+        );
+    }
+
+    /// Common reset when the term or role changes.
+    fn reset(&mut self, term: Term) {
+        if term != self.term {
+            debug_assert!(term > self.term);
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.reset_election_timer();
+        self.heartbeat_elapsed = 0;
+        self.votes.clear();
+        self.progress.clear();
+        self.transfer = None;
+        self.transfer_elapsed = 0;
+        self.uncommitted.clear();
+        self.uncommitted_bytes = 0;
+        self.broadcast_pending = false;
+        self.commit_broadcast_pending = false;
+        self.read_round_requested = false;
+        self.round_ticks.clear();
+        // Reads waiting for this node's leadership can no longer complete.
+        for r in self
+            .pending_reads
+            .drain(..)
+            .chain(self.reads_before_commit.drain(..))
+        {
+            match r.from {
+                None => self.dropped_reads.push(r.ctx),
+                Some(to) => self.msgs.push(Message {
+                    from: self.id,
+                    to,
+                    term,
+                    body: MessageBody::ReadIndexResponse(crate::message::ReadIndexResponse {
+                        ctx: r.ctx,
+                        index: None,
+                    }),
+                }),
+            }
+        }
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    pub(crate) fn become_pre_candidate(&mut self) {
+        // Does not bump the term or touch the vote (thesis §9.6).
+        self.votes.clear();
+        self.progress.clear();
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.reset_election_timer();
+    }
+
+    pub(crate) fn become_candidate(&mut self) {
+        self.reset(self.term + 1);
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+    }
+
+    pub(crate) fn become_leader(&mut self) -> Result<(), StorageError> {
+        debug_assert!(self.role == Role::Candidate);
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.counters.elections_won += 1;
+        let last = self.log.last_index();
+        for member in self.membership.members() {
+            if member != self.id {
+                self.progress.insert(member, self.new_progress(last + 1));
+            }
+        }
+        // Raft §8: a new leader commits a no-op of its own term, which also
+        // commits everything before it (Figure 8).
+        self.append_entries_as_leader(vec![EntryPayload::Blank]);
+        Ok(())
+    }
+
+    pub(crate) fn new_progress(&self, next: LogIndex) -> Progress {
+        Progress::new(
+            next,
+            self.cfg.max_inflight_msgs,
+            self.cfg.max_inflight_bytes,
+            self.now_tick,
+        )
+    }
+
+    pub(crate) fn propose_payload(
+        &mut self,
+        payload: EntryPayload,
+    ) -> Result<ProposalId, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if let Some(to) = self.transfer {
+            return Err(ProposeError::TransferInProgress { to });
+        }
+        if self.uncommitted_bytes >= self.cfg.max_uncommitted_bytes {
+            return Err(ProposeError::Backpressure);
+        }
+        self.counters.proposals += 1;
+        let index = self.append_entries_as_leader(vec![payload]);
+        Ok(ProposalId {
+            term: self.term,
+            index,
+        })
+    }
+
+    /// Appends entries to the leader's own log; they are sent at the next
+    /// `ready`. Returns the index of the last one.
+    pub(crate) fn append_entries_as_leader(&mut self, payloads: Vec<EntryPayload>) -> LogIndex {
+        let mut index = self.log.last_index();
+        let term = self.term;
+        let mut entries = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            index += 1;
+            let e = Entry {
+                term,
+                index,
+                payload,
+            };
+            let bytes = e.size_bytes();
+            self.uncommitted_bytes += bytes;
+            self.uncommitted.push_back((index, bytes));
+            if let EntryPayload::Membership(m) = &e.payload {
+                self.configs.push((index, m.clone()));
+            }
+            entries.push(e);
+        }
+        self.log.append(entries);
+        self.refresh_membership();
+        self.broadcast_pending = true;
+        if self.single_voter_leader() {
+            // Nobody else to wait for; commit follows once durable.
+            self.commit_broadcast_pending = true;
+        }
+        index
+    }
+
+    fn single_voter_leader(&self) -> bool {
+        self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1
+    }
+
+    fn step_inner(&mut self, m: Message) -> Result<(), StepError> {
+        if m.to != self.id {
+            return Err(StepError::Misdelivered {
+                to: m.to,
+                me: self.id,
+            });
+        }
+        if m.from == self.id || m.from == 0 {
+            return Err(StepError::Malformed {
+                from: m.from,
+                reason: "message from self or from reserved id 0",
+            });
+        }
+        if m.term > self.term {
+            if let MessageBody::VoteRequest(req) = &m.body {
+                // Leader lease (etcd's "in lease"): a follower that heard from
+                // a leader within the minimum election timeout ignores vote
+                // requests, so a node rejoining from a partition cannot
+                // unseat a healthy leader. Transfers are exempt.
+                let in_lease = self.cfg.check_quorum
+                    && self.leader.is_some()
+                    && self.election_elapsed < self.cfg.election_timeout_ticks;
+                if in_lease && !req.transfer && !self.bug(crate::bugs::Bug::IgnoreLease) {
+                    return Ok(());
+                }
+            }
+            match &m.body {
+                // A pre-vote does not change anyone's term.
+                MessageBody::VoteRequest(req) if req.pre_vote => {}
+                MessageBody::VoteResponse(resp) if resp.pre_vote && resp.granted => {}
+                MessageBody::AppendRequest(_)
+                | MessageBody::SnapshotRequest(_)
+                | MessageBody::TimeoutNow => self.become_follower(m.term, Some(m.from)),
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term && !self.bug(crate::bugs::Bug::AcceptStaleTerm) {
+            match &m.body {
+                // Tell a stale leader (or candidate's pre-vote) the current
+                // term so it steps down; the seed's `success = false`.
+                MessageBody::AppendRequest(_) | MessageBody::SnapshotRequest(_) => {
+                    self.send(
+                        m.from,
+                        MessageBody::AppendResponse(crate::message::AppendResponse {
+                            outcome: crate::message::AppendOutcome::StaleTerm,
+                            round: 0,
+                        }),
+                    );
+                }
+                MessageBody::VoteRequest(req) if req.pre_vote => {
+                    self.send(
+                        m.from,
+                        MessageBody::VoteResponse(crate::message::VoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        }),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        let from = m.from;
+        let term = m.term;
+        match m.body {
+            MessageBody::VoteRequest(req) => self.handle_vote_request(from, term, req)?,
+            MessageBody::VoteResponse(resp) => self.handle_vote_response(from, term, resp)?,
+            MessageBody::AppendRequest(req) => self.handle_append_request(from, req)?,
+            MessageBody::AppendResponse(resp) => self.handle_append_response(from, resp)?,
+            MessageBody::SnapshotRequest(req) => self.handle_snapshot_request(from, req)?,
+            MessageBody::SnapshotResponse(resp) => self.handle_snapshot_response(from, resp)?,
+            MessageBody::TimeoutNow => self.handle_timeout_now(from)?,
+            MessageBody::ReadIndexRequest(req) => self.handle_read_index_request(from, req),
+            MessageBody::ReadIndexResponse(resp) => self.handle_read_index_response(resp),
+        }
+        Ok(())
+    }
+
+    /// Queues a message that may leave immediately.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    /// Queues a message that may leave only once this Ready is durable.
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        self.persisted_msgs.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    /// True if a planted bug is switched on (always false without the
+    /// `planted-bugs` feature, so the checks compile away).
+    #[inline]
+    pub(crate) fn bug(&self, _bug: crate::bugs::Bug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.bugs.is_on(_bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
+    pub(crate) fn check_step(
+        &self,
+        ok: bool,
+        from: NodeId,
+        reason: &'static str,
+    ) -> Result<(), StepError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(StepError::Malformed { from, reason })
+        }
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn cfg_bugs() -> crate::bugs::PlantedBugs {
+    crate::bugs::PlantedBugs::default()
+}
