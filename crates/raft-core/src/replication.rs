@@ -498,3 +498,6 @@ impl<S: LogStore> RawNode<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,11 +21,11 @@ impl<S: LogStore> RawNode<S> {
         if !self.membership.is_voter(to) {
             return Err(TransferError::NotVoter(to));
         }
-        if self.transfer == Some(to) {
-            return Ok(());
+        if self.transfer != Some(to) {
+            // A repeated request re-sends but does not extend the deadline.
+            self.transfer = Some(to);
+            self.transfer_elapsed = 0;
         }
-        self.transfer = Some(to);
-        self.transfer_elapsed = 0;
         let caught_up = self
             .progress
             .get(&to)
@@ -33,7 +33,15 @@ impl<S: LogStore> RawNode<S> {
         if caught_up {
             self.send(to, MessageBody::TimeoutNow);
         } else {
-            self.send_append(to, false)?;
+            // Resend from what is known to match rather than wait for the
+            // stall timer: whatever is in flight may have been lost, and the
+            // transfer has only an election timeout to finish.
+            if let Some(p) = self.progress.get_mut(&to) {
+                if p.state == crate::progress::ProgressState::Replicate {
+                    p.become_probe();
+                }
+            }
+            self.send_append(to, true)?;
         }
         Ok(())
     }
