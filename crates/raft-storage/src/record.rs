@@ -1,22 +1,26 @@
 //! Framing of WAL records, and the small fixed files (snapshot, identity).
 //!
-//! A WAL record is a 12-byte header followed by a payload:
+//! A WAL record is a 16-byte header followed by a payload:
 //!
 //! ```text
 //! offset size field
 //!      0    4 payload length in bytes, u32 little-endian
 //!      4    1 record type (1 segment header, 2 entry, 3 hard state, 4 snapshot marker)
 //!      5    3 reserved, zero
-//!      8    4 CRC32C of bytes 0..8 followed by the payload, u32 little-endian
-//!     12    n payload: the postcard encoding of the record's value
+//!      8    4 CRC32C of the payload, u32 little-endian
+//!     12    4 CRC32C of bytes 0..12 (the header itself), u32 little-endian
+//!     16    n payload: the postcard encoding of the record's value
 //! ```
+//!
+//! The header has its own checksum so that a damaged length is told apart
+//! from a payload that was cut short by a crash.
 
 use bytes::Bytes;
 use raft_core::{Entry, HardState, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
 /// Size of a record header.
-pub(crate) const RECORD_HEADER_BYTES: usize = 12;
+pub(crate) const RECORD_HEADER_BYTES: usize = 16;
 /// Largest payload a record may carry. Anything claiming more is damage,
 /// not data: it bounds what a scan trusts before checking the CRC.
 pub(crate) const RECORD_PAYLOAD_BYTES_MAX: u32 = 512 << 20;
@@ -91,11 +95,10 @@ pub(crate) fn encode_record<T: Serialize>(
     }
     buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     buf[start + 4] = ty as u8;
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&buf[start..start + 8]),
-        &buf[start + RECORD_HEADER_BYTES..],
-    );
-    buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    let payload_crc = crc32c::crc32c(&buf[start + RECORD_HEADER_BYTES..]);
+    buf[start + 8..start + 12].copy_from_slice(&payload_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&buf[start..start + 12]);
+    buf[start + 12..start + 16].copy_from_slice(&header_crc.to_le_bytes());
     Ok(buf.len() - start)
 }
 
@@ -119,7 +122,11 @@ pub(crate) fn parse_record(buf: &[u8], off: usize) -> Parsed<'_> {
     let Some(hdr) = buf.get(off..off + RECORD_HEADER_BYTES) else {
         return Parsed::Incomplete;
     };
-    let len = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
+    let u32_at = |o: usize| u32::from_le_bytes(hdr[o..o + 4].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&hdr[0..12]) != u32_at(12) {
+        return Parsed::Bad("header checksum mismatch");
+    }
+    let len = u32_at(0);
     let Some(ty) = RecordType::from_u8(hdr[4]) else {
         return Parsed::Bad("unknown record type");
     };
@@ -132,18 +139,38 @@ pub(crate) fn parse_record(buf: &[u8], off: usize) -> Parsed<'_> {
     let start = off + RECORD_HEADER_BYTES;
     let end = start + len as usize;
     let Some(payload) = buf.get(start..end) else {
+        // The header is intact: the payload was cut short.
         return Parsed::Incomplete;
     };
-    let want = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes"));
-    let got = crc32c::crc32c_append(crc32c::crc32c(&hdr[0..8]), payload);
-    if want != got {
-        return Parsed::Bad("checksum mismatch");
+    if crc32c::crc32c(payload) != u32_at(8) {
+        return Parsed::Bad("payload checksum mismatch");
     }
     Parsed::Record {
         ty,
         payload,
         next: end,
     }
+}
+
+/// Sector size assumed by [`looks_torn`]: devices write whole sectors.
+const SECTOR_BYTES: usize = 512;
+
+/// True if the damaged bytes from `from` to the end look like a write that
+/// did not reach the disk completely rather than like flipped bits: a whole
+/// sector of them reads as zeros (never written), or all of them do.
+pub(crate) fn looks_torn(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.min(buf.len())..];
+    if tail.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let mut s = from.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    while s + SECTOR_BYTES <= buf.len() {
+        if buf[s..s + SECTOR_BYTES].iter().all(|&b| b == 0) {
+            return true;
+        }
+        s += SECTOR_BYTES;
+    }
+    false
 }
 
 /// Checks a record already located (for reads served from segment files).
@@ -162,7 +189,7 @@ pub(crate) fn parse_exact(buf: &[u8]) -> Result<(RecordType, &[u8]), &'static st
 pub(crate) fn find_valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
     let last_start = buf.len().checked_sub(RECORD_HEADER_BYTES)?;
     (from + 1..=last_start).find(|&off| {
-        // Cheap filters first; the CRC runs only on plausible headers.
+        // Cheap filters first; the CRCs run only on plausible headers.
         RecordType::from_u8(buf[off + 4]).is_some()
             && buf[off + 5..off + 8] == [0, 0, 0]
             && matches!(parse_record(buf, off), Parsed::Record { .. })
@@ -348,8 +375,7 @@ mod tests {
         for bit in 0..buf.len() * 8 {
             let mut b = buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            // A flipped length bit may look like a longer (incomplete) record.
-            assert!(!matches!(parse_record(&b, 0), Parsed::Record { .. }));
+            assert!(matches!(parse_record(&b, 0), Parsed::Bad(_)), "bit {bit}");
         }
         for cut in 0..buf.len() {
             assert_eq!(parse_record(&buf[..cut], 0), Parsed::Incomplete);

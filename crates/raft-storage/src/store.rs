@@ -620,10 +620,17 @@ impl<D: Disk> Store<D> {
             while off < buf.len() {
                 let (ty, payload, next) = match record::parse_record(&buf, off) {
                     Parsed::Record { ty, payload, next } => (ty, payload, next),
+                    // Only the last segment can end in a write that was
+                    // never completed (rotation fsyncs the previous one).
+                    // It is torn, not damaged, if nothing valid follows and
+                    // it was cut short (the header is intact but the payload
+                    // runs past the end) or reads as never-written zeros.
                     Parsed::Incomplete | Parsed::Bad(_)
                         if is_last
                             && off > 0
-                            && record::find_valid_record_after(&buf, off).is_none() =>
+                            && record::find_valid_record_after(&buf, off).is_none()
+                            && (matches!(record::parse_record(&buf, off), Parsed::Incomplete)
+                                || record::looks_torn(&buf, off)) =>
                     {
                         // Nothing valid follows: the tail of a write that
                         // was never completed (and so never fsynced).
@@ -1146,6 +1153,13 @@ impl<D: Disk> Store<D> {
                 .membership
                 .check()
                 .map_err(WriteError::InvalidMembership)?;
+            let kept = inner.term_at(index) == Some(snapshot.meta.last_term);
+            if !kept && index < inner.hard_state.commit {
+                return Err(WriteError::TruncatesCommitted {
+                    from: index + 1,
+                    commit: inner.hard_state.commit,
+                });
+            }
         }
         let path = write_snapshot_file(&self.disk, &self.dir, snapshot)
             .map_err(|(op, p, e)| self.fail(op, p, e))?;
@@ -1153,6 +1167,19 @@ impl<D: Disk> Store<D> {
         self.check_failed()?;
         let term = snapshot.meta.last_term;
         let kept_suffix = inner.term_at(index) == Some(term);
+        if !kept_suffix && index < inner.hard_state.commit {
+            // The log changed while the file was written (the install
+            // serializes only with other snapshot operations).
+            let commit = inner.hard_state.commit;
+            drop(inner);
+            self.disk
+                .remove_file(&path)
+                .map_err(|err| self.fail("remove", path.clone(), err))?;
+            return Err(WriteError::TruncatesCommitted {
+                from: index + 1,
+                commit,
+            });
+        }
         let marker = SnapshotMarker {
             index,
             term,

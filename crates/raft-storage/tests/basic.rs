@@ -203,7 +203,11 @@ fn io_errors_fail_the_store_for_good() {
         assert!(matches!(store.sync(), Err(WriteError::Failed(_))));
         disk.crash();
         let s = reopen(&disk, "/data", small_config());
-        assert_eq!(all_entries(&s), entries(1..=3, 1, 10), "acknowledged data survives");
+        // Acknowledged entries survive; of the failed write, at most whole
+        // entries of a prefix (a short write) may be there.
+        let got = all_entries(&s);
+        assert!(got.len() >= 3, "acknowledged data lost: {got:?}");
+        assert_eq!(got[..], entries(1..=5, 1, 10)[..got.len()]);
     }
 }
 
