@@ -42,7 +42,7 @@ pub trait Disk: Send + Sync + 'static {
 /// An open file.
 pub trait DiskFile: Send + Sync + 'static {
     /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`, growing the file if needed.
@@ -115,7 +115,7 @@ impl Disk for RealDisk {
 }
 
 impl DiskFile for RealFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 

@@ -366,7 +366,10 @@ impl SimDisk {
     pub fn corrupt(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
         let mut s = self.lock();
         let ino = s.lookup(path)?;
-        let inode = s.inodes.get_mut(&ino).expect("directory names a live inode");
+        let inode = s
+            .inodes
+            .get_mut(&ino)
+            .expect("directory names a live inode");
         let mask = 1u8 << (bit % 8);
         let off = offset as usize;
         if off >= inode.data.len() {
@@ -575,7 +578,7 @@ impl Disk for SimDisk {
 }
 
 impl DiskFile for SimFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         let s = self.lock()?;
         Ok(s.inodes[&self.inode].data.len() as u64)
     }
@@ -684,7 +687,7 @@ mod tests {
         let data = disk.read_file(&dir.join("a")).unwrap();
         assert!(data.starts_with(b"hello"));
         assert!(b"hello world".starts_with(&data));
-        assert!(f.len().is_err(), "old handles are stale after a crash");
+        assert!(f.size().is_err(), "old handles are stale after a crash");
     }
 
     #[test]
@@ -702,10 +705,9 @@ mod tests {
             };
             let a = run(seed);
             assert_eq!(a, run(seed));
-            if a.is_none() {
-                vanished += 1;
-            } else {
-                assert_eq!(a.unwrap(), vec![7u8; 100]);
+            match a {
+                None => vanished += 1,
+                Some(data) => assert_eq!(data, vec![7u8; 100]),
             }
         }
         assert!(vanished > 0 && vanished < 32);

@@ -286,7 +286,7 @@ fn open_io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Op
 
 /// Reads a whole file.
 fn read_all<F: DiskFile>(file: &F) -> io::Result<Vec<u8>> {
-    let len = file.len()?;
+    let len = file.size()?;
     let len = usize::try_from(len).map_err(|_| io::Error::other("file too large"))?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, 0)?;
@@ -305,7 +305,8 @@ fn write_file_durably<D: Disk>(
     let f = disk.create(&tmp).map_err(|e| ("create", tmp.clone(), e))?;
     let mut off = 0u64;
     for p in parts {
-        f.write_all_at(p, off).map_err(|e| ("write", tmp.clone(), e))?;
+        f.write_all_at(p, off)
+            .map_err(|e| ("write", tmp.clone(), e))?;
         off += p.len() as u64;
     }
     f.sync_data().map_err(|e| ("fsync", tmp.clone(), e))?;
@@ -578,7 +579,11 @@ impl<D: Disk> Store<D> {
                 seg_names.push((seq, first, dir.join(name)));
             } else if name.ends_with(SNAP_SUFFIX) {
                 let Some(key) = parse_snapshot_name(name) else {
-                    return Err(corrupt(dir.join(name), 0, "unrecognized snapshot file name"));
+                    return Err(corrupt(
+                        dir.join(name),
+                        0,
+                        "unrecognized snapshot file name",
+                    ));
                 };
                 snap_names.insert(key, dir.join(name));
             }
@@ -720,7 +725,11 @@ impl<D: Disk> Store<D> {
             ));
         };
         let Some(hard_state) = replay.hard_state else {
-            return Err(corrupt(first_seg_path, 0, "no hard state record in the WAL"));
+            return Err(corrupt(
+                first_seg_path,
+                0,
+                "no hard state record in the WAL",
+            ));
         };
         let last_index = replay.last();
         if hard_state.commit > last_index {
@@ -765,9 +774,7 @@ impl<D: Disk> Store<D> {
             seg.file
                 .set_len(off)
                 .map_err(open_io("truncate", &seg.path))?;
-            seg.file
-                .sync_data()
-                .map_err(open_io("fsync", &seg.path))?;
+            seg.file.sync_data().map_err(open_io("fsync", &seg.path))?;
         }
         if !to_remove.is_empty() {
             for p in &to_remove {
@@ -927,7 +934,10 @@ impl<D: Disk> Store<D> {
                 || (hs.term == cur.term && cur.vote.is_some() && hs.vote != cur.vote)
                 || hs.commit < cur.commit
             {
-                return Err(WriteError::HardStateRegress { current: cur, new: hs });
+                return Err(WriteError::HardStateRegress {
+                    current: cur,
+                    new: hs,
+                });
             }
             if hs.commit > new_last {
                 return Err(WriteError::CommitBeyondLog {
@@ -961,7 +971,8 @@ impl<D: Disk> Store<D> {
         }
         if let Some(hs) = hard_state {
             let mut buf = std::mem::take(&mut inner.buf);
-            record::encode_record(&mut buf, RecordType::HardState, &hs).expect("hard state encodes");
+            record::encode_record(&mut buf, RecordType::HardState, &hs)
+                .expect("hard state encodes");
             inner.buf = buf;
         }
         self.flush(&mut inner, entries, &mut pending)?;
@@ -1302,10 +1313,7 @@ impl<D: Disk> Store<D> {
                     s.in_progress = true;
                     break;
                 }
-                s = self
-                    .sync_done
-                    .wait(s)
-                    .unwrap_or_else(|p| p.into_inner());
+                s = self.sync_done.wait(s).unwrap_or_else(|p| p.into_inner());
             }
         }
         // This thread leads one fsync covering everything written so far.
@@ -1381,9 +1389,8 @@ fn read_entries<F: DiskFile>(
         let end = plan[j - 1].3.offset as u64 + plan[j - 1].3.len as u64;
         buf.resize((end - start) as usize, 0);
         let (file, path) = (&plan[i].0, &plan[i].1);
-        file.read_exact_at(&mut buf, start).map_err(|e| {
-            StorageError::Fatal(format!("read {} at {start}: {e}", path.display()))
-        })?;
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| StorageError::Fatal(format!("read {} at {start}: {e}", path.display())))?;
         for (_, path, index, loc) in &plan[i..j] {
             let off = (loc.offset as u64 - start) as usize;
             let bad = |why: String| {

@@ -20,10 +20,20 @@ fn bootstrap_stores_membership_as_snapshot_at_zero() {
     assert_eq!(store.term(0), Ok(0));
     assert_eq!(store.term(1), Err(StorageError::Unavailable));
     drop(store);
-    let again = Store::bootstrap(disk.clone(), "/data", CLUSTER, NODE, members(), small_config());
+    let again = Store::bootstrap(
+        disk.clone(),
+        "/data",
+        CLUSTER,
+        NODE,
+        members(),
+        small_config(),
+    );
     assert!(matches!(again, Err(OpenError::AlreadyInitialized { .. })));
     let s = reopen(&disk, "/data", small_config());
-    assert_eq!(s.initial_state().unwrap().snapshot_meta.membership, members());
+    assert_eq!(
+        s.initial_state().unwrap().snapshot_meta.membership,
+        members()
+    );
 }
 
 #[test]
@@ -31,9 +41,29 @@ fn refuses_other_cluster_node_and_uninitialized_dirs() {
     let (disk, store) = new_sim_store(1, small_config());
     drop(store);
     let e = Store::open(disk.clone(), "/data", CLUSTER + 1, NODE, small_config()).unwrap_err();
-    assert!(matches!(e, OpenError::WrongCluster { expected: 8, found: 7, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            OpenError::WrongCluster {
+                expected: 8,
+                found: 7,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = Store::open(disk.clone(), "/data", CLUSTER, 2, small_config()).unwrap_err();
-    assert!(matches!(e, OpenError::WrongNode { expected: 2, found: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            OpenError::WrongNode {
+                expected: 2,
+                found: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = Store::open(disk.clone(), "/nothing", CLUSTER, NODE, small_config()).unwrap_err();
     assert!(matches!(e, OpenError::NotInitialized { .. }), "{e}");
 }
@@ -43,7 +73,11 @@ fn append_read_truncate_and_reopen() {
     let (disk, store) = new_sim_store(2, small_config());
     store.append(&entries(1..=100, 1, 50)).unwrap();
     store
-        .set_hard_state(HardState { term: 1, vote: Some(1), commit: 40 })
+        .set_hard_state(HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 40,
+        })
         .unwrap();
     store.sync().unwrap();
     assert!(store.segment_count() > 1, "small segments rotate");
@@ -65,7 +99,14 @@ fn append_read_truncate_and_reopen() {
     drop(store);
     let s = reopen(&disk, "/data", small_config());
     assert_eq!(all_entries(&s), want);
-    assert_eq!(s.hard_state(), HardState { term: 1, vote: Some(1), commit: 40 });
+    assert_eq!(
+        s.hard_state(),
+        HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 40
+        }
+    );
 }
 
 #[test]
@@ -73,7 +114,11 @@ fn api_misuse_is_refused_without_change() {
     let (_disk, store) = new_sim_store(3, small_config());
     store.append(&entries(1..=10, 2, 5)).unwrap();
     store
-        .set_hard_state(HardState { term: 2, vote: Some(2), commit: 5 })
+        .set_hard_state(HardState {
+            term: 2,
+            vote: Some(2),
+            commit: 5,
+        })
         .unwrap();
     let cases: Vec<(WriteError, &str)> = vec![
         (store.append(&entries(12..=13, 2, 1)).unwrap_err(), "gap"),
@@ -83,28 +128,52 @@ fn api_misuse_is_refused_without_change() {
                 .unwrap_err(),
             "not contiguous",
         ),
-        (store.append(&entries(4..=12, 3, 1)).unwrap_err(), "conflicts with committed"),
-        (store.append(&entries(3..=4, 2, 5)).unwrap_err(), "truncates committed"),
+        (
+            store.append(&entries(4..=12, 3, 1)).unwrap_err(),
+            "conflicts with committed",
+        ),
+        (
+            store.append(&entries(3..=4, 2, 5)).unwrap_err(),
+            "truncates committed",
+        ),
         (
             store
-                .set_hard_state(HardState { term: 1, vote: None, commit: 5 })
+                .set_hard_state(HardState {
+                    term: 1,
+                    vote: None,
+                    commit: 5,
+                })
                 .unwrap_err(),
             "term regress",
         ),
         (
             store
-                .set_hard_state(HardState { term: 2, vote: Some(3), commit: 5 })
+                .set_hard_state(HardState {
+                    term: 2,
+                    vote: Some(3),
+                    commit: 5,
+                })
                 .unwrap_err(),
             "vote change",
         ),
         (
             store
-                .set_hard_state(HardState { term: 2, vote: Some(2), commit: 11 })
+                .set_hard_state(HardState {
+                    term: 2,
+                    vote: Some(2),
+                    commit: 11,
+                })
                 .unwrap_err(),
             "commit beyond log",
         ),
-        (store.compact(&snapshot_at(11, 2, "x")).unwrap_err(), "beyond log"),
-        (store.compact(&snapshot_at(5, 9, "x")).unwrap_err(), "term mismatch"),
+        (
+            store.compact(&snapshot_at(11, 2, "x")).unwrap_err(),
+            "beyond log",
+        ),
+        (
+            store.compact(&snapshot_at(5, 9, "x")).unwrap_err(),
+            "term mismatch",
+        ),
     ];
     for (e, what) in cases {
         assert!(!e.is_fatal(), "{what}: {e}");
@@ -121,23 +190,37 @@ fn compaction_drops_covered_segments_and_survives_reopen() {
     let (disk, store) = new_sim_store(4, small_config());
     store.append(&entries(1..=300, 1, 40)).unwrap();
     store
-        .set_hard_state(HardState { term: 1, vote: None, commit: 250 })
+        .set_hard_state(HardState {
+            term: 1,
+            vote: None,
+            commit: 250,
+        })
         .unwrap();
     store.sync().unwrap();
     let before = store.segment_count();
     store.compact(&snapshot_at(250, 1, "state@250")).unwrap();
-    assert!(store.segment_count() < before, "{} !< {before}", store.segment_count());
+    assert!(
+        store.segment_count() < before,
+        "{} !< {before}",
+        store.segment_count()
+    );
     assert_eq!(store.first_index(), 251);
     assert_eq!(store.term(250), Ok(1));
     assert_eq!(store.term(249), Err(StorageError::Compacted));
-    assert_eq!(store.entries(200, 260, u64::MAX), Err(StorageError::Compacted));
+    assert_eq!(
+        store.entries(200, 260, u64::MAX),
+        Err(StorageError::Compacted)
+    );
     assert_eq!(store.snapshot().unwrap().data, "state@250");
     drop(store);
     let s = reopen(&disk, "/data", small_config());
     assert_eq!(s.first_index(), 251);
     assert_eq!(s.snapshot().unwrap(), snapshot_at(250, 1, "state@250"));
     assert_eq!(all_entries(&s), entries(251..=300, 1, 40));
-    let snaps: Vec<_> = disk_files(&disk).into_iter().filter(|n| n.ends_with(".snap")).collect();
+    let snaps: Vec<_> = disk_files(&disk)
+        .into_iter()
+        .filter(|n| n.ends_with(".snap"))
+        .collect();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
 }
 
@@ -177,13 +260,24 @@ fn write_ready_persists_in_order() {
         number: 1,
         snapshot: Some(snapshot_at(5, 2, "snap")),
         entries: entries(6..=8, 2, 3),
-        hard_state: Some(HardState { term: 2, vote: Some(3), commit: 7 }),
+        hard_state: Some(HardState {
+            term: 2,
+            vote: Some(3),
+            commit: 7,
+        }),
         ..Default::default()
     };
     store.persist_ready(&ready).unwrap();
     disk.crash();
     let s = reopen(&disk, "/data", small_config());
-    assert_eq!(s.hard_state(), HardState { term: 2, vote: Some(3), commit: 7 });
+    assert_eq!(
+        s.hard_state(),
+        HardState {
+            term: 2,
+            vote: Some(3),
+            commit: 7
+        }
+    );
     assert_eq!(all_entries(&s), entries(6..=8, 2, 3));
     assert_eq!(s.snapshot().unwrap().meta.last_index, 5);
 }
@@ -199,7 +293,10 @@ fn io_errors_fail_the_store_for_good() {
         assert!(e.is_fatal(), "{e}");
         assert!(store.failure().is_some());
         // The fault is gone but the store stays failed.
-        assert!(matches!(store.append(&entries(4..=5, 1, 10)), Err(WriteError::Failed(_))));
+        assert!(matches!(
+            store.append(&entries(4..=5, 1, 10)),
+            Err(WriteError::Failed(_))
+        ));
         assert!(matches!(store.sync(), Err(WriteError::Failed(_))));
         disk.crash();
         let s = reopen(&disk, "/data", small_config());

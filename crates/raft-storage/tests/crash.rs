@@ -146,8 +146,15 @@ fn run(seed: u64, steps: u64) -> u64 {
         entry_bytes_max: 1 << 16,
     };
     let disk = SimDisk::new(seed);
-    let store = Store::bootstrap(disk.clone(), "/data", CLUSTER, NODE, members(), config.clone())
-        .unwrap();
+    let store = Store::bootstrap(
+        disk.clone(),
+        "/data",
+        CLUSTER,
+        NODE,
+        members(),
+        config.clone(),
+    )
+    .unwrap();
     let tracker = Arc::new(Mutex::new(Tracker {
         synced: MemStorage::new_with_membership(members()),
         pending: Vec::new(),
@@ -160,7 +167,10 @@ fn run(seed: u64, steps: u64) -> u64 {
             let mut t = tracker.lock().unwrap();
             t.checks += 1;
             let crashed = fork.crashed(seed.wrapping_mul(1_000_003) ^ op.number);
-            let what = format!("seed {seed}, crash after op {} {:?} {:?}", op.number, op.kind, op.path);
+            let what = format!(
+                "seed {seed}, crash after op {} {:?} {:?}",
+                op.number, op.kind, op.path
+            );
             check_recovered(crashed, &t, &config, &what);
         })));
     }
@@ -257,7 +267,10 @@ fn crash_at_every_point() {
         checks += run(seed, steps);
     }
     // Every step issues at least one disk operation most of the time.
-    assert!(checks > steps * seeds / 2, "only {checks} crash points checked");
+    assert!(
+        checks > steps * seeds / 2,
+        "only {checks} crash points checked"
+    );
     eprintln!("checked {checks} crash points");
 }
 

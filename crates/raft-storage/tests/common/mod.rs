@@ -14,7 +14,9 @@ pub fn entry(index: u64, term: u64, len: usize) -> Entry {
         term,
         index,
         payload: EntryPayload::Normal(Bytes::from(
-            (0..len).map(|i| (i as u64 ^ index) as u8).collect::<Vec<_>>(),
+            (0..len)
+                .map(|i| (i as u64 ^ index) as u8)
+                .collect::<Vec<_>>(),
         )),
     }
 }
