@@ -1,1 +1,105 @@
-//! raft-runtime (work in progress).
+//! # raft-runtime
+//!
+//! Runs one [`raft_core`] node on tokio over a real network and disk: ticks
+//! the engine, writes what it says to storage, sends what it says to peers,
+//! applies what commits, and gives the application an async
+//! [`RaftHandle`].
+//!
+//! ## Starting a node
+//!
+//! ```text
+//! let metrics = Metrics::new();
+//! let (transport, inbound) = TcpTransport::start(tcp_config, metrics.clone()).await?;
+//! let handle = raft_runtime::start(config, Arc::new(store), MyStateMachine::new(),
+//!                                  transport, inbound, metrics)?;
+//! let response = handle.propose(command).await?;
+//! handle.read(ReadConsistency::Linearizable).await?;   // then read the state machine
+//! ```
+//!
+//! ## How the driver honours the engine's contract
+//!
+//! One tokio task (the *driver*) owns the `RawNode`; nothing else touches it.
+//! For each `Ready`:
+//!
+//! 1. `messages` go to the [`Transport`] at once (never blocking: per-peer
+//!    bounded queues that drop when full).
+//! 2. `snapshot`, `entries`, `hard_state` go, as one batch, to a dedicated
+//!    **writer thread** through a queue in Ready order. The writer applies
+//!    every batch that queued up ([`RaftStorage::write`]), then calls
+//!    [`RaftStorage::sync`] once (group commit) and reports the highest
+//!    Ready number durable.
+//! 3. The Ready's `persisted_messages` wait in an in-flight queue. Only when
+//!    the writer reports Ready `n` durable does the driver restore the state
+//!    machine from any snapshot in those Readies, call `on_persisted(n)`, and
+//!    send their persisted messages (votes, vote requests, append and
+//!    snapshot acknowledgements). Nothing that promises durability leaves
+//!    before the fsync that makes it true.
+//! 4. `committed_entries` (already durable locally, the engine guarantees)
+//!    are applied at once, in order, under the state machine's write lock;
+//!    waiting proposals complete with the state machine's response if the
+//!    entry applied at their index has their term, else fail with
+//!    `Dropped`. Then `on_applied`.
+//! 5. `read_states` complete once the applied index reaches their index;
+//!    `dropped_reads` fail.
+//!
+//! While the writer syncs, the driver keeps stepping messages, ticking and
+//! taking new proposals; the next Readies queue behind the sync and share
+//! the next one. At most `inflight_writes_max` Readies are in flight; beyond
+//! that the driver stops taking Readies until the disk catches up.
+//!
+//! Any storage error (write, sync, compaction, or an engine read) is fatal:
+//! the driver stops, records the reason (every later call returns
+//! `Fatal(reason)`), fails everything pending and acknowledges nothing more.
+//!
+//! **Restarts never apply an entry twice.** The state machine is in-memory;
+//! at start it is restored from the store's latest snapshot and the engine
+//! is started with `applied` = that snapshot's index, so it hands out exactly
+//! the entries after it for replay. A snapshot from a leader is restored
+//! into the state machine only once durable in storage.
+//!
+//! **Snapshots.** When `snapshot_trigger_entries` entries or
+//! `snapshot_trigger_bytes` bytes were applied since the last snapshot, the
+//! driver serializes the state machine (under its read lock, in the driver
+//! task), and the writer thread records it with [`RaftStorage::compact`]
+//! after the pending sync. One compaction at a time.
+//!
+//! ## Threading model
+//!
+//! - the driver task (tokio): the engine, applying, proposals and reads;
+//! - the writer thread (std): storage writes and fsyncs, so a slow disk
+//!   never stalls the event loop;
+//! - transport tasks (tokio): one listener, one task per inbound connection,
+//!   one task per outbound peer (see [`tcp`]);
+//! - the application: any number of [`RaftHandle`] clones; inputs reach the
+//!   driver over bounded channels (proposals, reads, admin, peer messages).
+//!
+//! ## Seams, and what could run under the simulator
+//!
+//! Storage ([`RaftStorage`]) and transport ([`Transport`]) are traits with
+//! in-memory implementations ([`MemStore`], [`local::LocalNetwork`]). Time is
+//! tokio's clock (`tokio::time::interval`), which tokio can pause and advance
+//! virtually (`start_paused`). The order of Ready handling is therefore
+//! reusable, but the driver as a whole is not deterministic: the writer is
+//! an OS thread and tokio's scheduler interleaves tasks freely, so
+//! `raft-sim` drives `raft-core` directly with its own single-threaded loop
+//! and copies this crate's Ready ordering rather than running this code.
+//! The TCP framing, handshake and connection management cannot run under
+//! the simulator at all (they are real sockets); they are covered by the
+//! loopback tests in this crate instead.
+
+pub mod config;
+mod driver;
+pub mod error;
+mod handle;
+pub mod local;
+pub mod metrics;
+pub mod storage;
+pub mod transport;
+
+pub use config::{ConfigError, RuntimeConfig};
+pub use driver::start;
+pub use error::*;
+pub use handle::{NodeStatus, PeerProgress, RaftHandle};
+pub use metrics::Metrics;
+pub use storage::{MemStore, RaftStorage, WriteParts};
+pub use transport::{inbound_channel, Inbound, Transport};

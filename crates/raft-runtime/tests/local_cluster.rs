@@ -1,0 +1,71 @@
+//! The driver over the in-process transport and in-memory storage.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use raft_core::Membership;
+use raft_runtime::local::LocalNetwork;
+use raft_runtime::{start, MemStore, Metrics, RaftHandle, ReadConsistency};
+
+fn start_cluster(n: u64) -> (LocalNetwork, Vec<RaftHandle<ListSm>>) {
+    let net = LocalNetwork::new();
+    let membership = Membership::new_voters(1..=n);
+    let handles = (1..=n)
+        .map(|id| {
+            let cfg = test_config(id);
+            let metrics = Metrics::new();
+            let (t, inbound) = net.join(id, cfg.inbound_queue_max, metrics.clone());
+            let store = Arc::new(MemStore::new(membership.clone()));
+            start(cfg, store, ListSm::default(), t, inbound, metrics).unwrap()
+        })
+        .collect();
+    (net, handles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_read() {
+    init_tracing();
+    let (_net, hs) = start_cluster(3);
+    let refs: Vec<_> = hs.iter().collect();
+    let leader = wait_for(Duration::from_secs(5), "a leader", || agreed_leader(&refs)).await;
+    let lh = &hs[(leader - 1) as usize];
+    // Concurrent proposals, batched by the driver.
+    let mut tasks = Vec::new();
+    for i in 0..100u32 {
+        let h = lh.clone();
+        tasks.push(tokio::spawn(async move {
+            h.propose(Bytes::from(i.to_be_bytes().to_vec())).await
+        }));
+    }
+    let mut indexes = Vec::new();
+    for t in tasks {
+        indexes.push(t.await.unwrap().expect("proposal applied"));
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 100, "each proposal got its own index");
+    // A follower refuses proposals with a hint.
+    let follower = hs.iter().find(|h| h.id() != leader).unwrap();
+    match follower.propose(Bytes::from_static(b"x")).await {
+        Err(raft_runtime::ProposeError::NotLeader { leader_hint }) => {
+            assert_eq!(leader_hint, Some(leader))
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // Linearizable read on a follower sees everything committed.
+    follower.read(ReadConsistency::Linearizable).await.unwrap();
+    assert_eq!(items(follower).len(), 100);
+    assert_eq!(items(follower), items(lh));
+    lh.read(ReadConsistency::Lease).await.unwrap();
+    for h in &hs {
+        h.shutdown().await.unwrap();
+    }
+    assert!(matches!(
+        lh.propose(Bytes::from_static(b"late")).await,
+        Err(raft_runtime::ProposeError::ShuttingDown)
+    ));
+}
