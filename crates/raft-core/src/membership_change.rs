@@ -90,7 +90,7 @@ impl<S: LogStore> RawNode<S> {
         if new == old {
             return Err(MembershipError::Invalid("the change changes nothing"));
         }
-        let index = self.append_entries_as_leader(vec![EntryPayload::Membership(new)]);
+        let index = self.append_entry_as_leader(EntryPayload::Membership(new));
         if self.bug(Bug::LeaveJointEarly) {
             self.maybe_leave_joint();
         }
@@ -172,7 +172,7 @@ impl<S: LogStore> RawNode<S> {
                 voters_outgoing: Default::default(),
                 learners: self.membership.learners.clone(),
             };
-            self.append_entries_as_leader(vec![EntryPayload::Membership(leave)]);
+            self.append_entry_as_leader(EntryPayload::Membership(leave));
         }
     }
 }

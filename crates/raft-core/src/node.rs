@@ -729,7 +729,7 @@ impl<S: LogStore> RawNode<S> {
         }
         // Raft §8: a new leader commits a no-op of its own term, which also
         // commits everything before it (Figure 8).
-        self.append_entries_as_leader(vec![EntryPayload::Blank]);
+        self.append_entry_as_leader(EntryPayload::Blank);
         Ok(())
     }
 
@@ -758,36 +758,35 @@ impl<S: LogStore> RawNode<S> {
             return Err(ProposeError::Backpressure);
         }
         self.counters.proposals += 1;
-        let index = self.append_entries_as_leader(vec![payload]);
+        let index = self.append_entry_as_leader(payload);
         Ok(ProposalId {
             term: self.term,
             index,
         })
     }
 
-    /// Appends entries to the leader's own log; they are sent at the next
-    /// `ready`. Returns the index of the last one.
-    pub(crate) fn append_entries_as_leader(&mut self, payloads: Vec<EntryPayload>) -> LogIndex {
-        let mut index = self.log.last_index();
-        let term = self.term;
-        let mut entries = Vec::with_capacity(payloads.len());
-        for payload in payloads {
-            index += 1;
-            let e = Entry {
-                term,
-                index,
-                payload,
-            };
-            let bytes = e.size_bytes();
-            self.uncommitted_bytes += bytes;
-            self.uncommitted.push_back((index, bytes));
-            if let EntryPayload::Membership(m) = &e.payload {
-                self.configs.push((index, m.clone()));
-            }
-            entries.push(e);
+    /// Appends an entry to the leader's own log; it is sent at the next
+    /// `ready`. Returns its index.
+    pub(crate) fn append_entry_as_leader(&mut self, payload: EntryPayload) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        let e = Entry {
+            term: self.term,
+            index,
+            payload,
+        };
+        let bytes = e.size_bytes();
+        self.uncommitted_bytes += bytes;
+        self.uncommitted.push_back((index, bytes));
+        let new_config = match &e.payload {
+            EntryPayload::Membership(m) => Some(m.clone()),
+            _ => None,
+        };
+        self.log.append(std::iter::once(e));
+        if let Some(m) = new_config {
+            // Configurations take effect when appended (thesis §4.1).
+            self.configs.push((index, m));
+            self.refresh_membership();
         }
-        self.log.append(entries);
-        self.refresh_membership();
         self.broadcast_pending = true;
         if self.single_voter_leader() {
             // Nobody else to wait for; commit follows once durable.
