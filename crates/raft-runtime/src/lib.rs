@@ -90,10 +90,12 @@
 pub mod config;
 mod driver;
 pub mod error;
+pub mod frame;
 mod handle;
 pub mod local;
 pub mod metrics;
 pub mod storage;
+pub mod tcp;
 pub mod transport;
 
 pub use config::{ConfigError, RuntimeConfig};
@@ -102,4 +104,5 @@ pub use error::*;
 pub use handle::{NodeStatus, PeerProgress, RaftHandle};
 pub use metrics::Metrics;
 pub use storage::{MemStore, RaftStorage, WriteParts};
+pub use tcp::{TcpConfig, TcpTransport};
 pub use transport::{inbound_channel, Inbound, Transport};

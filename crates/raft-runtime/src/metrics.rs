@@ -234,7 +234,6 @@ impl Metrics {
             .inc();
     }
 
-    #[allow(dead_code)] // used by the TCP transport
     pub(crate) fn refused(&self, reason: &str) {
         self.connections_refused
             .get_or_create(&ReasonLabel {

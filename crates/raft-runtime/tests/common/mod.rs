@@ -122,3 +122,170 @@ pub fn items(h: &RaftHandle<ListSm>) -> Vec<Bytes> {
 pub fn applied(h: &RaftHandle<ListSm>) -> LogIndex {
     h.state_machine().read().unwrap().applied
 }
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use raft_runtime::{MemStore, Metrics, RaftStorage, TcpConfig, TcpTransport, Transport};
+
+pub const CLUSTER_ID: u64 = 0xC1A5_7E12;
+
+/// One node of a loopback TCP cluster; storage survives restarts.
+pub struct TcpNode<St> {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    pub store: Arc<St>,
+    pub metrics: Metrics,
+    pub handle: Option<RaftHandle<ListSm>>,
+}
+
+/// An in-process cluster over real loopback TCP.
+pub struct TcpCluster<St> {
+    pub nodes: BTreeMap<NodeId, TcpNode<St>>,
+    pub make_config: fn(NodeId) -> RuntimeConfig,
+}
+
+fn tcp_config(id: NodeId, addr: SocketAddr) -> TcpConfig {
+    let mut c = TcpConfig::new(CLUSTER_ID, id, addr);
+    c.reconnect_backoff_max = Duration::from_millis(200);
+    c
+}
+
+impl<St: RaftStorage> TcpCluster<St> {
+    /// Starts nodes `1..=stores.len()` on 127.0.0.1 port 0.
+    pub async fn start(stores: Vec<Arc<St>>, make_config: fn(NodeId) -> RuntimeConfig) -> Self {
+        let mut transports = Vec::new();
+        for (i, store) in stores.into_iter().enumerate() {
+            let id = i as NodeId + 1;
+            let metrics = Metrics::new();
+            let (t, inbound) = TcpTransport::start(
+                tcp_config(id, "127.0.0.1:0".parse().unwrap()),
+                metrics.clone(),
+            )
+            .await
+            .unwrap();
+            transports.push((id, store, metrics, t, inbound));
+        }
+        let addrs: BTreeMap<NodeId, SocketAddr> = transports
+            .iter()
+            .map(|(id, _, _, t, _)| (*id, t.local_addr()))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (id, store, metrics, mut t, inbound) in transports {
+            for (&p, &a) in &addrs {
+                t.set_peer_addr(p, Some(a));
+            }
+            let handle = raft_runtime::start(
+                make_config(id),
+                store.clone(),
+                ListSm::default(),
+                t,
+                inbound,
+                metrics.clone(),
+            )
+            .unwrap();
+            nodes.insert(
+                id,
+                TcpNode {
+                    id,
+                    addr: addrs[&id],
+                    store,
+                    metrics,
+                    handle: Some(handle),
+                },
+            );
+        }
+        TcpCluster { nodes, make_config }
+    }
+
+    pub fn handle(&self, id: NodeId) -> &RaftHandle<ListSm> {
+        self.nodes[&id].handle.as_ref().expect("node is running")
+    }
+
+    pub fn running(&self) -> Vec<&RaftHandle<ListSm>> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.handle.as_ref())
+            .collect()
+    }
+
+    pub async fn leader(&self) -> NodeId {
+        let running = self.running();
+        wait_for(Duration::from_secs(10), "a leader", || {
+            agreed_leader(&running)
+        })
+        .await
+    }
+
+    /// Graceful stop; storage is kept.
+    pub async fn stop(&mut self, id: NodeId) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        if let Some(h) = n.handle.take() {
+            h.shutdown().await.unwrap();
+        }
+    }
+
+    /// Restarts a stopped node from its storage, on the same port.
+    pub async fn restart(&mut self, id: NodeId) {
+        let addrs: BTreeMap<NodeId, SocketAddr> =
+            self.nodes.values().map(|n| (n.id, n.addr)).collect();
+        let n = self.nodes.get_mut(&id).unwrap();
+        assert!(n.handle.is_none());
+        n.metrics = Metrics::new();
+        let (mut t, inbound) = TcpTransport::start(tcp_config(id, n.addr), n.metrics.clone())
+            .await
+            .unwrap();
+        for (&p, &a) in &addrs {
+            t.set_peer_addr(p, Some(a));
+        }
+        let h = raft_runtime::start(
+            (self.make_config)(id),
+            n.store.clone(),
+            ListSm::default(),
+            t,
+            inbound,
+            n.metrics.clone(),
+        )
+        .unwrap();
+        n.handle = Some(h);
+    }
+
+    pub async fn propose(&self, data: impl Into<Bytes>) -> LogIndex {
+        propose_anywhere(&self.running(), data.into()).await
+    }
+
+    /// Waits until every running node applied at least `index`.
+    pub async fn wait_applied(&self, index: LogIndex) {
+        for h in self.running() {
+            wait_for(Duration::from_secs(15), "catch-up", || async {
+                (applied(h) >= index).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Asserts every running node applied the same commands.
+    pub fn assert_same_items(&self) -> Vec<Bytes> {
+        let running = self.running();
+        let first = items(running[0]);
+        for h in &running[1..] {
+            assert_eq!(items(h), first, "node {} diverged", h.id());
+        }
+        first
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+pub fn mem_stores(n: u64) -> Vec<Arc<MemStore>> {
+    let m = raft_core::Membership::new_voters(1..=n);
+    (1..=n)
+        .map(|_| Arc::new(MemStore::new(m.clone())))
+        .collect()
+}

@@ -1,0 +1,518 @@
+//! Peer transport over TCP.
+//!
+//! - **Outbound:** one task and one connection per peer. Messages for a peer
+//!   go into its bounded queue (`peer_queue_msgs`); a full queue drops the
+//!   message and counts it (Raft retransmits), so a slow or dead peer never
+//!   blocks the driver or the other peers. The task writes whatever queued
+//!   up as one batch (up to `write_batch_bytes_max`), and reconnects with
+//!   exponential backoff (`reconnect_backoff_min` doubling up to
+//!   `reconnect_backoff_max`), dropping messages that queue while it is
+//!   disconnected, since they would be stale. A write that does not finish
+//!   within `write_timeout` drops the connection.
+//! - **Inbound:** one listener; one task per accepted connection (at most
+//!   `inbound_connections_max`). The first frame must be a [`Hello`] from a
+//!   known peer of the same cluster addressed to this node, within
+//!   `handshake_timeout`; otherwise the connection is closed with a log
+//!   line. Any frame that fails to decode, is oversized (checked from the
+//!   length prefix before allocating), fails its CRC, or carries a message
+//!   not from the handshaken peer closes that connection. Nothing here
+//!   panics on input.
+//! - Connections are one-way: a node reads only from connections others
+//!   opened to it, and writes only to connections it opened.
+//!
+//! There is no authentication or encryption: run it on a trusted network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use raft_core::{Message, NodeId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::ConfigError;
+use crate::frame::{encode_frame, read_frame, FrameError, Hello, WireFrame};
+use crate::metrics::{Metrics, PeerLabel};
+use crate::transport::{inbound_channel, Inbound, Transport};
+
+/// A connection that lived this long resets the reconnect backoff; a peer
+/// that accepts and at once closes (e.g. refuses our handshake) keeps it.
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+/// A read buffer grown beyond this by one large frame is released after it.
+const READ_BUFFER_KEEP_BYTES: usize = 1 << 20;
+
+/// Configuration of the TCP transport.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// Peers with another cluster id are refused.
+    pub cluster_id: u64,
+    pub node_id: NodeId,
+    /// Where to listen for peers (port 0 picks a free port).
+    pub listen_addr: SocketAddr,
+    /// Known peers and their addresses (this node may be listed; it is
+    /// skipped). Update at runtime with [`Transport::set_peer_addr`].
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Largest frame accepted or sent, in bytes. Must exceed the engine's
+    /// `max_append_bytes` and `snapshot_chunk_bytes` plus overhead.
+    pub max_frame_bytes: u32,
+    /// Capacity of each peer's outbound queue, in messages.
+    pub peer_queue_msgs: usize,
+    /// A batch written to a peer stops growing at this many bytes.
+    pub write_batch_bytes_max: usize,
+    /// Capacity of the queue from the transport into the driver.
+    pub inbound_queue_max: usize,
+    /// Most simultaneous inbound connections.
+    pub inbound_connections_max: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub write_timeout: Duration,
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+impl TcpConfig {
+    pub fn new(cluster_id: u64, node_id: NodeId, listen_addr: SocketAddr) -> Self {
+        TcpConfig {
+            cluster_id,
+            node_id,
+            listen_addr,
+            peers: BTreeMap::new(),
+            max_frame_bytes: 64 << 20,
+            peer_queue_msgs: 4096,
+            write_batch_bytes_max: 1 << 20,
+            inbound_queue_max: 8192,
+            inbound_connections_max: 256,
+            connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            reconnect_backoff_min: Duration::from_millis(20),
+            reconnect_backoff_max: Duration::from_secs(2),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::Zero("node_id"));
+        }
+        let min_frame = 64 << 10;
+        if self.max_frame_bytes < min_frame {
+            return Err(ConfigError::OutOfRange {
+                name: "max_frame_bytes",
+                value: u64::from(self.max_frame_bytes),
+                min: u64::from(min_frame),
+                max: u64::from(u32::MAX),
+            });
+        }
+        for (name, v) in [
+            ("peer_queue_msgs", self.peer_queue_msgs),
+            ("write_batch_bytes_max", self.write_batch_bytes_max),
+            ("inbound_queue_max", self.inbound_queue_max),
+            ("inbound_connections_max", self.inbound_connections_max),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("write_timeout", self.write_timeout),
+            ("reconnect_backoff_min", self.reconnect_backoff_min),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct PeerLink {
+    tx: mpsc::Sender<Message>,
+    addr: watch::Sender<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+/// The TCP transport. Dropping it (or `shutdown`) stops every task.
+pub struct TcpTransport {
+    cfg: Arc<TcpConfig>,
+    local_addr: SocketAddr,
+    /// Peers allowed to connect (handshake check), shared with the listener.
+    known: Arc<RwLock<BTreeMap<NodeId, SocketAddr>>>,
+    peers: HashMap<NodeId, PeerLink>,
+    listener: Option<JoinHandle<()>>,
+    metrics: Metrics,
+}
+
+impl TcpTransport {
+    /// Binds the listener and connects to the configured peers. Returns the
+    /// transport (for the driver) and the inbound queue (for the driver).
+    pub async fn start(cfg: TcpConfig, metrics: Metrics) -> io::Result<(TcpTransport, Inbound)> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(cfg.listen_addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (inbound_tx, inbound_rx) = inbound_channel(cfg.inbound_queue_max);
+        let peers_init = cfg.peers.clone();
+        let cfg = Arc::new(cfg);
+        let known = Arc::new(RwLock::new(BTreeMap::new()));
+        let listen_task = tokio::spawn(
+            accept_loop(
+                listener,
+                cfg.clone(),
+                known.clone(),
+                inbound_tx,
+                metrics.clone(),
+            )
+            .instrument(tracing::info_span!("raft_listener", node = cfg.node_id)),
+        );
+        info!(node = cfg.node_id, %local_addr, "peer transport listening");
+        let mut t = TcpTransport {
+            cfg,
+            local_addr,
+            known,
+            peers: HashMap::new(),
+            listener: Some(listen_task),
+            metrics,
+        };
+        for (id, addr) in peers_init {
+            t.set_peer_addr(id, Some(addr));
+        }
+        Ok((t, inbound_rx))
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn known_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<NodeId, SocketAddr>> {
+        // Only map updates happen under this lock; poisoning cannot leave it
+        // half-updated.
+        self.known.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, msg: Message) {
+        let to = msg.to;
+        match self.peers.get(&to) {
+            Some(link) => {
+                if link.tx.try_send(msg).is_err() {
+                    self.metrics.drop_for(to);
+                }
+            }
+            None => self.metrics.drop_for(to),
+        }
+    }
+
+    fn set_peer_addr(&mut self, id: NodeId, addr: Option<SocketAddr>) {
+        if id == self.cfg.node_id || id == 0 {
+            return;
+        }
+        match addr {
+            Some(addr) => {
+                self.known_write().insert(id, addr);
+                if let Some(link) = self.peers.get(&id) {
+                    if *link.addr.borrow() != addr {
+                        link.addr.send_replace(addr);
+                    }
+                    return;
+                }
+                let (tx, rx) = mpsc::channel(self.cfg.peer_queue_msgs);
+                let (addr_tx, addr_rx) = watch::channel(addr);
+                let task = tokio::spawn(
+                    peer_loop(self.cfg.clone(), id, rx, addr_rx, self.metrics.clone()).instrument(
+                        tracing::info_span!("raft_peer", node = self.cfg.node_id, peer = id),
+                    ),
+                );
+                self.peers.insert(
+                    id,
+                    PeerLink {
+                        tx,
+                        addr: addr_tx,
+                        task,
+                    },
+                );
+            }
+            None => {
+                self.known_write().remove(&id);
+                if let Some(link) = self.peers.remove(&id) {
+                    link.task.abort();
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(l) = self.listener.take() {
+            l.abort(); // drops its JoinSet, which aborts every inbound task
+        }
+        for (_, link) in self.peers.drain() {
+            link.task.abort();
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<TcpConfig>,
+    known: Arc<RwLock<BTreeMap<NodeId, SocketAddr>>>,
+    inbound: mpsc::Sender<Message>,
+    metrics: Metrics,
+) {
+    let slots = Arc::new(Semaphore::new(cfg.inbound_connections_max));
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%remote, "too many inbound peer connections; closing");
+            metrics.refused("too_many_connections");
+            continue;
+        };
+        let (cfg, known, inbound, metrics) =
+            (cfg.clone(), known.clone(), inbound.clone(), metrics.clone());
+        conns.spawn(async move {
+            serve_inbound(stream, remote, &cfg, &known, &inbound, &metrics).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads one inbound connection until it closes or misbehaves.
+async fn serve_inbound(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    cfg: &TcpConfig,
+    known: &RwLock<BTreeMap<NodeId, SocketAddr>>,
+    inbound: &mpsc::Sender<Message>,
+    metrics: &Metrics,
+) {
+    let max = cfg.max_frame_bytes;
+    let mut buf = Vec::new();
+    let hello = match tokio::time::timeout(
+        cfg.handshake_timeout,
+        read_frame(&mut stream, max, &mut buf),
+    )
+    .await
+    {
+        Ok(Ok(WireFrame::Hello(h))) => h,
+        Ok(Ok(WireFrame::Message(_))) => {
+            warn!(%remote, "peer connection did not start with a handshake; closing");
+            metrics.refused("no_handshake");
+            return;
+        }
+        Ok(Err(e)) => {
+            warn!(%remote, error = %e, "bad handshake frame; closing");
+            metrics.refused("bad_frame");
+            return;
+        }
+        Err(_) => {
+            warn!(%remote, "no handshake in time; closing");
+            metrics.refused("handshake_timeout");
+            return;
+        }
+    };
+    if hello.cluster_id != cfg.cluster_id {
+        warn!(%remote, cluster_id = hello.cluster_id, from = hello.from,
+            "peer from another cluster refused");
+        metrics.refused("wrong_cluster");
+        return;
+    }
+    if hello.to != cfg.node_id {
+        warn!(%remote, to = hello.to, from = hello.from, "handshake for another node refused");
+        metrics.refused("wrong_node");
+        return;
+    }
+    let is_known = known
+        .read()
+        .map(|k| k.contains_key(&hello.from))
+        .unwrap_or(false);
+    if !is_known {
+        warn!(%remote, from = hello.from, "handshake from unknown node refused");
+        metrics.refused("unknown_peer");
+        return;
+    }
+    debug!(%remote, from = hello.from, "peer connected");
+    loop {
+        let frame = read_frame(&mut stream, max, &mut buf).await;
+        if buf.capacity() > READ_BUFFER_KEEP_BYTES {
+            buf = Vec::new();
+        }
+        match frame {
+            Ok(WireFrame::Message(m)) => {
+                if m.from != hello.from || m.to != cfg.node_id {
+                    warn!(%remote, from = m.from, to = m.to, peer = hello.from,
+                        "message not from the handshaken peer; closing");
+                    metrics.refused("misaddressed");
+                    return;
+                }
+                match inbound.try_send(m) {
+                    Ok(()) => {
+                        metrics.messages_received.inc();
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics.messages_received_dropped.inc();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                };
+            }
+            Ok(WireFrame::Hello(_)) => {
+                warn!(%remote, peer = hello.from, "second handshake; closing");
+                metrics.refused("duplicate_handshake");
+                return;
+            }
+            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                debug!(%remote, peer = hello.from, "peer closed the connection");
+                return;
+            }
+            Err(e) => {
+                warn!(%remote, peer = hello.from, error = %e, "bad frame; closing connection");
+                metrics.refused("bad_frame");
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps one outbound connection to `peer` and writes its queue to it.
+async fn peer_loop(
+    cfg: Arc<TcpConfig>,
+    peer: NodeId,
+    mut rx: mpsc::Receiver<Message>,
+    mut addr_rx: watch::Receiver<SocketAddr>,
+    metrics: Metrics,
+) {
+    let mut backoff = cfg.reconnect_backoff_min;
+    loop {
+        let addr = *addr_rx.borrow_and_update();
+        let connected =
+            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    debug!(%addr, error = %e, "connect failed");
+                    None
+                }
+                Err(_) => {
+                    debug!(%addr, "connect timed out");
+                    None
+                }
+            };
+        if let Some(stream) = connected {
+            let since = Instant::now();
+            debug!(%addr, "connected to peer");
+            match write_loop(&cfg, peer, stream, &mut rx, &mut addr_rx, &metrics).await {
+                Ok(()) => return, // the queue closed: transport shut down
+                Err(e) => debug!(%addr, error = %e, "peer connection lost"),
+            }
+            if since.elapsed() >= STABLE_CONNECTION {
+                backoff = cfg.reconnect_backoff_min;
+            }
+        }
+        // Back off, dropping what queues meanwhile: it would be stale.
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                m = rx.recv() => match m {
+                    Some(_) => metrics.drop_for(peer),
+                    None => return,
+                },
+                changed = addr_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break; // new address: try it now
+                }
+            }
+        }
+        backoff = (backoff * 2).min(cfg.reconnect_backoff_max.max(cfg.reconnect_backoff_min));
+    }
+}
+
+/// Writes batches to one connection until it fails (`Err`), the address
+/// changes (`Err`), or the queue closes (`Ok`).
+async fn write_loop(
+    cfg: &TcpConfig,
+    peer: NodeId,
+    mut stream: TcpStream,
+    rx: &mut mpsc::Receiver<Message>,
+    addr_rx: &mut watch::Receiver<SocketAddr>,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(64 << 10);
+    let hello = WireFrame::Hello(Hello {
+        cluster_id: cfg.cluster_id,
+        from: cfg.node_id,
+        to: peer,
+    });
+    encode_frame(&hello, cfg.max_frame_bytes, &mut buf).map_err(io::Error::other)?;
+    write_timed(cfg, &mut stream, &buf).await?;
+    let sent = metrics
+        .messages_sent
+        .get_or_create(&PeerLabel::new(peer))
+        .clone();
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+            _ = addr_rx.changed() => {
+                return Err(io::Error::other("peer address changed"));
+            }
+        };
+        buf.clear();
+        let mut count = 0u64;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match encode_frame(&WireFrame::Message(m), cfg.max_frame_bytes, &mut buf) {
+                Ok(()) => count += 1,
+                Err(e) => {
+                    warn!(error = %e, "message not sendable; dropped");
+                    metrics.drop_for(peer);
+                }
+            }
+            if buf.len() < cfg.write_batch_bytes_max {
+                next = rx.try_recv().ok();
+            }
+        }
+        write_timed(cfg, &mut stream, &buf).await?;
+        sent.inc_by(count);
+        if buf.capacity() > 4 * cfg.write_batch_bytes_max.max(64 << 10) {
+            buf = Vec::with_capacity(64 << 10);
+        }
+    }
+}
+
+async fn write_timed(cfg: &TcpConfig, stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
+    match tokio::time::timeout(cfg.write_timeout, stream.write_all(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "write to peer timed out",
+        )),
+    }
+}
