@@ -1,1 +1,41 @@
-fn main() { println!("raftkv: under construction"); }
+//! The `raftkv` binary: one executable for the server, the CLI, the local
+//! cluster launcher and the load generator.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "raftkv", version, about = "A replicated key-value store built on Raft")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one server node.
+    Serve(raftkv::server::ServeArgs),
+    /// Start a local cluster of server processes and watch it.
+    Cluster(raftkv::cluster::ClusterArgs),
+    /// Generate load against running endpoints and report latency.
+    Bench(raftkv::bench::BenchArgs),
+    /// Client commands (put, get, del, cas, ls, status, member, leader).
+    #[command(flatten)]
+    Client(raftkv::cli::ClientCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => raftkv::server::main(args),
+        Command::Cluster(args) => raftkv::cluster::main(args),
+        Command::Bench(args) => raftkv::bench::main(args),
+        Command::Client(cmd) => raftkv::cli::main(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP client for the raftkv API (under construction).
