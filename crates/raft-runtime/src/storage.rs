@@ -124,3 +124,22 @@ impl LogStore for MemStore {
         self.lock().snapshot()
     }
 }
+
+/// The real storage engine. Every [`raft_storage::WriteError`] is treated
+/// as fatal here, including the validation ones: the engine only emits
+/// consistent writes, so a refused write means a broken invariant
+/// somewhere and the node must not go on acknowledging anything.
+impl<D: raft_storage::Disk> RaftStorage for raft_storage::Store<D> {
+    fn write(&self, parts: WriteParts<'_>) -> Result<(), StorageFailure> {
+        raft_storage::Store::write(self, parts.snapshot, parts.entries, parts.hard_state)
+            .map_err(|e| StorageFailure(e.to_string()))
+    }
+
+    fn sync(&self) -> Result<(), StorageFailure> {
+        raft_storage::Store::sync(self).map_err(|e| StorageFailure(e.to_string()))
+    }
+
+    fn compact(&self, snapshot: Snapshot) -> Result<(), StorageFailure> {
+        raft_storage::Store::compact(self, &snapshot).map_err(|e| StorageFailure(e.to_string()))
+    }
+}
