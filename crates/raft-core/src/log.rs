@@ -252,8 +252,19 @@ impl<S: LogStore> RaftLog<S> {
         self.applicable_index() > self.applying
     }
 
-    pub(crate) fn take_applicable(&mut self, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        let hi = self.applicable_index();
+    /// Committed, durable entries not yet handed out for applying. With
+    /// `uncommitted` (the planted bug `ApplyBeforeCommit`) everything durable
+    /// is handed out, committed or not.
+    pub(crate) fn take_applicable(
+        &mut self,
+        max_bytes: u64,
+        uncommitted: bool,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let hi = if uncommitted && self.pending_snapshot.is_none() {
+            self.persisted.max(self.applying)
+        } else {
+            self.applicable_index()
+        };
         if hi <= self.applying {
             return Ok(Vec::new());
         }
@@ -264,13 +275,16 @@ impl<S: LogStore> RaftLog<S> {
         Ok(out)
     }
 
-    /// Checks the log's internal invariants.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Checks the log's internal invariants. `applying_may_pass_commit` is
+    /// only true under the planted bug `ApplyBeforeCommit`.
+    pub(crate) fn validate(&self, applying_may_pass_commit: bool) -> Result<(), String> {
         let last = self.last_index();
         if self.committed > last {
             return Err(format!("commit {} > last index {last}", self.committed));
         }
-        if self.applied > self.applying || self.applying > self.committed {
+        if self.applied > self.applying
+            || (self.applying > self.committed && !applying_may_pass_commit)
+        {
             return Err(format!(
                 "applied {} <= applying {} <= commit {} violated",
                 self.applied, self.applying, self.committed

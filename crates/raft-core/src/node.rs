@@ -435,9 +435,10 @@ impl<S: LogStore> RawNode<S> {
         }
         rd.messages = std::mem::take(&mut self.msgs);
         rd.persisted_messages = std::mem::take(&mut self.persisted_msgs);
+        let uncommitted = self.bug(crate::bugs::Bug::ApplyBeforeCommit);
         rd.committed_entries = self
             .log
-            .take_applicable(self.cfg.max_apply_bytes_per_ready)?;
+            .take_applicable(self.cfg.max_apply_bytes_per_ready, uncommitted)?;
         rd.read_states = std::mem::take(&mut self.read_states);
         rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
         self.ready_number += 1;
@@ -533,7 +534,12 @@ impl<S: LogStore> RawNode<S> {
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
-            vote: self.vote,
+            // The planted bug `ForgetVote` never makes the vote durable.
+            vote: if self.bug(crate::bugs::Bug::ForgetVote) {
+                None
+            } else {
+                self.vote
+            },
             commit: self.log.committed,
         }
     }
@@ -576,7 +582,8 @@ impl<S: LogStore> RawNode<S> {
     /// Checks every invariant of the node's state; returns the first one
     /// broken. Called after every input in debug builds.
     pub fn validate(&self) -> Result<(), String> {
-        self.log.validate()?;
+        self.log
+            .validate(self.bug(crate::bugs::Bug::ApplyBeforeCommit))?;
         self.membership.check().map_err(|e| e.to_string())?;
         if self.vote == Some(0) || self.leader == Some(0) {
             return Err("node id 0 used as vote or leader".into());
