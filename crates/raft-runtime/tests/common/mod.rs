@@ -226,6 +226,13 @@ impl<St: RaftStorage> TcpCluster<St> {
         }
     }
 
+    /// Replaces a stopped node's storage (e.g. reopened from its directory).
+    pub fn replace_store(&mut self, id: NodeId, store: Arc<St>) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        assert!(n.handle.is_none());
+        n.store = store;
+    }
+
     /// Restarts a stopped node from its storage, on the same port.
     pub async fn restart(&mut self, id: NodeId) {
         let addrs: BTreeMap<NodeId, SocketAddr> =
