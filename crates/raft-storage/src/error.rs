@@ -41,7 +41,7 @@ pub enum OpenError {
         found: u64,
     },
     /// A file is damaged (checksum mismatch, impossible content) or missing.
-    /// The node must not start: an operator has to look (see FORMAT.md).
+    /// The node must not start: an operator has to look (see ARCHITECTURE.md, "Reasoning about a damaged directory").
     #[error("corruption in {file} at offset {offset}: {reason}")]
     Corrupt {
         file: PathBuf,

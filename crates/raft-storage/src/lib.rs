@@ -23,7 +23,7 @@
 //! real filesystem, [`SimDisk`] for deterministic crash, corruption and
 //! fault-injection testing (and the cluster simulator).
 //!
-//! The on-disk format is described in `FORMAT.md` next to this crate's
+//! The on-disk format is described in the repository's `ARCHITECTURE.md` (section raft-storage)
 //! manifest.
 
 mod config;
