@@ -23,8 +23,8 @@
 //! real filesystem, [`SimDisk`] for deterministic crash, corruption and
 //! fault-injection testing (and the cluster simulator).
 //!
-//! The on-disk format is described in the repository's `ARCHITECTURE.md` (section raft-storage)
-//! manifest.
+//! The on-disk format is described in the repository's `ARCHITECTURE.md`
+//! (section raft-storage).
 
 mod config;
 mod disk;
