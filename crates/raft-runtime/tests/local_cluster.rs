@@ -69,3 +69,66 @@ async fn three_nodes_elect_replicate_and_read() {
         Err(raft_runtime::ProposeError::ShuttingDown)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_node_then_transfer_leadership_to_it() {
+    use raft_core::MembershipChange;
+    init_tracing();
+    let (net, mut hs) = start_cluster(3);
+    let refs: Vec<_> = hs.iter().collect();
+    let leader = wait_for(Duration::from_secs(5), "a leader", || agreed_leader(&refs)).await;
+    let lh = hs[(leader - 1) as usize].clone();
+    for i in 0..10u32 {
+        lh.propose(Bytes::from(format!("m{i}"))).await.unwrap();
+    }
+    // Node 4 starts empty and learns the configuration from the leader.
+    let cfg = test_config(4);
+    let metrics = Metrics::new();
+    let (t, inbound) = net.join(4, cfg.inbound_queue_max, metrics.clone());
+    let store = Arc::new(MemStore::new(Membership::default()));
+    let h4 = start(cfg, store, ListSm::default(), t, inbound, metrics).unwrap();
+    hs.push(h4.clone());
+    lh.change_membership(vec![MembershipChange::AddLearner(4)])
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(5), "learner catch-up", || async {
+        (applied(&h4) >= 11).then_some(())
+    })
+    .await;
+    lh.change_membership(vec![MembershipChange::AddVoter(4)])
+        .await
+        .unwrap();
+    // The joint configuration is left automatically; wait for it.
+    wait_for(Duration::from_secs(5), "simple configuration", || async {
+        let st = lh.status().await.ok()?;
+        (!st.membership.is_joint() && st.membership.voters.contains(&4)).then_some(())
+    })
+    .await;
+    // A second change while one is pending is refused, an invalid one too.
+    let bad = lh
+        .change_membership(vec![
+            MembershipChange::Remove(leader),
+            MembershipChange::AddVoter(0),
+        ])
+        .await;
+    assert!(bad.is_err(), "{bad:?}");
+    lh.transfer_leadership(4).await.unwrap();
+    assert_eq!(h4.status().await.unwrap().role, raft_core::Role::Leader);
+    let idx = h4.propose(Bytes::from_static(b"from-4")).await.unwrap();
+    for h in &hs {
+        wait_for(Duration::from_secs(5), "replication", || async {
+            (applied(h) >= idx).then_some(())
+        })
+        .await;
+        assert_eq!(items(h), items(&h4));
+    }
+    assert!(matches!(
+        lh.propose(Bytes::from_static(b"x")).await,
+        Err(raft_runtime::ProposeError::NotLeader {
+            leader_hint: Some(4)
+        })
+    ));
+    for h in &hs {
+        h.shutdown().await.unwrap();
+    }
+}
