@@ -9,12 +9,33 @@
 //!
 //! ```text
 //! let metrics = Metrics::new();
-//! let (transport, inbound) = TcpTransport::start(tcp_config, metrics.clone()).await?;
-//! let handle = raft_runtime::start(config, Arc::new(store), MyStateMachine::new(),
-//!                                  transport, inbound, metrics)?;
-//! let response = handle.propose(command).await?;
-//! handle.read(ReadConsistency::Linearizable).await?;   // then read the state machine
+//! let store = raft_storage::Store::open_or_bootstrap(RealDisk, dir, cluster_id, id,
+//!                                                    founding_members, StoreConfig::default())?;
+//! let mut tcp = TcpConfig::new(cluster_id, id, listen_addr);
+//! tcp.peers = peer_addrs;                       // NodeId -> SocketAddr
+//! let (transport, inbound) = TcpTransport::start(tcp, metrics.clone()).await?;
+//! let handle = raft_runtime::start(RuntimeConfig::new(id), Arc::new(store),
+//!                                  KvStore::new(kv_config)?, transport, inbound, metrics)?;
+//! let response = handle.propose(command).await?;        // applied, with the SM's response
+//! let value = handle.read_with(ReadConsistency::Linearizable, |sm| sm.get(key)).await?;
 //! ```
+//!
+//! **Reads.** [`RaftHandle::read`] returns once the local state machine has
+//! applied the read point (ReadIndex by default; `Lease` on the leader;
+//! `Stale` at once). The state machine lives in an `Arc<RwLock<SM>>`
+//! ([`RaftHandle::state_machine`]) that the driver write-locks only while
+//! applying one batch of entries, so the caller reads it directly
+//! afterwards, or uses [`RaftHandle::read_with`] for both steps.
+//!
+//! **Storage implementations.** [`RaftStorage`] is implemented for
+//! `raft_storage::Store<D>` (the real engine: any of its errors is fatal)
+//! and for [`MemStore`] (tests, simulator).
+//!
+//! **Metrics.** [`Metrics`] holds `prometheus-client` counters, gauges and
+//! histograms (proposals, commits, applies, append and fsync latency, commit
+//! latency, messages sent/dropped per peer, refused connections by reason,
+//! elections started/won, leader changes, snapshots). [`Metrics::register`]
+//! adds them to a server's registry; [`Metrics::render`] renders them alone.
 //!
 //! ## How the driver honours the engine's contract
 //!
@@ -69,7 +90,8 @@
 //! - the writer thread (std): storage writes and fsyncs, so a slow disk
 //!   never stalls the event loop;
 //! - transport tasks (tokio): one listener, one task per inbound connection,
-//!   one task per outbound peer (see [`tcp`]);
+//!   one task per outbound peer (see [`tcp`] for framing, handshake, queues
+//!   and backoff);
 //! - the application: any number of [`RaftHandle`] clones; inputs reach the
 //!   driver over bounded channels (proposals, reads, admin, peer messages).
 //!
