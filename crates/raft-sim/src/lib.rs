@@ -1,1 +1,3 @@
 //! raft-sim (work in progress).
+
+pub mod linearizability;
