@@ -1,9 +1,454 @@
-//! (under construction)
+//! `raftkv bench`: a closed-loop load generator against running endpoints.
+//!
+//! `--clients` tasks each send one request at a time for `--duration`:
+//! a read with probability `--read-ratio`, else a write, of a key drawn
+//! uniformly from `--keys` keys, with `--value-size`-byte values. Writes use
+//! one exactly-once session per client (so the client's own retries never
+//! apply a write twice). Latencies go to HDR histograms (microseconds,
+//! 3 significant digits), reads and writes apart; failures are counted by
+//! kind. Prints throughput and p50/p90/p99/p99.9/max, optionally as JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::{parse_duration, ConnOpts};
+use crate::client::{Client, ClientError, Consistency};
+
+/// Most concurrent clients: each is a task with its own connection; beyond
+/// this the bench measures its own scheduling, not the cluster.
+const CLIENTS_MAX: usize = 10_000;
+/// Largest value the bench generates (the server's default limit is 64 KiB).
+const VALUE_SIZE_MAX: usize = 16 * 1024 * 1024;
+/// Largest key space (keys are generated, not stored, but `--prefill`
+/// writes each one).
+const KEYS_MAX: u64 = 1 << 32;
+/// Highest latency the histograms track: 10 minutes, in microseconds.
+const LATENCY_US_MAX: u64 = 600_000_000;
+/// After a failed request a client pauses this long, so a cluster without
+/// a leader is not hammered in a tight loop.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Arguments of `raftkv bench`.
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Concurrent clients (each one request at a time).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long to run, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Fraction of requests that are reads, 0.0..=1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Number of distinct keys (chosen uniformly).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Consistency of the reads.
+    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    pub consistency: Consistency,
+    /// Prefix of every key written or read.
+    #[arg(long, default_value = "bench/")]
+    pub key_prefix: String,
+    /// Write every key once before measuring (so reads find values).
+    #[arg(long)]
+    pub prefill: bool,
+    /// Send writes without exactly-once sessions.
+    #[arg(long)]
+    pub no_sessions: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: ConnOpts,
+}
 
-pub fn main(_args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("raftkv bench is not implemented yet")
+impl BenchArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.clients == 0 || self.clients > CLIENTS_MAX {
+            anyhow::bail!("--clients must be between 1 and {CLIENTS_MAX}");
+        }
+        if self.value_size > VALUE_SIZE_MAX {
+            anyhow::bail!("--value-size must be at most {VALUE_SIZE_MAX}");
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            anyhow::bail!("--read-ratio must be between 0.0 and 1.0");
+        }
+        if self.keys == 0 || self.keys > KEYS_MAX {
+            anyhow::bail!("--keys must be between 1 and {KEYS_MAX}");
+        }
+        if self.duration.is_zero() {
+            anyhow::bail!("--duration must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Latency summary of one kind of operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpStats {
+    /// Successful operations.
+    pub count: u64,
+    /// Successful operations per second.
+    pub throughput_per_sec: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+impl OpStats {
+    fn from(h: &Histogram<u64>, elapsed: Duration) -> OpStats {
+        OpStats {
+            count: h.len(),
+            throughput_per_sec: h.len() as f64 / elapsed.as_secs_f64(),
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
+/// What `--json` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub clients: usize,
+    pub duration_secs: f64,
+    pub value_size: usize,
+    pub read_ratio: f64,
+    pub keys: u64,
+    pub consistency: Consistency,
+    pub sessions: bool,
+    pub endpoints: Vec<String>,
+    pub writes: OpStats,
+    pub reads: OpStats,
+    /// Reads of keys that did not exist (successful reads, counted apart).
+    pub read_misses: u64,
+    /// Failed operations by kind (`unreachable`, `no_leader`, `ambiguous`...).
+    pub errors: BTreeMap<String, u64>,
+    /// Successful operations per second, reads and writes together.
+    pub total_throughput_per_sec: f64,
+}
+
+/// What one client measured.
+struct ClientResult {
+    writes: Histogram<u64>,
+    reads: Histogram<u64>,
+    misses: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants that satisfy the constructor's rules
+    // (low >= 1, high >= 2 * low, sigfig <= 5).
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
+}
+
+/// splitmix64: a tiny fast PRNG for key and operation choice.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Entry point of `raftkv bench`.
+pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    args.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run(args.clone()))?;
+    print_report(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    if report.writes.count + report.reads.count == 0 {
+        anyhow::bail!("no request succeeded");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the benchmark and returns its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    args.validate()?;
+    let client = args.conn.client()?;
+    // Send everything to the leader: it would forward writes anyway.
+    let leader = client.find_leader().await;
+    match leader {
+        Some(id) => eprintln!("leader: node {id} at {}", client.preferred_endpoint()),
+        None => {
+            // Nothing answered as leader: fail early with the clear
+            // "unreachable" message when nothing answers at all.
+            if let Err(e @ ClientError::Unreachable { .. }) =
+                client.list("", 1, Consistency::Stale).await
+            {
+                return Err(e.into());
+            }
+            eprintln!("no leader known yet; starting anyway");
+        }
+    }
+    let value_size = args.value_size;
+    if args.prefill {
+        prefill(&client, &args).await?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done_ops = Arc::new(AtomicU64::new(0));
+    let done_errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..args.clients {
+        let client = client.clone();
+        let stop = stop.clone();
+        let done_ops = done_ops.clone();
+        let done_errors = done_errors.clone();
+        let args = args.clone();
+        tasks.spawn(async move {
+            let mut rng = Rng(crate::client::random_u64() ^ worker as u64);
+            let value: String = (0..value_size)
+                .map(|_| char::from(b'a' + (rng.next() % 26) as u8))
+                .collect();
+            let mut session = (!args.no_sessions).then(|| client.random_session());
+            let mut result = ClientResult {
+                writes: new_histogram(),
+                reads: new_histogram(),
+                misses: 0,
+                errors: BTreeMap::new(),
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("{}{}", args.key_prefix, rng.next() % args.keys);
+                let read = args.read_ratio > 0.0 && rng.unit() < args.read_ratio;
+                let t0 = Instant::now();
+                let outcome = if read {
+                    match client.get(&key, args.consistency).await {
+                        Ok(_) => Ok(()),
+                        Err(ClientError::KeyNotFound { .. }) => {
+                            result.misses += 1;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    match &mut session {
+                        Some(s) => s.put(&key, &value).await.map(|_| ()),
+                        None => client.put(&key, &value).await.map(|_| ()),
+                    }
+                };
+                let us = t0.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+                match outcome {
+                    Ok(()) => {
+                        let h = if read {
+                            &mut result.reads
+                        } else {
+                            &mut result.writes
+                        };
+                        h.saturating_record(us.max(1));
+                        done_ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        *result.errors.entry(e.kind()).or_insert(0) += 1;
+                        done_errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
+                }
+            }
+            result
+        });
+    }
+
+    // Progress display on stderr (hidden when stderr is not a terminal).
+    let total_ms = args.duration.as_millis() as u64;
+    let bar = indicatif::ProgressBar::new(total_ms.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut last_ops = 0u64;
+    let mut last_at = Instant::now();
+    let deadline = started + args.duration;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep((deadline - now).min(Duration::from_millis(200))).await;
+        let ops = done_ops.load(Ordering::Relaxed);
+        let rate = (ops - last_ops) as f64 / last_at.elapsed().as_secs_f64().max(1e-6);
+        last_ops = ops;
+        last_at = Instant::now();
+        bar.set_position(started.elapsed().as_millis() as u64);
+        bar.set_message(format!(
+            "{ops} ok, {} errors, {rate:.0} ops/s",
+            done_errors.load(Ordering::Relaxed)
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = new_histogram();
+    let mut reads = new_histogram();
+    let mut misses = 0;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined.map_err(|e| anyhow::anyhow!("a bench client failed: {e}"))?;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = writes.add(&r.writes);
+        let _ = reads.add(&r.reads);
+        misses += r.misses;
+        for (k, v) in r.errors {
+            *errors.entry(k).or_insert(0) += v;
+        }
+    }
+    // In-flight requests finish after the deadline; throughput counts the
+    // time until the last one ended.
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let w = OpStats::from(&writes, elapsed);
+    let r = OpStats::from(&reads, elapsed);
+    Ok(BenchReport {
+        clients: args.clients,
+        duration_secs: elapsed.as_secs_f64(),
+        value_size: args.value_size,
+        read_ratio: args.read_ratio,
+        keys: args.keys,
+        consistency: args.consistency,
+        sessions: !args.no_sessions,
+        endpoints: client.endpoints().to_vec(),
+        total_throughput_per_sec: w.throughput_per_sec + r.throughput_per_sec,
+        writes: w,
+        reads: r,
+        read_misses: misses,
+        errors,
+    })
+}
+
+async fn prefill(client: &Client, args: &BenchArgs) -> anyhow::Result<()> {
+    let value = "p".repeat(args.value_size);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.clients.min(64) {
+        let client = client.clone();
+        let next = next.clone();
+        let value = value.clone();
+        let prefix = args.key_prefix.clone();
+        let keys = args.keys;
+        tasks.spawn(async move {
+            let mut session = client.random_session();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= keys {
+                    return Ok::<(), ClientError>(());
+                }
+                session.put(&format!("{prefix}{k}"), &value).await?;
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| anyhow::anyhow!("prefill task failed: {e}"))??;
+    }
+    eprintln!("prefilled {} keys", args.keys);
+    Ok(())
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3} ms", us as f64 / 1000.0)
+}
+
+/// Prints the human-readable summary.
+pub fn print_report(r: &BenchReport) {
+    println!(
+        "raftkv bench: {} clients, {:.1}s, {}-byte values, read ratio {:.2}, {} keys, {} reads, sessions {}",
+        r.clients,
+        r.duration_secs,
+        r.value_size,
+        r.read_ratio,
+        r.keys,
+        r.consistency.as_str(),
+        if r.sessions { "on" } else { "off" }
+    );
+    for (name, s) in [("writes", &r.writes), ("reads", &r.reads)] {
+        if s.count == 0 {
+            continue;
+        }
+        println!(
+            "{name:<7} {:>9} ok  {:>10.1}/s  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            s.count,
+            s.throughput_per_sec,
+            ms(s.p50_us),
+            ms(s.p90_us),
+            ms(s.p99_us),
+            ms(s.p999_us),
+            ms(s.max_us)
+        );
+    }
+    if r.read_misses > 0 {
+        println!("reads of absent keys: {}", r.read_misses);
+    }
+    println!("total   {:>10.1} ops/s", r.total_throughput_per_sec);
+    let failed: u64 = r.errors.values().sum();
+    if failed == 0 {
+        println!("errors  none");
+    } else {
+        let kinds: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("errors  {failed} ({})", kinds.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_roughly_uniform() {
+        let mut rng = Rng(1);
+        let mut buckets = [0u32; 10];
+        for _ in 0..100_000 {
+            buckets[(rng.next() % 10) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|b| (9_000..11_000).contains(b)),
+            "{buckets:?}"
+        );
+        let u = rng.unit();
+        assert!((0.0..1.0).contains(&u));
+    }
+
+    #[test]
+    fn stats_come_from_the_histogram() {
+        let mut h = new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let s = OpStats::from(&h, Duration::from_secs(2));
+        assert_eq!(s.count, 1000);
+        assert!((s.throughput_per_sec - 500.0).abs() < 1e-9);
+        assert!((495..=505).contains(&s.p50_us), "{}", s.p50_us);
+        assert!((985..=995).contains(&s.p99_us), "{}", s.p99_us);
+        assert_eq!(s.max_us, 1000);
+    }
 }

@@ -1,12 +1,613 @@
-//! (under construction)
+//! The client commands of the `raftkv` binary: `put`, `get`, `del`, `cas`,
+//! `ls`, `status`, `member ...`, `leader transfer`.
+//!
+//! Every command takes `--endpoints` (env `RAFTKV_ENDPOINTS`, default the
+//! local cluster of `raftkv cluster`: http://127.0.0.1:7700,7701,7702).
+//! Results go to stdout; errors are one line `error: ...` on stderr.
+//!
+//! Exit codes: 0 success; 1 the server refused or failed the operation
+//! (bad request, too large, no leader, timeout...); 2 bad command line
+//! (clap); 3 key not found; 4 compare-and-swap condition false; 5 no node
+//! reachable.
 
-/// Client subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum ClientCommand {
-    /// Show the status of every node.
-    Status {},
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Subcommand};
+use serde::Serialize;
+
+use crate::client::{
+    self, CasAction, CasCondition, Client, ClientConfig, ClientError, Consistency, NodeStatus,
+};
+
+/// Exit code: the operation failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the key does not exist.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code: the compare-and-swap condition did not hold.
+pub const EXIT_CAS_MISMATCH: u8 = 4;
+/// Exit code: no endpoint could be reached.
+pub const EXIT_UNREACHABLE: u8 = 5;
+
+/// Largest `ls --limit` accepted: the server bounds pages too, this keeps a
+/// typo from asking for billions.
+const LIST_LIMIT_MAX: u64 = 100_000;
+
+/// Connection options shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct ConnOpts {
+    /// Comma-separated client endpoints (a missing scheme means http://).
+    #[arg(long, global = true, env = "RAFTKV_ENDPOINTS", default_value = client::DEFAULT_ENDPOINTS)]
+    pub endpoints: String,
+    /// Timeout of one HTTP request, e.g. 5s or 500ms.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How long to keep retrying while the cluster has no leader.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub retry_for: Duration,
 }
 
-pub fn main(_cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("client commands are not implemented yet")
+impl ConnOpts {
+    /// Builds the client these options describe.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        let endpoints = client::parse_endpoints(&self.endpoints)?;
+        let mut config = ClientConfig::new(endpoints);
+        config.request_timeout = self.timeout;
+        config.connect_timeout = self.timeout.min(Duration::from_secs(1));
+        config.retry_deadline = self.retry_for;
+        Client::new(config)
+    }
+}
+
+/// Client subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Set KEY to VALUE.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// Print the value of KEY (exit 3 if absent).
+    Get {
+        key: String,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+        /// Print the key with its revisions as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// Delete KEY (exit 3 if absent).
+    Del {
+        key: String,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// Compare-and-swap: change KEY only if a condition holds (exit 4 if not).
+    #[command(group(ArgGroup::new("condition").required(true).multiple(false)
+        .args(["expected_value", "expected_absent", "expected_mod_revision"])))]
+    #[command(group(ArgGroup::new("action").required(true).multiple(false)
+        .args(["value", "delete"])))]
+    Cas {
+        key: String,
+        /// Condition: the key holds exactly this value.
+        #[arg(long)]
+        expected_value: Option<String>,
+        /// Condition: the key is absent.
+        #[arg(long)]
+        expected_absent: bool,
+        /// Condition: the key was last modified at this revision.
+        #[arg(long)]
+        expected_mod_revision: Option<u64>,
+        /// Action: set the key to this value.
+        #[arg(long)]
+        value: Option<String>,
+        /// Action: delete the key.
+        #[arg(long)]
+        delete: bool,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// List keys (and values) in key order.
+    Ls {
+        /// Only keys starting with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many keys.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// Show the status of every node (unreachable ones too).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// List, add, remove or promote cluster members.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+    /// Leadership commands.
+    Leader {
+        #[command(subcommand)]
+        command: LeaderCommand,
+        #[command(flatten)]
+        conn: ConnOpts,
+    },
+}
+
+/// `raftkv member ...`
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List the members.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node (start it first with `raftkv serve --join`).
+    Add {
+        id: u64,
+        /// The node's peer address, host:port.
+        #[arg(long)]
+        peer_addr: String,
+        /// The node's client address, host:port.
+        #[arg(long)]
+        client_addr: String,
+        /// Add as a non-voting learner (promote it later).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node.
+    Remove { id: u64 },
+    /// Promote a learner to voter.
+    Promote { id: u64 },
+}
+
+/// `raftkv leader ...`
+#[derive(Subcommand, Debug)]
+pub enum LeaderCommand {
+    /// Hand leadership to node ID.
+    Transfer { id: u64 },
+}
+
+/// Parses durations like `10s`, `250ms`, `1.5s`, `2m`, `1h`, `100us`; a bare
+/// number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 250ms, 2m"))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    let secs = value * seconds_per_unit;
+    // A year is far past anything a CLI run needs; the bound keeps
+    // Duration::from_secs_f64 away from its panic on overflow.
+    if !secs.is_finite() || !(0.0..=365.0 * 24.0 * 3600.0).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Entry point of the client commands.
+pub fn main(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(run(cmd));
+    Ok(ExitCode::from(code))
+}
+
+/// Runs one command; prints its output or its error; returns the exit code.
+pub async fn run(cmd: ClientCommand) -> u8 {
+    match execute(cmd).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// The exit code for an error.
+pub fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::KeyNotFound { .. } => EXIT_NOT_FOUND,
+        ClientError::CasMismatch { .. } => EXIT_CAS_MISMATCH,
+        ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
+        _ => EXIT_FAILED,
+    }
+}
+
+async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
+    match cmd {
+        ClientCommand::Put { key, value, conn } => {
+            let client = conn.client()?;
+            let r = client.random_session().put(&key, &value).await?;
+            println!("OK (revision {})", r.revision);
+        }
+        ClientCommand::Get {
+            key,
+            consistency,
+            json,
+            conn,
+        } => {
+            let kv = conn.client()?.get(&key, consistency).await?;
+            if json {
+                println!("{}", to_json(&kv));
+            } else {
+                println!("{}", kv.value);
+            }
+        }
+        ClientCommand::Del { key, conn } => {
+            let r = conn.client()?.random_session().delete(&key).await?;
+            println!("deleted {key} (revision {})", r.revision);
+        }
+        ClientCommand::Cas {
+            key,
+            expected_value,
+            expected_absent,
+            expected_mod_revision,
+            value,
+            delete,
+            conn,
+        } => {
+            let condition = match (expected_value, expected_absent, expected_mod_revision) {
+                (Some(v), false, None) => CasCondition::Value(v),
+                (None, true, None) => CasCondition::Absent,
+                (None, false, Some(r)) => CasCondition::ModRevision(r),
+                // clap's "condition" group makes exactly one present.
+                _ => return Err(ClientError::Invalid("give exactly one condition".into())),
+            };
+            let action = match (value, delete) {
+                (Some(v), false) => CasAction::Put(v),
+                (None, true) => CasAction::Delete,
+                _ => {
+                    return Err(ClientError::Invalid(
+                        "give exactly one of --value, --delete".into(),
+                    ))
+                }
+            };
+            let r = conn
+                .client()?
+                .random_session()
+                .cas(&key, &condition, &action)
+                .await?;
+            if r.succeeded {
+                println!("OK (revision {})", r.revision);
+            } else {
+                // The API answers a failed CAS with 409; a 200 that says
+                // "not succeeded" is treated the same way.
+                eprintln!("error: compare-and-swap failed");
+                return Ok(EXIT_CAS_MISMATCH);
+            }
+        }
+        ClientCommand::Ls {
+            prefix,
+            limit,
+            consistency,
+            json,
+            keys_only,
+            conn,
+        } => {
+            if limit == 0 || limit > LIST_LIMIT_MAX {
+                return Err(ClientError::Invalid(format!(
+                    "--limit must be between 1 and {LIST_LIMIT_MAX}"
+                )));
+            }
+            let r = conn.client()?.list(&prefix, limit, consistency).await?;
+            if json {
+                println!("{}", to_json(&r));
+            } else {
+                for kv in &r.kvs {
+                    if keys_only {
+                        println!("{}", kv.key);
+                    } else {
+                        println!("{}\t{}", kv.key, kv.value);
+                    }
+                }
+                if r.more {
+                    eprintln!("(more keys follow; raise --limit to see them)");
+                }
+            }
+        }
+        ClientCommand::Status { json, conn } => {
+            let client = conn.client()?;
+            let rows = gather_status(&client, conn.timeout.min(Duration::from_secs(2))).await;
+            let reachable = rows.iter().any(|r| r.status.is_ok());
+            if json {
+                println!("{}", status_json(&rows));
+            } else {
+                print!("{}", render_status_table(&rows));
+            }
+            if !reachable {
+                return Err(ClientError::Unreachable {
+                    endpoints: client.endpoints().to_vec(),
+                });
+            }
+        }
+        ClientCommand::Member { command, conn } => {
+            let client = conn.client()?;
+            match command {
+                MemberCommand::List { json } => {
+                    let members = client.members().await?;
+                    if json {
+                        println!("{}", to_json(&serde_json::json!({ "members": members })));
+                    } else {
+                        println!(
+                            "{:<6} {:<8} {:<22} {:<22}",
+                            "ID", "ROLE", "PEER ADDR", "CLIENT ADDR"
+                        );
+                        for m in members {
+                            println!(
+                                "{:<6} {:<8} {:<22} {:<22}",
+                                m.id, m.role, m.peer_addr, m.client_addr
+                            );
+                        }
+                    }
+                }
+                MemberCommand::Add {
+                    id,
+                    peer_addr,
+                    client_addr,
+                    learner,
+                } => {
+                    if id == 0 {
+                        return Err(ClientError::Invalid("node ids start at 1".into()));
+                    }
+                    client
+                        .add_member(id, &peer_addr, &client_addr, learner)
+                        .await?;
+                    println!(
+                        "added node {id} as {}",
+                        if learner { "learner" } else { "voter" }
+                    );
+                }
+                MemberCommand::Remove { id } => {
+                    client.remove_member(id).await?;
+                    println!("removed node {id}");
+                }
+                MemberCommand::Promote { id } => {
+                    client.promote_member(id).await?;
+                    println!("promoted node {id} to voter");
+                }
+            }
+        }
+        ClientCommand::Leader {
+            command: LeaderCommand::Transfer { id },
+            conn,
+        } => {
+            let leader = conn.client()?.transfer_leader(id).await?;
+            println!("node {leader} is the leader");
+        }
+    }
+    Ok(0)
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Serializing plain data structs with string keys cannot fail.
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// One row of the status table: an endpoint and what it said.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    /// The endpoint asked.
+    pub endpoint: String,
+    /// Its status, or why it could not be had.
+    pub status: Result<NodeStatus, String>,
+}
+
+/// Asks every endpoint, and every member's client address not among them,
+/// for its status, concurrently, each within `timeout`.
+pub async fn gather_status(client: &Client, timeout: Duration) -> Vec<StatusRow> {
+    let mut endpoints = client.endpoints().to_vec();
+    let first = poll_endpoints(client, &endpoints, timeout).await;
+    // Members the endpoint list does not name (a node added later).
+    let mut extra = Vec::new();
+    // Only when some node answered is the membership worth asking for.
+    if first.iter().any(|r| r.status.is_ok()) {
+        if let Ok(Ok(members)) = tokio::time::timeout(timeout, client.members()).await {
+            for m in members {
+                let ep = format!("http://{}", m.client_addr);
+                if !endpoints.contains(&ep) {
+                    endpoints.push(ep.clone());
+                    extra.push(ep);
+                }
+            }
+        }
+    }
+    let mut rows = first;
+    if !extra.is_empty() {
+        rows.extend(poll_endpoints(client, &extra, timeout).await);
+    }
+    rows
+}
+
+/// Polls the given endpoints concurrently.
+pub async fn poll_endpoints(
+    client: &Client,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Vec<StatusRow> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let client = client.clone();
+        let ep = ep.clone();
+        set.spawn(async move {
+            let status = match tokio::time::timeout(timeout, client.status_of(&ep)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(ClientError::Unreachable { .. })) => Err("unreachable".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer (timeout)".to_string()),
+            };
+            (
+                i,
+                StatusRow {
+                    endpoint: ep,
+                    status,
+                },
+            )
+        });
+    }
+    let mut rows: Vec<Option<StatusRow>> = vec![None; endpoints.len()];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, row)) = joined {
+            rows[i] = Some(row);
+        }
+    }
+    rows.into_iter()
+        .zip(endpoints)
+        .map(|(row, ep)| {
+            row.unwrap_or_else(|| StatusRow {
+                endpoint: ep.clone(),
+                status: Err("poll failed".into()),
+            })
+        })
+        .collect()
+}
+
+/// The status table, one line per endpoint, with a header.
+pub fn render_status_table(rows: &[StatusRow]) -> String {
+    use std::fmt::Write;
+    let width = rows
+        .iter()
+        .map(|r| r.endpoint.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>4}  {:<14}  {:>6}  {:>6}  {:>9}  {:>9}  {:>9}",
+        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
+    );
+    for row in rows {
+        match &row.status {
+            Ok(s) => {
+                let leader = s
+                    .leader
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into());
+                let role = if s.members.learners.contains(&s.id) && s.role == "follower" {
+                    "learner".to_string()
+                } else {
+                    s.role.clone()
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:>4}  {:<14}  {:>6}  {:>6}  {:>9}  {:>9}  {:>9}",
+                    row.endpoint,
+                    s.id,
+                    role,
+                    s.term,
+                    leader,
+                    s.commit_index,
+                    s.applied_index,
+                    s.last_index
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{:<width$}  {:>4}  {}", row.endpoint, "-", e);
+            }
+        }
+    }
+    out
+}
+
+/// The status rows as JSON: `[{"endpoint": .., "status": {..}} | {"endpoint": .., "error": ".."}]`.
+pub fn status_json(rows: &[StatusRow]) -> String {
+    let value: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| match &r.status {
+            Ok(s) => serde_json::json!({ "endpoint": r.endpoint, "status": s }),
+            Err(e) => serde_json::json!({ "endpoint": r.endpoint, "error": e }),
+        })
+        .collect();
+    to_json(&value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("1e400s").is_err());
+        assert!(parse_duration("99999999h").is_err());
+    }
+
+    #[test]
+    fn status_table_shows_unreachable_nodes() {
+        let rows = vec![
+            StatusRow {
+                endpoint: "http://127.0.0.1:1".into(),
+                status: Ok(NodeStatus {
+                    id: 1,
+                    role: "leader".into(),
+                    term: 3,
+                    leader: Some(1),
+                    commit_index: 20,
+                    applied_index: 19,
+                    last_index: 21,
+                    snapshot_index: 0,
+                    members: Default::default(),
+                    peers: vec![],
+                }),
+            },
+            StatusRow {
+                endpoint: "http://127.0.0.1:2".into(),
+                status: Err("unreachable".into()),
+            },
+        ];
+        let table = render_status_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].contains("leader") && lines[1].contains("20") && lines[1].contains("19"));
+        assert!(lines[2].contains("unreachable"));
+        let json: serde_json::Value = serde_json::from_str(&status_json(&rows)).unwrap();
+        assert_eq!(json[0]["status"]["term"], 3);
+        assert_eq!(json[1]["error"], "unreachable");
+    }
 }
