@@ -1,0 +1,2368 @@
+//! The simulation: virtual time, an event queue, the network, the disks,
+//! the nodes (raft-core + raftkv-state), the clients and the nemesis.
+//!
+//! Everything runs on one thread, one event at a time, in the order of
+//! `(virtual time, sequence number)`. All randomness comes from one
+//! [`Rng`] seeded by the run's seed, so a seed replays bit for bit.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
+
+use bytes::Bytes;
+use raft_core::{
+    Config, Entry, EntryPayload, HardState, LogIndex, LogStore, MemStorage, Membership,
+    MembershipChange, Message, MessageBody, NodeId, ProposeError, RawNode, ReadError, Role,
+    Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
+};
+use raftkv_state::{CasAction, Command, Condition, KvConfig, KvStore, Response};
+
+use crate::checker::{Checker, Violation};
+use crate::config::*;
+use crate::linearizability::{
+    self, CheckOptions, CheckResult, History, KvInput, KvModel, KvOutput, OpId,
+};
+use crate::rng::Rng;
+use crate::shadow::{payload_hash, ShadowLog};
+use crate::trace::{Trace, TraceEvent, TraceKind};
+
+/// Which parts of the production stack are simulated by stand-ins in this
+/// build (printed by the CLI and recorded in every trace).
+pub const STAND_INS: &str = "storage: raft_core::MemStorage with simulated fsync \
+     (writes durable only when their fsync completes; a crash keeps a random prefix \
+     of unsynced writes, torn at entry granularity), standing in for raft-storage + SimDisk; \
+     engine: raft-core (real); state machine: raftkv-state KvStore (real)";
+
+/// The client history type checked for linearizability.
+pub type KvHistory = History<KvInput<u64, u64>, KvOutput<u64>>;
+
+/// Counters of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Events processed (both phases).
+    pub events: u64,
+    /// Raft messages handed to a node's `step`.
+    pub deliveries: u64,
+    /// Messages lost (random loss, cut links, down nodes).
+    pub dropped: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub disk_faults: u64,
+    pub membership_changes: u64,
+    pub transfers: u64,
+    pub compactions: u64,
+    pub snapshots_installed: u64,
+    /// Distinct (term, leader) pairs seen.
+    pub leaders: u64,
+    pub ops_invoked: u64,
+    pub ops_completed: u64,
+    /// Operations whose outcome stayed unknown (still pending at the end).
+    pub ops_unknown: u64,
+    /// Virtual time at the end, microseconds.
+    pub virtual_time_us: u64,
+}
+
+/// The linearizability verdict of a run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum LinVerdict {
+    /// The history is linearizable.
+    Ok,
+    /// The checker ran out of budget on some keys (not a violation).
+    Unknown,
+    /// Not checked (the run stopped at an earlier violation).
+    Skipped,
+    /// Not linearizable (also reported as the run's violation).
+    Illegal,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct SeedOutcome {
+    pub config: SimConfig,
+    pub params: Params,
+    /// The first invariant broken, if any.
+    pub violation: Option<Violation>,
+    pub stats: Stats,
+    pub linearizability: LinVerdict,
+    /// Hash of every event of the run (same seed, same hash).
+    pub trace_hash: u64,
+    /// The readable timeline (empty unless `record_trace`).
+    pub trace: Vec<TraceEvent>,
+    /// The client history.
+    pub history: KvHistory,
+}
+
+/// Runs one seed to the end and checks it.
+pub fn run(cfg: &SimConfig) -> SeedOutcome {
+    crate::panics::install_quiet_hook();
+    let _quiet = crate::panics::SimGuard::enter();
+    let mut sim = Sim::new(cfg.clone());
+    sim.run();
+    sim.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum ReqKind {
+    /// A write or a read through the log: propose this command.
+    Propose(Bytes),
+    /// A ReadIndex read of this key.
+    ReadIndex(u64),
+    /// A lease read of this key (falls back to ReadIndex without a lease).
+    LeaseRead(u64),
+}
+
+#[derive(Clone, Debug)]
+struct ClientReq {
+    client: usize,
+    op: u64,
+    attempt: u32,
+    kind: ReqKind,
+}
+
+#[derive(Clone, Debug)]
+enum ReplyResult {
+    /// The command was applied at (index, term) with this response.
+    Applied {
+        response: Response,
+        index: LogIndex,
+        term: Term,
+    },
+    /// A read served locally: the key's value bytes.
+    Read(Option<Bytes>),
+    /// Not the leader; try the hint.
+    NotLeader(Option<NodeId>),
+    /// Try again later.
+    Retry(&'static str),
+    /// Another entry took the proposal's place; it was never applied.
+    Lost,
+}
+
+#[derive(Clone, Debug)]
+struct ClientReply {
+    op: u64,
+    attempt: u32,
+    result: ReplyResult,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Tick {
+        node: NodeId,
+        epoch: u32,
+    },
+    Deliver(Message),
+    DiskDone {
+        node: NodeId,
+        epoch: u32,
+        number: u64,
+    },
+    Request {
+        node: NodeId,
+        req: ClientReq,
+    },
+    Reply {
+        client: usize,
+        reply: ClientReply,
+    },
+    ClientSend {
+        client: usize,
+        op: u64,
+        attempt: u32,
+    },
+    ClientTimeout {
+        client: usize,
+        op: u64,
+        attempt: u32,
+    },
+    ClientNext {
+        client: usize,
+    },
+    Nemesis,
+    Crash {
+        node: NodeId,
+        reason: &'static str,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Resume {
+        node: NodeId,
+    },
+    Heal {
+        generation: u64,
+    },
+}
+
+impl Event {
+    /// A small code for the trace hash.
+    fn code(&self) -> u64 {
+        match self {
+            Event::Tick { node, .. } => 1 | node << 8,
+            Event::Deliver(m) => {
+                2 | m.from << 8 | m.to << 16 | msg_code(&m.body) << 24 | m.term << 32
+            }
+            Event::DiskDone { node, number, .. } => 3 | node << 8 | number << 16,
+            Event::Request { node, req } => {
+                4 | node << 8 | (req.client as u64) << 16 | req.op << 24
+            }
+            Event::Reply { client, reply } => 5 | (*client as u64) << 8 | reply.op << 16,
+            Event::ClientSend { client, op, .. } => 6 | (*client as u64) << 8 | op << 16,
+            Event::ClientTimeout { client, op, .. } => 7 | (*client as u64) << 8 | op << 16,
+            Event::ClientNext { client } => 8 | (*client as u64) << 8,
+            Event::Nemesis => 9,
+            Event::Crash { node, .. } => 10 | node << 8,
+            Event::Restart { node } => 11 | node << 8,
+            Event::Resume { node } => 12 | node << 8,
+            Event::Heal { generation } => 13 | generation << 8,
+        }
+    }
+
+    /// The node whose process must be running (not paused) to handle this.
+    fn target_node(&self) -> Option<NodeId> {
+        match self {
+            Event::Deliver(m) => Some(m.to),
+            Event::DiskDone { node, .. } | Event::Request { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+}
+
+fn msg_code(body: &MessageBody) -> u64 {
+    match body {
+        MessageBody::VoteRequest(r) => 1 + u64::from(r.pre_vote),
+        MessageBody::VoteResponse(r) => 3 + u64::from(r.pre_vote) * 2 + u64::from(r.granted),
+        MessageBody::AppendRequest(r) => 7 + (r.entries.len() as u64) * 16,
+        MessageBody::AppendResponse(_) => 8,
+        MessageBody::SnapshotRequest(_) => 9,
+        MessageBody::SnapshotResponse(_) => 10,
+        MessageBody::TimeoutNow => 11,
+        MessageBody::ReadIndexRequest(_) => 12,
+        MessageBody::ReadIndexResponse(_) => 13,
+    }
+}
+
+fn describe_msg(m: &Message) -> String {
+    match &m.body {
+        MessageBody::VoteRequest(r) => format!(
+            "{}(t{}, last {}@t{})",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            m.term,
+            r.last_log_index,
+            r.last_log_term
+        ),
+        MessageBody::VoteResponse(r) => format!(
+            "{}Resp(t{}, {})",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            m.term,
+            if r.granted { "granted" } else { "refused" }
+        ),
+        MessageBody::AppendRequest(r) => format!(
+            "Append(t{}, prev {}@t{}, {} entries, commit {})",
+            m.term,
+            r.prev_log_index,
+            r.prev_log_term,
+            r.entries.len(),
+            r.leader_commit
+        ),
+        other => format!("{}(t{})", other_kind(other), m.term),
+    }
+}
+
+fn other_kind(body: &MessageBody) -> &'static str {
+    match body {
+        MessageBody::AppendResponse(_) => "AppendResp",
+        MessageBody::SnapshotRequest(_) => "Snapshot",
+        MessageBody::SnapshotResponse(_) => "SnapshotResp",
+        MessageBody::TimeoutNow => "TimeoutNow",
+        MessageBody::ReadIndexRequest(_) => "ReadIndex",
+        MessageBody::ReadIndexResponse(_) => "ReadIndexResp",
+        _ => "Msg",
+    }
+}
+
+struct Scheduled {
+    time: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------
+
+/// The writes of one Ready, waiting for their fsync.
+struct PendingWrite {
+    number: u64,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    persisted_messages: Vec<Message>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    client: usize,
+    op: u64,
+    attempt: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Proposal {
+    term: Term,
+    waiter: Waiter,
+}
+
+/// A running node process.
+struct Running {
+    raft: RawNode<MemStorage>,
+    kv: KvStore,
+    paused: bool,
+    missed_ticks: u64,
+    deferred: Vec<Event>,
+    pending: VecDeque<PendingWrite>,
+    /// An fsync is running; writes queued meanwhile join the next one
+    /// (group commit).
+    fsync_in_flight: bool,
+    proposals: BTreeMap<LogIndex, Proposal>,
+    /// ReadIndex reads waiting for their ReadState, by ctx.
+    reads: BTreeMap<u64, (Waiter, u64)>,
+    /// Reads confirmed at an index, waiting for the state machine.
+    ready_reads: Vec<(LogIndex, Waiter, u64)>,
+    /// The configuration in force at the applied index (for snapshots).
+    applied_config: Membership,
+    last_commit: LogIndex,
+    last_applied: LogIndex,
+    soft: SoftState,
+}
+
+struct Node {
+    id: NodeId,
+    run: Option<Box<Running>>,
+    /// Durable state while the node is down.
+    down_store: Option<MemStorage>,
+    epoch: u32,
+    shadow: ShadowLog,
+    disk_fail_next: bool,
+    /// Highest commit index made durable (hard state), across restarts.
+    durable_commit: LogIndex,
+    /// Highest term in which this node was seen leading (checked).
+    led_term: Term,
+    tick_us: Micros,
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+struct ClientOp {
+    op: u64,
+    hist: OpId,
+    input: KvInput<u64, u64>,
+    kind: ReqKind,
+    attempt: u32,
+}
+
+struct Client {
+    id: u64,
+    guess: NodeId,
+    seq: u64,
+    current: Option<ClientOp>,
+    /// Last value this client saw per key (to aim compare-and-swaps).
+    known: BTreeMap<u64, Option<u64>>,
+    counter: u64,
+    /// Key of the last completed write (the next op may read it back).
+    last_write: Option<u64>,
+}
+
+fn key_bytes(k: u64) -> Bytes {
+    Bytes::from(format!("k{k}"))
+}
+
+fn value_bytes(v: u64) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+fn parse_value(b: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("value {b:?} was never written by any client"))
+}
+
+/// What the client's operation returned, in the model's terms.
+fn output_of(input: &KvInput<u64, u64>, resp: &Response) -> Result<KvOutput<u64>, String> {
+    Ok(match (input, resp) {
+        (KvInput::Put { .. }, Response::Put(_)) => KvOutput::Put,
+        (KvInput::Delete { .. }, Response::Delete(d)) => KvOutput::Delete { existed: d.deleted },
+        (KvInput::Cas { .. }, Response::CompareAndSwap(c)) => {
+            if c.succeeded {
+                KvOutput::Cas { succeeded: true }
+            } else {
+                KvOutput::CasMismatch {
+                    current: match &c.current {
+                        Some(kv) => Some(parse_value(&kv.value)?),
+                        None => None,
+                    },
+                }
+            }
+        }
+        (KvInput::Get { .. }, Response::Get(g)) => KvOutput::Get(match &g.kv {
+            Some(kv) => Some(parse_value(&kv.value)?),
+            None => None,
+        }),
+        (input, resp) => return Err(format!("{input:?} answered with {resp:?}")),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The simulation
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Faults,
+    Liveness,
+    Done,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    params: Params,
+    rng: Rng,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    history: KvHistory,
+    /// Directed links cut: `cut[from * stride + to]`.
+    cut: Vec<bool>,
+    stride: usize,
+    partition_gen: u64,
+    next_ctx: u64,
+    next_op: u64,
+    phase: Phase,
+    checker: Checker,
+    trace: Trace,
+    stats: Stats,
+    kv_config: KvConfig,
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Sim {
+        let mut rng = Rng::new(cfg.seed);
+        let params = Params::draw(&mut rng.fork(), &cfg);
+        let total = cfg.nodes + params.spares;
+        let stride = total + 1;
+        let voters = Membership::new_voters(1..=cfg.nodes as u64);
+        let mut trace = Trace::new(cfg.record_trace);
+        trace.push(
+            0,
+            TraceKind::Start {
+                description: format!(
+                    "seed {}, {} voters + {} spares, {} steps, faults {}; {}; params {}",
+                    cfg.seed,
+                    cfg.nodes,
+                    params.spares,
+                    cfg.steps,
+                    cfg.faults,
+                    STAND_INS,
+                    serde_json::to_string(&params).unwrap_or_default()
+                ),
+            },
+        );
+        let mut sim = Sim {
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::with_capacity(total),
+            clients: Vec::new(),
+            history: History::new(),
+            cut: vec![false; stride * stride],
+            stride,
+            partition_gen: 0,
+            next_ctx: 1,
+            next_op: 1,
+            phase: Phase::Faults,
+            checker: Checker::default(),
+            trace,
+            stats: Stats::default(),
+            kv_config: KvConfig::default(),
+            params,
+            cfg,
+        };
+        for id in 1..=total as u64 {
+            let membership = if id as usize <= sim.cfg.nodes {
+                voters.clone()
+            } else {
+                Membership::default()
+            };
+            let store = MemStorage::new_with_membership(membership);
+            let tick_us = ((TICK_US as f64) / sim.params.tick_skew[id as usize - 1]) as Micros;
+            sim.nodes.push(Node {
+                id,
+                run: None,
+                down_store: Some(store),
+                epoch: 0,
+                shadow: ShadowLog::default(),
+                disk_fail_next: false,
+                durable_commit: 0,
+                led_term: 0,
+                tick_us: tick_us.max(1),
+            });
+            sim.start_node(id);
+        }
+        for c in 0..sim.params.clients {
+            let guess = sim.rng.range(1, total as u64 + 1);
+            sim.clients.push(Client {
+                id: c as u64 + 1,
+                guess,
+                seq: 0,
+                current: None,
+                known: BTreeMap::new(),
+                counter: 0,
+                last_write: None,
+            });
+            let at = sim.rng.range(0, 5 * TICK_US);
+            sim.schedule(at, Event::ClientNext { client: c });
+        }
+        let first = sim.rng.range(
+            sim.params.nemesis_interval_us / 2,
+            sim.params.nemesis_interval_us * 2,
+        );
+        sim.schedule(first, Event::Nemesis);
+        sim
+    }
+
+    fn total_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn schedule(&mut self, delay: Micros, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            time: self.now + delay,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    fn violation(&mut self, check: &'static str, message: String) {
+        if self.checker.violation.is_none() {
+            self.trace.push(
+                self.now,
+                TraceKind::Violation {
+                    check: check.into(),
+                    message: message.clone(),
+                },
+            );
+            self.checker.violation = Some(Violation {
+                check,
+                message,
+                time_us: self.now,
+            });
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.checker.violation.is_some()
+    }
+
+    // ------------------------------------------------------------------
+    // Main loop
+    // ------------------------------------------------------------------
+
+    fn run(&mut self) {
+        let mut steps = 0;
+        while steps < self.cfg.steps && !self.failed() {
+            if !self.step_event() {
+                break;
+            }
+            steps += 1;
+        }
+        if self.cfg.liveness && !self.failed() {
+            self.enter_liveness();
+            let deadline = self.now + LIVENESS_ELECTION_TIMEOUTS * ELECTION_TIMEOUT_US;
+            loop {
+                if self.failed() {
+                    break;
+                }
+                if self.live_and_quiet() {
+                    break;
+                }
+                let next_time = self.queue.peek().map(|Reverse(s)| s.time);
+                if next_time.is_none_or(|t| t > deadline) {
+                    self.now = deadline;
+                    let pending: Vec<String> = self
+                        .clients
+                        .iter()
+                        .filter_map(|c| {
+                            c.current
+                                .as_ref()
+                                .map(|op| format!("c{} op#{} {:?}", c.id, op.op, op.input))
+                        })
+                        .collect();
+                    let leaders: Vec<String> = self
+                        .nodes
+                        .iter()
+                        .filter_map(|n| {
+                            n.run
+                                .as_ref()
+                                .map(|r| format!("n{}:{}@t{}", n.id, r.raft.role(), r.raft.term()))
+                        })
+                        .collect();
+                    self.violation(
+                        "liveness",
+                        format!(
+                            "{} election timeouts after faults stopped: leader elected: {}; pending ops: [{}]; nodes: [{}]",
+                            LIVENESS_ELECTION_TIMEOUTS,
+                            self.current_leader().is_some(),
+                            pending.join(", "),
+                            leaders.join(", ")
+                        ),
+                    );
+                    break;
+                }
+                self.step_event();
+            }
+        }
+        self.phase = Phase::Done;
+    }
+
+    /// Processes the next event; false if the queue is empty.
+    fn step_event(&mut self) -> bool {
+        let Some(Reverse(s)) = self.queue.pop() else {
+            return false;
+        };
+        debug_assert!(s.time >= self.now);
+        self.now = s.time;
+        self.stats.events += 1;
+        self.trace.mix(&[s.time, s.event.code()]);
+        let res = panic::catch_unwind(AssertUnwindSafe(|| self.handle(s.event)));
+        if let Err(payload) = res {
+            let msg = crate::panics::message(payload);
+            self.violation("panic", msg);
+        }
+        true
+    }
+
+    fn handle(&mut self, event: Event) {
+        // A paused process handles nothing; its events wait for it.
+        if let Some(id) = event.target_node() {
+            if let Some(run) = self.node(id).run.as_mut() {
+                if run.paused {
+                    run.deferred.push(event);
+                    return;
+                }
+            }
+        }
+        match event {
+            Event::Tick { node, epoch } => self.on_tick(node, epoch),
+            Event::Deliver(m) => self.on_deliver(m),
+            Event::DiskDone {
+                node,
+                epoch,
+                number,
+            } => self.on_disk_done(node, epoch, number),
+            Event::Request { node, req } => self.on_request(node, req),
+            Event::Reply { client, reply } => self.on_reply(client, reply),
+            Event::ClientSend {
+                client,
+                op,
+                attempt,
+            } => {
+                if self.clients[client]
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.op == op && c.attempt == attempt)
+                {
+                    self.client_send(client);
+                }
+            }
+            Event::ClientTimeout {
+                client,
+                op,
+                attempt,
+            } => self.on_client_timeout(client, op, attempt),
+            Event::ClientNext { client } => self.client_next(client),
+            Event::Nemesis => self.nemesis(),
+            Event::Crash { node, reason } => self.crash(node, reason),
+            Event::Restart { node } => self.start_node(node),
+            Event::Resume { node } => self.resume(node),
+            Event::Heal { generation } => {
+                if generation == self.partition_gen {
+                    self.heal();
+                }
+            }
+        }
+    }
+
+    fn enter_liveness(&mut self) {
+        self.phase = Phase::Liveness;
+        self.trace.push(
+            self.now,
+            TraceKind::Phase {
+                name: "liveness: faults stopped, network healed, every node restarted/resumed"
+                    .into(),
+            },
+        );
+        self.heal();
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            let node = self.node(id);
+            node.disk_fail_next = false;
+            if node.run.is_none() {
+                self.start_node(id);
+            } else if node.run.as_ref().is_some_and(|r| r.paused) {
+                self.resume(id);
+            }
+        }
+    }
+
+    fn live_and_quiet(&self) -> bool {
+        self.clients.iter().all(|c| c.current.is_none()) && self.current_leader().is_some()
+    }
+
+    /// The running leader with the highest term, if it is a voter.
+    fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.run.as_ref().map(|r| (n.id, r)))
+            .filter(|(_, r)| !r.paused && r.raft.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.raft.term())
+            .filter(|(id, r)| r.raft.membership().is_voter(*id))
+            .map(|(id, _)| id)
+    }
+
+    // ------------------------------------------------------------------
+    // Node lifecycle
+    // ------------------------------------------------------------------
+
+    fn engine_config(&mut self, id: NodeId, applied: LogIndex) -> Config {
+        let mut c = Config::new(id);
+        c.election_timeout_ticks = ELECTION_TIMEOUT_TICKS;
+        c.heartbeat_interval_ticks = HEARTBEAT_INTERVAL_TICKS;
+        c.rng_seed = self.rng.next_u64();
+        c.applied = applied;
+        // Small limits so that batching, flow control and chunked snapshots
+        // are exercised by short runs.
+        c.max_append_bytes = 2048;
+        c.max_inflight_msgs = self.params.max_inflight_msgs;
+        c.max_inflight_bytes = 64 << 10;
+        c.max_uncommitted_bytes = 256 << 10;
+        c.snapshot_chunk_bytes = self.params.snapshot_chunk_bytes;
+        c.max_pending_reads = 256;
+        c
+    }
+
+    /// Starts (or restarts) node `id` from its durable state.
+    fn start_node(&mut self, id: NodeId) {
+        let Some(store) = self.node(id).down_store.take() else {
+            return;
+        };
+        let snapshot = match store.snapshot() {
+            Ok(s) => s,
+            Err(e) => return self.violation("restart", format!("n{id}: snapshot unreadable: {e}")),
+        };
+        let mut kv = match KvStore::new(self.kv_config.clone()) {
+            Ok(kv) => kv,
+            Err(e) => return self.violation("config", format!("KvConfig refused: {e}")),
+        };
+        if !snapshot.data.is_empty() {
+            if let Err(e) = kv.restore(&snapshot.data) {
+                return self.violation("restart", format!("n{id}: cannot restore snapshot: {e}"));
+            }
+        }
+        let applied = snapshot.meta.last_index;
+        let cfg = self.engine_config(id, applied);
+        let shadow = ShadowLog::from_store(&store);
+        let durable_commit = store.hard_state().commit.max(applied);
+        #[allow(unused_mut)]
+        let mut raft = match RawNode::new(cfg, store) {
+            Ok(r) => r,
+            Err(e) => return self.violation("restart", format!("n{id}: RawNode::new failed: {e}")),
+        };
+        #[cfg(feature = "planted-bugs")]
+        if let Some(b) = self.cfg.bug {
+            if b.node.is_none_or(|n| n == id) {
+                raft.plant_bug(b.bug);
+            }
+        }
+        let restarted = self.node(id).epoch > 0;
+        let commit = raft.commit_index();
+        let node = self.node(id);
+        if commit < node.durable_commit.max(durable_commit) {
+            let was = node.durable_commit;
+            return self.violation(
+                "monotonic",
+                format!("n{id} restarted with commit {commit} below its durable commit {was}"),
+            );
+        }
+        node.durable_commit = node.durable_commit.max(durable_commit);
+        node.epoch += 1;
+        node.shadow = shadow;
+        let epoch = node.epoch;
+        let tick_us = node.tick_us;
+        let soft = raft.soft_state();
+        let term = raft.term();
+        node.run = Some(Box::new(Running {
+            kv,
+            paused: false,
+            missed_ticks: 0,
+            deferred: Vec::new(),
+            pending: VecDeque::new(),
+            fsync_in_flight: false,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            applied_config: snapshot.meta.membership,
+            last_commit: commit,
+            last_applied: raft.applied_index(),
+            soft,
+            raft,
+        }));
+        if restarted {
+            self.stats.restarts += 1;
+            self.trace.push(
+                self.now,
+                TraceKind::Restart {
+                    node: id,
+                    term,
+                    commit,
+                    snapshot: applied,
+                },
+            );
+        }
+        let first_tick = self.rng.range(1, tick_us + 1);
+        self.schedule(first_tick, Event::Tick { node: id, epoch });
+        self.drive(id);
+    }
+
+    /// Stops node `id`: everything not durable is lost, except a random
+    /// prefix of its unsynced writes that reached the disk anyway.
+    fn crash(&mut self, id: NodeId, reason: &'static str) {
+        let Some(run) = self.node(id).run.take() else {
+            return;
+        };
+        let Running { raft, pending, .. } = *run;
+        let mut store = raft.store().clone();
+        let lost = pending.len();
+        let land = self.rng.range(0, pending.len() as u64 + 1) as usize;
+        let tear = self.rng.chance(0.5);
+        let mut durable_commit = 0;
+        for (k, w) in pending.into_iter().enumerate() {
+            if k < land {
+                if let Some(s) = w.snapshot {
+                    store.apply_snapshot(s);
+                }
+                if let Err(e) = store.append(&w.entries) {
+                    return self.violation(
+                        "contract",
+                        format!("n{id}: unsynced write does not fit the log: {e}"),
+                    );
+                }
+                if let Some(hs) = w.hard_state {
+                    store.set_hard_state(hs);
+                    durable_commit = hs.commit;
+                }
+            } else if k == land && tear && w.snapshot.is_none() && !w.entries.is_empty() {
+                // The write was torn: only some of its entries landed.
+                let n = self.rng.range(0, w.entries.len() as u64) as usize;
+                if let Err(e) = store.append(&w.entries[..n]) {
+                    return self.violation(
+                        "contract",
+                        format!("n{id}: torn write does not fit the log: {e}"),
+                    );
+                }
+            }
+        }
+        let node = self.node(id);
+        node.durable_commit = node.durable_commit.max(durable_commit);
+        node.shadow = ShadowLog::from_store(&store);
+        node.down_store = Some(store);
+        node.epoch += 1;
+        self.stats.crashes += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Crash {
+                node: id,
+                lost_writes: lost,
+                reason: reason.into(),
+            },
+        );
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        let Some(run) = self.node(id).run.as_mut() else {
+            return;
+        };
+        if !run.paused {
+            return;
+        }
+        run.paused = false;
+        // The process's timers fire for the time it missed (as a runtime's
+        // interval timer bursts after a stall), before it reads anything.
+        let missed = std::mem::take(&mut run.missed_ticks);
+        let deferred = std::mem::take(&mut run.deferred);
+        for _ in 0..missed {
+            if let Some(run) = self.node(id).run.as_mut() {
+                run.raft.tick();
+            }
+            self.drive(id);
+        }
+        self.trace.push(self.now, TraceKind::Resume { node: id });
+        for (k, ev) in deferred.into_iter().enumerate() {
+            self.schedule(k as Micros, ev);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Event handlers
+    // ------------------------------------------------------------------
+
+    fn on_tick(&mut self, id: NodeId, epoch: u32) {
+        let node = self.node(id);
+        if node.epoch != epoch {
+            return;
+        }
+        let tick_us = node.tick_us;
+        let Some(run) = node.run.as_mut() else {
+            return;
+        };
+        if run.paused {
+            run.missed_ticks += 1;
+        } else {
+            run.raft.tick();
+        }
+        self.schedule(tick_us, Event::Tick { node: id, epoch });
+        self.drive(id);
+    }
+
+    fn on_deliver(&mut self, m: Message) {
+        let to = m.to;
+        let from = m.from;
+        if to == 0 || to as usize > self.total_nodes() {
+            return;
+        }
+        if self.phase == Phase::Faults && self.cut[from as usize * self.stride + to as usize] {
+            self.stats.dropped += 1;
+            if self.trace.recording() {
+                let msg = describe_msg(&m);
+                self.trace.push(
+                    self.now,
+                    TraceKind::Drop {
+                        from,
+                        to,
+                        msg,
+                        reason: "partition".into(),
+                    },
+                );
+            }
+            return;
+        }
+        if self.node(to).run.is_none() {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.deliveries += 1;
+        let Some(run) = self.node(to).run.as_mut() else {
+            return;
+        };
+        match run.raft.step(m) {
+            Ok(()) => {}
+            Err(StepError::Storage(e)) => {
+                return self.violation(
+                    "contract",
+                    format!("n{to}: storage error from MemStorage: {e}"),
+                );
+            }
+            Err(_) => {} // Dropped and counted by the engine.
+        }
+        self.drive(to);
+    }
+
+    fn on_disk_done(&mut self, id: NodeId, epoch: u32, number: u64) {
+        let node = self.node(id);
+        if node.epoch != epoch || node.run.is_none() {
+            return;
+        }
+        if node.disk_fail_next {
+            node.disk_fail_next = false;
+            // The fsync failed: the node must stop without acknowledging
+            // anything of this write. Restart it later (disk replaced).
+            self.crash(id, "fsync failed (EIO)");
+            let after = self.rng.range(5 * TICK_US, 50 * TICK_US);
+            self.schedule(after, Event::Restart { node: id });
+            return;
+        }
+        let mut msgs = Vec::new();
+        let mut durable_commit = None;
+        let mut installed = Vec::new();
+        {
+            let run = node.run.as_mut().expect("checked above");
+            while run.pending.front().is_some_and(|w| w.number <= number) {
+                let w = run.pending.pop_front().expect("front exists");
+                if let Some(s) = w.snapshot {
+                    let idx = s.meta.last_index;
+                    if let Err(e) = run.kv.restore(&s.data) {
+                        let msg = format!(
+                            "n{id}: snapshot at {idx} from the leader does not restore: {e}"
+                        );
+                        return self.violation("snapshot", msg);
+                    }
+                    run.applied_config = s.meta.membership.clone();
+                    run.proposals.retain(|&i, _| i > idx);
+                    installed.push((idx, run.kv.digest()));
+                    run.raft.store_mut().apply_snapshot(s);
+                }
+                if let Err(e) = run.raft.store_mut().append(&w.entries) {
+                    let msg = format!("n{id}: Ready entries do not fit the durable log: {e}");
+                    return self.violation("contract", msg);
+                }
+                if let Some(hs) = w.hard_state {
+                    run.raft.store_mut().set_hard_state(hs);
+                    durable_commit = Some(hs.commit);
+                }
+                msgs.extend(w.persisted_messages);
+            }
+            if let Err(e) = run.raft.on_persisted(number) {
+                return self.violation("contract", format!("n{id}: on_persisted failed: {e}"));
+            }
+            if let Some(c) = durable_commit {
+                node.durable_commit = node.durable_commit.max(c);
+            }
+        }
+        if let Some(run) = self.node(id).run.as_mut() {
+            run.fsync_in_flight = false;
+            if !run.pending.is_empty() {
+                self.start_fsync(id);
+            }
+        }
+        for (idx, digest) in installed {
+            self.stats.snapshots_installed += 1;
+            self.trace.push(
+                self.now,
+                TraceKind::InstallSnapshot {
+                    node: id,
+                    index: idx,
+                },
+            );
+            if let Err(msg) = self.checker.snapshot_digest(idx, digest, id) {
+                return self.violation("state-machine-safety", msg);
+            }
+        }
+        for m in msgs {
+            self.send(m);
+        }
+        self.drive(id);
+    }
+
+    /// Starts an fsync covering every queued write of node `id`.
+    fn start_fsync(&mut self, id: NodeId) {
+        let latency = self
+            .rng
+            .range(self.params.fsync_min_us, self.params.fsync_max_us + 1);
+        let node = self.node(id);
+        let epoch = node.epoch;
+        let Some(run) = node.run.as_mut() else { return };
+        let Some(number) = run.pending.back().map(|w| w.number) else {
+            return;
+        };
+        run.fsync_in_flight = true;
+        self.schedule(
+            latency,
+            Event::DiskDone {
+                node: id,
+                epoch,
+                number,
+            },
+        );
+    }
+
+    // ------------------------------------------------------------------
+    // The Ready loop
+    // ------------------------------------------------------------------
+
+    /// Handles every Ready of node `id`, then checks the node.
+    fn drive(&mut self, id: NodeId) {
+        for _ in 0..1000 {
+            let Some(run) = self.node(id).run.as_mut() else {
+                return;
+            };
+            if run.paused || !run.raft.has_ready() {
+                break;
+            }
+            let rd = match run.raft.ready() {
+                Ok(rd) => rd,
+                Err(e) => {
+                    return self.violation(
+                        "contract",
+                        format!("n{id}: ready() failed on MemStorage: {e}"),
+                    )
+                }
+            };
+            self.handle_ready(id, rd);
+            if self.failed() {
+                return;
+            }
+        }
+        self.observe(id);
+    }
+
+    fn handle_ready(&mut self, id: NodeId, mut rd: raft_core::Ready) {
+        if let Some(ss) = rd.soft_state {
+            if let Some(run) = self.node(id).run.as_mut() {
+                run.soft = ss;
+            }
+            if self.trace.recording() {
+                self.trace.push(
+                    self.now,
+                    TraceKind::Role {
+                        node: id,
+                        role: ss.role.to_string(),
+                        term: ss.term,
+                        leader: ss.leader,
+                    },
+                );
+            }
+        }
+        for m in std::mem::take(&mut rd.messages) {
+            self.send(m);
+        }
+        if rd.must_persist() || !rd.persisted_messages.is_empty() {
+            // The shadow log follows what the node was told to write.
+            if let Some(s) = &rd.snapshot {
+                self.node(id)
+                    .shadow
+                    .install_snapshot(s.meta.last_index, s.meta.last_term);
+            }
+            if !rd.entries.is_empty() {
+                self.shadow_append(id, &rd.entries);
+                if self.failed() {
+                    return;
+                }
+            }
+            let node = self.node(id);
+            let run = node.run.as_mut().expect("driving a running node");
+            run.pending.push_back(PendingWrite {
+                number: rd.number,
+                snapshot: rd.snapshot,
+                entries: rd.entries,
+                hard_state: rd.hard_state,
+                persisted_messages: rd.persisted_messages,
+            });
+            if !run.fsync_in_flight {
+                self.start_fsync(id);
+            }
+        }
+        if !rd.committed_entries.is_empty() {
+            self.apply_entries(id, rd.committed_entries);
+            if self.failed() {
+                return;
+            }
+        }
+        for rs in rd.read_states {
+            let ctx = ctx_id(&rs.ctx);
+            let Some(run) = self.node(id).run.as_mut() else {
+                return;
+            };
+            if let Some((waiter, key)) = run.reads.remove(&ctx) {
+                run.ready_reads.push((rs.index, waiter, key));
+            }
+        }
+        for ctx in rd.dropped_reads {
+            let ctx = ctx_id(&ctx);
+            let Some(run) = self.node(id).run.as_mut() else {
+                return;
+            };
+            if let Some((w, _)) = run.reads.remove(&ctx) {
+                self.reply(id, w, ReplyResult::Retry("read dropped"));
+            }
+        }
+        self.serve_reads(id);
+        self.maybe_compact(id);
+    }
+
+    fn shadow_append(&mut self, id: NodeId, entries: &[Entry]) {
+        let node = &mut self.nodes[id as usize - 1];
+        let first = entries[0].index;
+        let prev_term = if first == 0 {
+            None
+        } else {
+            node.shadow.term(first - 1)
+        };
+        let replaced = node.shadow.append(entries);
+        let mut prev = prev_term;
+        for e in entries {
+            if e.index <= node.shadow.snap_index {
+                prev = Some(e.term);
+                continue;
+            }
+            let hash = payload_hash(&e.payload);
+            if let Some(p) = prev {
+                if let Err(msg) = self.checker.log_entry(e.index, e.term, hash, p, id) {
+                    return self.violation("log-matching", msg);
+                }
+            }
+            prev = Some(e.term);
+        }
+        for (index, term, hash) in replaced {
+            if let Err(msg) = self.checker.overwritten(index, term, hash, id) {
+                return self.violation("state-machine-safety", msg);
+            }
+        }
+    }
+
+    fn apply_entries(&mut self, id: NodeId, entries: Vec<Entry>) {
+        let mut replies = Vec::new();
+        let last = entries.last().map(|e| e.index);
+        let Some(run) = self.nodes[id as usize - 1].run.as_mut() else {
+            return;
+        };
+        for e in &entries {
+            let hash = payload_hash(&e.payload);
+            if let Err(msg) = self.checker.applied(e.index, e.term, hash, id) {
+                return self.violation("state-machine-safety", msg);
+            }
+            let response = match run.kv.apply(e) {
+                Ok(r) => r,
+                Err(err) => {
+                    let msg = format!("n{id}: KvStore refused entry {}: {err}", e.index);
+                    return self.violation("state-machine-safety", msg);
+                }
+            };
+            if let Response::AlreadyApplied { applied_index } = response {
+                let msg = format!(
+                    "n{id}: entry {} handed out for applying again (state machine at {applied_index})",
+                    e.index
+                );
+                return self.violation("contract", msg);
+            }
+            if let EntryPayload::Membership(m) = &e.payload {
+                run.applied_config = m.clone();
+            }
+            if let Some(p) = run.proposals.remove(&e.index) {
+                let result = if p.term == e.term {
+                    ReplyResult::Applied {
+                        response,
+                        index: e.index,
+                        term: e.term,
+                    }
+                } else {
+                    ReplyResult::Lost
+                };
+                replies.push((p.waiter, result));
+            }
+        }
+        if let Some(last) = last {
+            run.raft.on_applied(last);
+        }
+        for (w, r) in replies {
+            self.reply(id, w, r);
+        }
+    }
+
+    fn serve_reads(&mut self, id: NodeId) {
+        let Some(run) = self.node(id).run.as_mut() else {
+            return;
+        };
+        if run.ready_reads.is_empty() {
+            return;
+        }
+        let applied = run.kv.applied_index();
+        let mut served = Vec::new();
+        run.ready_reads.retain(|&(index, w, key)| {
+            if index <= applied {
+                served.push((w, key));
+                false
+            } else {
+                true
+            }
+        });
+        let mut replies = Vec::new();
+        for (w, key) in served {
+            let value = run.kv.get(&key_bytes(key)).map(|kv| kv.value);
+            replies.push((w, ReplyResult::Read(value)));
+        }
+        for (w, r) in replies {
+            self.reply(id, w, r);
+        }
+    }
+
+    fn maybe_compact(&mut self, id: NodeId) {
+        let every = self.params.compact_every_entries;
+        let Some(run) = self.node(id).run.as_mut() else {
+            return;
+        };
+        let applied = run.kv.applied_index();
+        let first = run.raft.store().first_index();
+        if applied < first || applied + 1 - first < every {
+            return;
+        }
+        let term = match run.raft.store().term(applied) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("n{id}: applied entry {applied} is not in the durable log: {e}");
+                return self.violation("contract", msg);
+            }
+        };
+        let data = match run.kv.snapshot() {
+            Ok(d) => d,
+            Err(e) => {
+                return self.violation("snapshot", format!("n{id}: KvStore::snapshot failed: {e}"))
+            }
+        };
+        let digest = run.kv.digest();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: applied,
+                last_term: term,
+                membership: run.applied_config.clone(),
+            },
+            data: Bytes::from(data),
+        };
+        if let Err(e) = run.raft.store_mut().compact(snapshot) {
+            return self.violation(
+                "contract",
+                format!("n{id}: compaction at {applied} refused: {e}"),
+            );
+        }
+        self.node(id).shadow.compact(applied);
+        self.stats.compactions += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Compact {
+                node: id,
+                index: applied,
+            },
+        );
+        if let Err(msg) = self.checker.snapshot_digest(applied, digest, id) {
+            self.violation("state-machine-safety", msg);
+        }
+    }
+
+    /// Runs the continuous checks on node `id` after it handled an input.
+    fn observe(&mut self, id: NodeId) {
+        let node = &mut self.nodes[id as usize - 1];
+        let Some(run) = node.run.as_mut() else {
+            return;
+        };
+        if let Err(e) = run.raft.validate() {
+            return self.violation("validate", format!("n{id}: {e}"));
+        }
+        let commit = run.raft.commit_index();
+        let applied = run.raft.applied_index();
+        let role = run.raft.role();
+        let term = run.raft.term();
+        if commit < run.last_commit {
+            let msg = format!(
+                "n{id}: commit index went back from {} to {commit}",
+                run.last_commit
+            );
+            return self.violation("monotonic", msg);
+        }
+        if applied < run.last_applied {
+            let msg = format!(
+                "n{id}: applied index went back from {} to {applied}",
+                run.last_applied
+            );
+            return self.violation("monotonic", msg);
+        }
+        if applied != run.kv.applied_index() {
+            let msg = format!(
+                "n{id}: engine says applied {applied} but the state machine is at {}",
+                run.kv.applied_index()
+            );
+            return self.violation("contract", msg);
+        }
+        run.last_applied = applied;
+        let old_commit = run.last_commit;
+        run.last_commit = commit;
+        let is_leader = role == Role::Leader;
+        let led_term = node.led_term;
+        if commit > old_commit {
+            let commit_term = if is_leader { Some(term) } else { None };
+            for index in old_commit + 1..=commit {
+                let Some((t, h)) = node.shadow.get(index) else {
+                    continue;
+                };
+                if let Err(msg) = self.checker.committed(index, t, h, commit_term, id) {
+                    return self.violation("state-machine-safety", msg);
+                }
+            }
+            if let (Some(_), true) = (commit_term, self.trace.recording()) {
+                let m = run.raft.membership();
+                let config = format!(
+                    "voters {:?} outgoing {:?} learners {:?}",
+                    m.voters, m.voters_outgoing, m.learners
+                );
+                self.trace.push(
+                    self.now,
+                    TraceKind::Commit {
+                        node: id,
+                        index: commit,
+                        config,
+                    },
+                );
+            }
+            if let Some(ct) = commit_term {
+                // Every leader of a later term must hold what was committed.
+                let lo = old_commit + 1;
+                for other in &self.nodes {
+                    let Some(r) = other.run.as_ref() else {
+                        continue;
+                    };
+                    if other.id == id || r.raft.role() != Role::Leader || r.raft.term() <= ct {
+                        continue;
+                    }
+                    if let Err(msg) = self.checker.leader_holds(
+                        &other.shadow,
+                        other.id,
+                        r.raft.term(),
+                        lo..=commit,
+                    ) {
+                        return self.violation("leader-completeness", msg);
+                    }
+                }
+            }
+        }
+        if is_leader && term > led_term {
+            self.nodes[id as usize - 1].led_term = term;
+            self.stats.leaders += 1;
+            if self.phase == Phase::Faults && self.rng.chance(self.params.crash_after_elected_prob)
+            {
+                // A leader that dies before replicating its first entry
+                // leaves a stranded entry of a high term (Figure 8).
+                let at = self.rng.range(0, 3 * TICK_US);
+                self.schedule(
+                    at,
+                    Event::Crash {
+                        node: id,
+                        reason: "crash right after being elected",
+                    },
+                );
+                let back = at
+                    + self
+                        .rng
+                        .range(self.params.restart_min_us, self.params.restart_max_us);
+                self.schedule(back, Event::Restart { node: id });
+            }
+            if let Err(msg) = self.checker.leader_elected(term, id) {
+                return self.violation("election-safety", msg);
+            }
+            let node = &self.nodes[id as usize - 1];
+            if let Err(msg) = self
+                .checker
+                .leader_holds(&node.shadow, id, term, 1..=LogIndex::MAX)
+            {
+                self.violation("leader-completeness", msg);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Network
+    // ------------------------------------------------------------------
+
+    fn send(&mut self, m: Message) {
+        if let MessageBody::VoteResponse(r) = &m.body {
+            // Elections are where a forgotten vote hurts: sometimes crash a
+            // node right after it granted one, before anything else happens.
+            if !r.pre_vote
+                && r.granted
+                && self.phase == Phase::Faults
+                && self.rng.chance(self.params.crash_after_vote_prob)
+            {
+                self.schedule(
+                    0,
+                    Event::Crash {
+                        node: m.from,
+                        reason: "crash right after voting",
+                    },
+                );
+                let after = self.rng.range(200, 3 * TICK_US);
+                self.schedule(after, Event::Restart { node: m.from });
+            }
+        }
+        let faults = self.phase == Phase::Faults;
+        if faults && self.rng.chance(self.params.drop_prob) {
+            self.stats.dropped += 1;
+            if self.trace.recording() {
+                let msg = describe_msg(&m);
+                self.trace.push(
+                    self.now,
+                    TraceKind::Drop {
+                        from: m.from,
+                        to: m.to,
+                        msg,
+                        reason: "lost".into(),
+                    },
+                );
+            }
+            return;
+        }
+        if faults && self.rng.chance(self.params.dup_prob) {
+            self.stats.duplicated += 1;
+            if self.trace.recording() {
+                let msg = describe_msg(&m);
+                self.trace.push(
+                    self.now,
+                    TraceKind::Duplicate {
+                        from: m.from,
+                        to: m.to,
+                        msg,
+                    },
+                );
+            }
+            let d = self.net_delay();
+            self.schedule(d, Event::Deliver(m.clone()));
+        }
+        let d = self.net_delay();
+        self.schedule(d, Event::Deliver(m));
+    }
+
+    fn net_delay(&mut self) -> Micros {
+        if self.phase == Phase::Faults && self.rng.chance(self.params.long_delay_prob) {
+            self.rng
+                .range(self.params.delay_max_us, self.params.long_delay_max_us)
+        } else {
+            self.rng
+                .range(self.params.delay_min_us, self.params.delay_max_us + 1)
+        }
+    }
+
+    fn heal(&mut self) {
+        if self.cut.iter().any(|&c| c) {
+            self.cut.iter_mut().for_each(|c| *c = false);
+            self.trace.push(self.now, TraceKind::Heal);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Clients
+    // ------------------------------------------------------------------
+
+    fn client_next(&mut self, c: usize) {
+        if self.phase != Phase::Faults || self.clients[c].current.is_some() {
+            return;
+        }
+        let keys = self.params.keys;
+        let mut key = self.rng.range(0, keys);
+        let mut roll = self.rng.range(0, 100);
+        if roll < self.params.write_share_pct {
+            roll = self.rng.range(0, 60);
+        } else {
+            roll = self.rng.range(60, 100);
+        }
+        if let Some(k) = self.clients[c].last_write.take() {
+            // Read your (possibly lost) write: stale reads show up here.
+            if self.rng.chance(0.5) {
+                key = k;
+                roll = 60 + self.rng.range(0, 40);
+            }
+        }
+        let cas_blind = self.rng.chance(0.2);
+        let cas_delete = self.rng.chance(0.15);
+        let client = &mut self.clients[c];
+        client.counter += 1;
+        let unique = client.id << 32 | client.counter;
+        let (input, kind) = if roll < 25 {
+            client.seq += 1;
+            let cmd = Command::put(key_bytes(key), value_bytes(unique))
+                .with_session(client.id, client.seq);
+            (
+                KvInput::Put { key, value: unique },
+                ReqKind::Propose(cmd.encode()),
+            )
+        } else if roll < 35 {
+            client.seq += 1;
+            let cmd = Command::delete(key_bytes(key)).with_session(client.id, client.seq);
+            (KvInput::Delete { key }, ReqKind::Propose(cmd.encode()))
+        } else if roll < 60 {
+            client.seq += 1;
+            let expected = match client.known.get(&key) {
+                Some(v) if !cas_blind => *v,
+                _ => None,
+            };
+            let new = if cas_delete { None } else { Some(unique) };
+            let condition = match expected {
+                None => Condition::Absent,
+                Some(v) => Condition::ValueEquals(value_bytes(v)),
+            };
+            let action = match new {
+                None => CasAction::Delete,
+                Some(v) => CasAction::Put(value_bytes(v)),
+            };
+            let cmd =
+                Command::cas(key_bytes(key), condition, action).with_session(client.id, client.seq);
+            (
+                KvInput::Cas { key, expected, new },
+                ReqKind::Propose(cmd.encode()),
+            )
+        } else {
+            let lease = self.params.lease_read_share;
+            let r = self.rng.float(0.0, 1.0);
+            let kind = if r < lease {
+                ReqKind::LeaseRead(key)
+            } else if r < lease + (1.0 - lease) / 2.0 {
+                ReqKind::ReadIndex(key)
+            } else {
+                ReqKind::Propose(Command::get(key_bytes(key)).encode())
+            };
+            (KvInput::Get { key }, kind)
+        };
+        let client_id = client.id;
+        let hist = match self.history.invoke(client_id, input.clone(), self.now) {
+            Ok(h) => h,
+            Err(e) => return self.violation("history", format!("cannot record invocation: {e}")),
+        };
+        let op = self.next_op;
+        self.next_op += 1;
+        self.stats.ops_invoked += 1;
+        if self.trace.recording() {
+            let what = match &kind {
+                ReqKind::Propose(_) => format!("{input:?} via log"),
+                ReqKind::ReadIndex(_) => format!("{input:?} via ReadIndex"),
+                ReqKind::LeaseRead(_) => format!("{input:?} via lease read"),
+            };
+            let node = self.clients[c].guess;
+            self.trace.push(
+                self.now,
+                TraceKind::Invoke {
+                    client: client_id,
+                    op,
+                    what,
+                    node,
+                },
+            );
+        }
+        self.clients[c].current = Some(ClientOp {
+            op,
+            hist,
+            input,
+            kind,
+            attempt: 0,
+        });
+        self.client_send(c);
+    }
+
+    /// Sends the current attempt of client `c`'s operation to its guess.
+    fn client_send(&mut self, c: usize) {
+        let client = &self.clients[c];
+        let Some(op) = client.current.as_ref() else {
+            return;
+        };
+        let req = ClientReq {
+            client: c,
+            op: op.op,
+            attempt: op.attempt,
+            kind: op.kind.clone(),
+        };
+        let node = client.guess;
+        let (opid, attempt) = (op.op, op.attempt);
+        let timeout = self.params.client_timeout_us;
+        self.schedule(
+            timeout,
+            Event::ClientTimeout {
+                client: c,
+                op: opid,
+                attempt,
+            },
+        );
+        if self.phase == Phase::Faults && self.rng.chance(self.params.drop_prob) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let d = self.net_delay();
+        self.schedule(d, Event::Request { node, req });
+    }
+
+    fn on_client_timeout(&mut self, c: usize, op: u64, attempt: u32) {
+        let total = self.total_nodes() as u64;
+        let guess = self.rng.range(1, total + 1);
+        let client = &mut self.clients[c];
+        let Some(cur) = client.current.as_mut() else {
+            return;
+        };
+        if cur.op != op || cur.attempt != attempt {
+            return;
+        }
+        cur.attempt += 1;
+        client.guess = guess;
+        if self.trace.recording() {
+            let id = client.id;
+            self.trace.push(
+                self.now,
+                TraceKind::Retry {
+                    client: id,
+                    op,
+                    node: guess,
+                    why: "timeout".into(),
+                },
+            );
+        }
+        self.client_send(c);
+    }
+
+    fn reply(&mut self, _from: NodeId, w: Waiter, result: ReplyResult) {
+        let reply = ClientReply {
+            op: w.op,
+            attempt: w.attempt,
+            result,
+        };
+        if self.phase == Phase::Faults && self.rng.chance(self.params.drop_prob) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let d = self.net_delay();
+        self.schedule(
+            d,
+            Event::Reply {
+                client: w.client,
+                reply,
+            },
+        );
+    }
+
+    fn on_request(&mut self, id: NodeId, req: ClientReq) {
+        let waiter = Waiter {
+            client: req.client,
+            op: req.op,
+            attempt: req.attempt,
+        };
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        let Some(run) = self.node(id).run.as_mut() else {
+            return; // Down: the client times out.
+        };
+        let result = match req.kind {
+            ReqKind::Propose(cmd) => match run.raft.propose(cmd) {
+                Ok(p) => {
+                    let proposal = Proposal {
+                        term: p.term,
+                        waiter,
+                    };
+                    // Our own earlier proposal at this index was replaced.
+                    run.proposals
+                        .insert(p.index, proposal)
+                        .map(|old| (old.waiter, ReplyResult::Lost))
+                }
+                Err(ProposeError::NotLeader { leader_hint }) => {
+                    Some((waiter, ReplyResult::NotLeader(leader_hint)))
+                }
+                Err(ProposeError::Storage(e)) => {
+                    return self.violation(
+                        "contract",
+                        format!("n{id}: propose hit a storage error: {e}"),
+                    );
+                }
+                Err(_) => Some((waiter, ReplyResult::Retry("proposal refused"))),
+            },
+            ReqKind::ReadIndex(key) | ReqKind::LeaseRead(key) => {
+                let ctx_bytes = Bytes::copy_from_slice(&ctx.to_le_bytes());
+                let lease = matches!(req.kind, ReqKind::LeaseRead(_));
+                let mut leased = None;
+                let res = if lease {
+                    match run.raft.lease_read(ctx_bytes.clone()) {
+                        Err(ReadError::NoLease) => run.raft.read_index(ctx_bytes),
+                        Ok(()) => {
+                            leased = Some(run.raft.term());
+                            Ok(())
+                        }
+                        other => other,
+                    }
+                } else {
+                    run.raft.read_index(ctx_bytes)
+                };
+                if let Some(term) = leased {
+                    if let Err(msg) = self.checker.lease_read(term, id) {
+                        return self.violation("lease-safety", msg);
+                    }
+                }
+                let Some(run) = self.node(id).run.as_mut() else {
+                    return;
+                };
+                match res {
+                    Ok(()) => {
+                        run.reads.insert(ctx, (waiter, key));
+                        None
+                    }
+                    Err(ReadError::NotLeader { leader_hint }) => {
+                        Some((waiter, ReplyResult::NotLeader(leader_hint)))
+                    }
+                    Err(ReadError::NoLeader) => Some((waiter, ReplyResult::NotLeader(None))),
+                    Err(_) => Some((waiter, ReplyResult::Retry("read refused"))),
+                }
+            }
+        };
+        if let Some((w, r)) = result {
+            self.reply(id, w, r);
+        }
+        self.drive(id);
+    }
+
+    fn on_reply(&mut self, c: usize, reply: ClientReply) {
+        let total = self.total_nodes() as u64;
+        let client = &mut self.clients[c];
+        let Some(cur) = client.current.as_mut() else {
+            return;
+        };
+        if cur.op != reply.op {
+            return;
+        }
+        let output = match reply.result {
+            ReplyResult::Applied {
+                response,
+                index,
+                term,
+            } => match output_of(&cur.input, &response) {
+                Ok(out) => {
+                    if !matches!(cur.input, KvInput::Get { .. }) {
+                        if let Err(msg) = self.checker.acked(index, term) {
+                            return self.violation("lost-write", msg);
+                        }
+                    }
+                    out
+                }
+                Err(msg) => return self.violation("client", format!("c{}: {msg}", c + 1)),
+            },
+            ReplyResult::Read(value) => match value.map(|v| parse_value(&v)).transpose() {
+                Ok(v) => KvOutput::Get(v),
+                Err(msg) => return self.violation("client", msg),
+            },
+            other => {
+                if reply.attempt != cur.attempt {
+                    return; // An answer to an attempt already given up on.
+                }
+                let (guess, backoff, why) = match other {
+                    ReplyResult::NotLeader(Some(l)) if l != client.guess => {
+                        (l, TICK_US / 5, "not leader")
+                    }
+                    ReplyResult::NotLeader(_) => (
+                        self.rng.range(1, total + 1),
+                        self.rng.range(TICK_US, 3 * TICK_US),
+                        "no leader known",
+                    ),
+                    ReplyResult::Lost => {
+                        (self.rng.range(1, total + 1), TICK_US / 5, "proposal lost")
+                    }
+                    ReplyResult::Retry(why) => {
+                        (client.guess, self.rng.range(TICK_US, 3 * TICK_US), why)
+                    }
+                    _ => (
+                        client.guess,
+                        self.rng.range(TICK_US, 3 * TICK_US),
+                        "unexpected answer",
+                    ),
+                };
+                cur.attempt += 1;
+                client.guess = guess;
+                let (op, attempt, id) = (cur.op, cur.attempt, client.id);
+                if self.trace.recording() {
+                    self.trace.push(
+                        self.now,
+                        TraceKind::Retry {
+                            client: id,
+                            op,
+                            node: guess,
+                            why: why.into(),
+                        },
+                    );
+                }
+                self.schedule(
+                    backoff,
+                    Event::ClientSend {
+                        client: c,
+                        op,
+                        attempt,
+                    },
+                );
+                return;
+            }
+        };
+        let Some(cur) = client.current.take() else {
+            return;
+        };
+        // Remember what we saw, to aim later compare-and-swaps.
+        let key = *cur.input.key();
+        let seen = match (&cur.input, &output) {
+            (KvInput::Put { value, .. }, _) => Some(Some(*value)),
+            (KvInput::Delete { .. }, _) => Some(None),
+            (KvInput::Cas { new, .. }, KvOutput::Cas { succeeded: true }) => Some(*new),
+            (_, KvOutput::CasMismatch { current }) => Some(*current),
+            (_, KvOutput::Get(v)) => Some(*v),
+            _ => None,
+        };
+        if let Some(v) = seen {
+            client.known.insert(key, v);
+        }
+        if !matches!(cur.input, KvInput::Get { .. }) {
+            client.last_write = Some(key);
+        }
+        let id = client.id;
+        if let Err(e) = self.history.complete(cur.hist, self.now, output.clone()) {
+            return self.violation("history", format!("cannot record completion: {e}"));
+        }
+        self.stats.ops_completed += 1;
+        if self.trace.recording() {
+            self.trace.push(
+                self.now,
+                TraceKind::Complete {
+                    client: id,
+                    op: cur.op,
+                    result: format!("{output:?}"),
+                },
+            );
+        }
+        let think = self.rng.range(0, self.params.think_max_us + 1);
+        self.schedule(think, Event::ClientNext { client: c });
+    }
+
+    // ------------------------------------------------------------------
+    // The nemesis
+    // ------------------------------------------------------------------
+
+    fn nemesis(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let next = self.rng.range(
+            self.params.nemesis_interval_us / 2,
+            self.params.nemesis_interval_us * 3 / 2 + 1,
+        );
+        self.schedule(next, Event::Nemesis);
+        let w = self.params.weights;
+        let total: u32 = w.iter().sum();
+        if total == 0 {
+            return;
+        }
+        let mut roll = self.rng.range(0, u64::from(total)) as u32;
+        let mut action = 0;
+        for (i, &wi) in w.iter().enumerate() {
+            if roll < wi {
+                action = i;
+                break;
+            }
+            roll -= wi;
+        }
+        match action {
+            0 => self.nemesis_crash(),
+            1 => self.nemesis_partition(),
+            2 => self.nemesis_pause(),
+            3 => self.nemesis_disk(),
+            4 => self.nemesis_membership(),
+            _ => self.nemesis_transfer(),
+        }
+    }
+
+    fn running_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.run.as_ref().is_some_and(|r| !r.paused))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn nemesis_crash(&mut self) {
+        let up = self.running_ids();
+        // Keep a majority of processes around most of the time, so that
+        // histories have progress worth checking.
+        if up.len() * 2 <= self.total_nodes() && self.rng.chance(0.8) {
+            return;
+        }
+        let target = match self.current_leader() {
+            Some(l) if self.rng.chance(self.params.crash_leader_bias) => l,
+            _ => match self.rng.pick(&up) {
+                Some(&id) => id,
+                None => return,
+            },
+        };
+        self.crash(target, "nemesis");
+        let after = self
+            .rng
+            .range(self.params.restart_min_us, self.params.restart_max_us);
+        self.schedule(after, Event::Restart { node: target });
+    }
+
+    fn nemesis_partition(&mut self) {
+        let n = self.total_nodes() as u64;
+        let mut ids: Vec<NodeId> = (1..=n).collect();
+        // Shuffle (Fisher-Yates) so that groups are random.
+        for i in (1..ids.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            ids.swap(i, j);
+        }
+        if let Some(l) = self.current_leader() {
+            if self.rng.chance(self.params.partition_leader_bias) {
+                // Centre the partition on the leader.
+                let at = ids.iter().position(|&x| x == l).unwrap_or(0);
+                ids.swap(0, at);
+            }
+        }
+        self.cut.iter_mut().for_each(|c| *c = false);
+        let kind = self.rng.range(0, 6);
+        let mut cut = Vec::new();
+        let name;
+        match kind {
+            0 => {
+                name = "isolate one node";
+                for &o in &ids[1..] {
+                    cut.push((ids[0], o));
+                    cut.push((o, ids[0]));
+                }
+            }
+            1 => {
+                name = "minority/majority split";
+                let k = self.rng.range(1, n / 2 + 1) as usize;
+                for &a in &ids[..k] {
+                    for &b in &ids[k..] {
+                        cut.push((a, b));
+                        cut.push((b, a));
+                    }
+                }
+            }
+            2 => {
+                name = "asymmetric: one node deaf or mute";
+                let mute = self.rng.chance(0.5);
+                for &o in &ids[1..] {
+                    cut.push(if mute { (ids[0], o) } else { (o, ids[0]) });
+                }
+            }
+            3 => {
+                name = "bridge: two halves joined by some nodes";
+                // ids[0] (often the leader) sits in the first half, the
+                // last node bridges; the halves cannot talk directly.
+                let bridges = self.rng.range(1, (n as usize / 2).max(1) as u64 + 1) as usize;
+                let rest = &ids[..ids.len() - bridges];
+                let k = rest.len().div_ceil(2);
+                for &a in &rest[..k] {
+                    for &b in &rest[k..] {
+                        cut.push((a, b));
+                        cut.push((b, a));
+                    }
+                }
+            }
+            4 => {
+                name = "one node cannot reach some peers";
+                for &o in &ids[1..] {
+                    if self.rng.chance(0.5) {
+                        cut.push((ids[0], o));
+                    }
+                }
+            }
+            _ => {
+                name = "random directed links";
+                for &a in &ids {
+                    for &b in &ids {
+                        if a != b && self.rng.chance(0.3) {
+                            cut.push((a, b));
+                        }
+                    }
+                }
+            }
+        }
+        for &(a, b) in &cut {
+            self.cut[a as usize * self.stride + b as usize] = true;
+        }
+        self.stats.partitions += 1;
+        self.partition_gen += 1;
+        cut.sort_unstable();
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: name.into(),
+                cut,
+            },
+        );
+        let heal = self
+            .rng
+            .range(self.params.heal_min_us, self.params.heal_max_us);
+        let generation = self.partition_gen;
+        self.schedule(heal, Event::Heal { generation });
+    }
+
+    fn nemesis_pause(&mut self) {
+        let up = self.running_ids();
+        let Some(&id) = self.rng.pick(&up) else {
+            return;
+        };
+        let d = self.rng.range(2 * TICK_US, 4 * ELECTION_TIMEOUT_US);
+        if let Some(run) = self.node(id).run.as_mut() {
+            run.paused = true;
+        }
+        self.stats.pauses += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Pause {
+                node: id,
+                until_us: self.now + d,
+            },
+        );
+        self.schedule(d, Event::Resume { node: id });
+    }
+
+    fn nemesis_disk(&mut self) {
+        let up = self.running_ids();
+        let Some(&id) = self.rng.pick(&up) else {
+            return;
+        };
+        self.node(id).disk_fail_next = true;
+        self.stats.disk_faults += 1;
+        self.trace.push(self.now, TraceKind::DiskFault { node: id });
+    }
+
+    fn nemesis_membership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let total = self.total_nodes() as u64;
+        let Some(run) = self.node(leader).run.as_ref() else {
+            return;
+        };
+        let m = run.raft.membership().clone();
+        let outsiders: Vec<NodeId> = (1..=total).filter(|id| !m.contains(*id)).collect();
+        let learners: Vec<NodeId> = m.learners.iter().copied().collect();
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        let mut options = Vec::new();
+        if let Some(&x) = self.rng.pick(&outsiders) {
+            options.push(MembershipChange::AddLearner(x));
+            if self.rng.chance(0.2) {
+                options.push(MembershipChange::AddVoter(x));
+            }
+        }
+        if let Some(&l) = self.rng.pick(&learners) {
+            options.push(MembershipChange::AddVoter(l));
+            options.push(MembershipChange::AddVoter(l));
+            options.push(MembershipChange::Remove(l));
+        }
+        if voters.len() > 2 {
+            if let Some(&v) = self.rng.pick(&voters) {
+                options.push(MembershipChange::Remove(v));
+            }
+        }
+        let mut changes: Vec<MembershipChange> = match self.rng.pick(&options) {
+            Some(&c) => vec![c],
+            None => return,
+        };
+        if self.rng.chance(self.params.swap_prob) && !learners.is_empty() && voters.len() >= 3 {
+            // Replace several voters at once: the old and new majorities can
+            // be disjoint, so only joint consensus keeps this safe.
+            changes.clear();
+            let k = self
+                .rng
+                .range(1, learners.len().min(voters.len() - 1) as u64 + 1)
+                as usize;
+            for &l in learners.iter().take(k) {
+                changes.push(MembershipChange::AddVoter(l));
+            }
+            for &v in voters.iter().rev().take(k) {
+                changes.push(MembershipChange::Remove(v));
+            }
+        }
+        let change = changes.clone();
+        let run = self.node(leader).run.as_mut().expect("leader is running");
+        let result = run.raft.change_membership(&changes);
+        if result.is_ok() {
+            self.stats.membership_changes += 1;
+            if self.rng.chance(self.params.crash_after_membership_prob) {
+                let at = self.rng.range(200, 5 * TICK_US);
+                self.schedule(
+                    at,
+                    Event::Crash {
+                        node: leader,
+                        reason: "leader crash during reconfiguration",
+                    },
+                );
+                let back = at
+                    + self
+                        .rng
+                        .range(self.params.restart_min_us, self.params.restart_max_us);
+                self.schedule(back, Event::Restart { node: leader });
+            }
+        }
+        self.trace.push(
+            self.now,
+            TraceKind::Membership {
+                leader,
+                change: format!("{change:?}"),
+                result: match result {
+                    Ok(p) => format!("proposed at {}", p.index),
+                    Err(e) => format!("refused: {e}"),
+                },
+            },
+        );
+        self.drive(leader);
+    }
+
+    fn nemesis_transfer(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let Some(run) = self.node(leader).run.as_ref() else {
+            return;
+        };
+        let voters: Vec<NodeId> = run
+            .raft
+            .membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != leader)
+            .collect();
+        let Some(&to) = self.rng.pick(&voters) else {
+            return;
+        };
+        let run = self.node(leader).run.as_mut().expect("leader is running");
+        let result = run.raft.transfer_leadership(to);
+        self.stats.transfers += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Transfer {
+                leader,
+                to,
+                result: match result {
+                    Ok(()) => "started".into(),
+                    Err(e) => format!("refused: {e}"),
+                },
+            },
+        );
+        self.drive(leader);
+    }
+
+    // ------------------------------------------------------------------
+    // The end
+    // ------------------------------------------------------------------
+
+    fn final_checks(&mut self) {
+        // Replicas that applied the same prefix hold the same state.
+        let mut by_applied: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
+        for n in &self.nodes {
+            let Some(run) = n.run.as_ref() else { continue };
+            if let Err(e) = run.kv.validate() {
+                let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
+                self.checker.set(Violation {
+                    check: "state-machine",
+                    message: msg,
+                    time_us: self.now,
+                });
+                return;
+            }
+            let applied = run.kv.applied_index();
+            let digest = run.kv.digest();
+            match by_applied.get(&applied) {
+                Some(&(other, d)) if d != digest => {
+                    let msg = format!(
+                        "n{other} and n{} applied up to {applied} but their state digests differ",
+                        n.id
+                    );
+                    self.checker.set(Violation {
+                        check: "state-machine-safety",
+                        message: msg,
+                        time_us: self.now,
+                    });
+                    return;
+                }
+                _ => {
+                    by_applied.insert(applied, (n.id, digest));
+                }
+            }
+        }
+        // Every acknowledged write survives in the final leader's log.
+        if self.cfg.liveness {
+            if let Some(l) = self.current_leader() {
+                let node = &self.nodes[l as usize - 1];
+                if let Err(msg) = self.checker.acked_in(&node.shadow, l) {
+                    self.checker.set(Violation {
+                        check: "lost-write",
+                        message: msg,
+                        time_us: self.now,
+                    });
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> SeedOutcome {
+        if !self.failed() {
+            self.final_checks();
+        }
+        let mut lin = LinVerdict::Skipped;
+        if !self.failed() {
+            let opts = CheckOptions {
+                steps_per_partition_max: 5_000_000,
+                ..CheckOptions::default()
+            };
+            lin = match linearizability::check(&KvModel::new(), &self.history, &opts) {
+                CheckResult::Ok => LinVerdict::Ok,
+                CheckResult::Unknown { .. } => LinVerdict::Unknown,
+                CheckResult::Illegal(v) => {
+                    let msg = v.explain(&self.history);
+                    self.violation("linearizability", msg);
+                    LinVerdict::Illegal
+                }
+            };
+        }
+        self.stats.ops_unknown = self
+            .history
+            .ops()
+            .iter()
+            .filter(|o| matches!(o.outcome, linearizability::Outcome::Unknown))
+            .count() as u64;
+        self.stats.virtual_time_us = self.now;
+        self.trace.mix(&[
+            self.stats.events,
+            self.stats.deliveries,
+            self.stats.ops_completed,
+        ]);
+        self.trace
+            .push(self.now, TraceKind::Phase { name: "end".into() });
+        SeedOutcome {
+            violation: self.checker.violation.take(),
+            stats: self.stats,
+            linearizability: lin,
+            trace_hash: self.trace.hash(),
+            trace: self.trace.into_events(),
+            history: self.history,
+            config: self.cfg,
+            params: self.params,
+        }
+    }
+}
+
+fn ctx_id(ctx: &Bytes) -> u64 {
+    let mut b = [0u8; 8];
+    if ctx.len() == 8 {
+        b.copy_from_slice(ctx);
+    }
+    u64::from_le_bytes(b)
+}

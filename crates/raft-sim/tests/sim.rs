@@ -1,0 +1,136 @@
+//! The simulator's own guarantees: determinism, and a fixed budget of
+//! seeds per cluster size that must find no violation in the real engine.
+//!
+//! The budget is small so that `cargo test` stays fast in debug builds; set
+//! `RAFT_SIM_SEEDS` to run more (e.g. `RAFT_SIM_SEEDS=5000 cargo test
+//! --release -p raft-sim --test sim`).
+
+use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig};
+
+fn seeds_per_config() -> u64 {
+    std::env::var("RAFT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(250)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn budget(nodes: usize) {
+    let mut cfg = SimConfig::new(0, nodes);
+    cfg.steps = 2_000;
+    let seeds = seeds_per_config();
+    let out = run_many(&cfg, 0..seeds, threads(), false, &|_| {});
+    let report: Vec<String> = out.failures.iter().map(|f| f.summary()).collect();
+    assert!(
+        out.failures.is_empty(),
+        "{} of {seeds} seeds broke an invariant:\n{}",
+        out.failures.len(),
+        report.join("\n")
+    );
+    assert_eq!(out.seeds_run, seeds);
+    assert!(
+        out.ops_completed > seeds,
+        "clients made almost no progress: {out:?}"
+    );
+}
+
+#[test]
+fn seeds_with_3_nodes_find_no_violation() {
+    budget(3);
+}
+
+#[test]
+fn seeds_with_5_nodes_find_no_violation() {
+    budget(5);
+}
+
+#[test]
+fn seeds_with_7_nodes_find_no_violation() {
+    budget(7);
+}
+
+#[test]
+fn same_seed_same_trace_hash() {
+    for seed in [1, 42, 977] {
+        let mut cfg = SimConfig::new(seed, 5);
+        cfg.steps = 1_500;
+        let a = run(&cfg);
+        let b = run(&cfg);
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "seed {seed} is not deterministic"
+        );
+        assert_eq!(a.stats, b.stats);
+        // Recording the readable trace must not change what happens.
+        cfg.record_trace = true;
+        let c = run(&cfg);
+        assert_eq!(a.trace_hash, c.trace_hash, "recording changed seed {seed}");
+        assert!(!c.trace.is_empty());
+    }
+    let x = run(&SimConfig::new(1, 5));
+    let y = run(&SimConfig::new(2, 5));
+    assert_ne!(x.trace_hash, y.trace_hash);
+}
+
+#[test]
+fn without_faults_every_operation_completes_and_is_linearizable() {
+    for seed in 0..5 {
+        let mut cfg = SimConfig::new(seed, 3);
+        cfg.faults = Faults::NONE;
+        let out = run(&cfg);
+        assert!(out.violation.is_none(), "{:?}", out.violation);
+        assert_eq!(out.linearizability, LinVerdict::Ok);
+        assert!(out.stats.ops_completed > 20, "{:?}", out.stats);
+        assert_eq!(out.stats.ops_unknown, 0, "{:?}", out.stats);
+        assert_eq!(out.stats.crashes + out.stats.dropped, 0);
+    }
+}
+
+#[test]
+fn faults_happen_when_enabled() {
+    // Over a few seeds every kind of fault must actually strike.
+    let mut total = raft_sim::Stats::default();
+    for seed in 0..40 {
+        let out = run(&SimConfig::new(seed, 5));
+        let s = out.stats;
+        total.crashes += s.crashes;
+        total.partitions += s.partitions;
+        total.pauses += s.pauses;
+        total.dropped += s.dropped;
+        total.duplicated += s.duplicated;
+        total.disk_faults += s.disk_faults;
+        total.membership_changes += s.membership_changes;
+        total.transfers += s.transfers;
+        total.compactions += s.compactions;
+        total.snapshots_installed += s.snapshots_installed;
+    }
+    for (name, n) in [
+        ("crashes", total.crashes),
+        ("partitions", total.partitions),
+        ("pauses", total.pauses),
+        ("dropped", total.dropped),
+        ("duplicated", total.duplicated),
+        ("disk faults", total.disk_faults),
+        ("membership changes", total.membership_changes),
+        ("transfers", total.transfers),
+        ("compactions", total.compactions),
+        ("snapshots installed", total.snapshots_installed),
+    ] {
+        assert!(n > 0, "no {name} in 40 seeds: {total:?}");
+    }
+}
+
+#[test]
+fn replay_command_names_the_run() {
+    let mut cfg = SimConfig::new(1234, 7);
+    cfg.steps = 999;
+    cfg.faults = Faults::parse("crash,loss").unwrap();
+    let cmd = cfg.replay_command();
+    assert!(cmd.contains("--seed 1234"), "{cmd}");
+    assert!(cmd.contains("--nodes 7"), "{cmd}");
+    assert!(cmd.contains("--steps 999"), "{cmd}");
+    assert!(cmd.contains("--faults crash,loss"), "{cmd}");
+}
