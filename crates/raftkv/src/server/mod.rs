@@ -1,9 +1,151 @@
-//! (under construction)
+//! `raftkv serve`: one node of a replicated key-value store.
+//!
+//! # Map of the module
+//!
+//! | file            | what it does                                                   |
+//! |-----------------|----------------------------------------------------------------|
+//! | `config.rs`     | flags + `RAFTKV_*` env + TOML file + defaults → [`ServerConfig`] |
+//! | `node.rs`       | startup order, background tasks, shutdown                      |
+//! | `state.rs`      | [`ServerState`]: the replicated state machine (key-value store + member addresses) |
+//! | `listener.rs`   | accept loop: connection limit, graceful drain                  |
+//! | `routes/`       | one file per route, the router, timeout and metrics layers    |
+//! | `app.rs`        | shared handler state; the write path and the read path        |
+//! | `forward.rs`    | follower → leader forwarding (one hop)                         |
+//! | `extract.rs`    | extractors that answer bad input with JSON errors             |
+//! | `error.rs`      | [`ApiError`]: codes, statuses, and the runtime error mapping  |
+//! | `metrics.rs`    | HTTP metrics next to the runtime's                             |
+//!
+//! # A request's life
+//!
+//! `PUT /v1/kv/k` on a follower: the accept loop hands the connection to
+//! hyper; the router matches the route; the timeout layer starts the clock;
+//! the extractors read the key, the query and at most `--max-body-bytes` of
+//! body; the handler builds a [`raftkv_state::Command`], checks it against
+//! the key and value limits (413), and proposes it. The runtime answers
+//! `NotLeader { leader_hint: 2 }` without appending anything, so the handler
+//! replays the request to node 2's client address with
+//! `x-raftkv-forwarded: 1` and relays node 2's answer. On node 2 the same
+//! handler proposes; the entry commits once a majority has it durably on
+//! disk; the driver applies it to [`ServerState`]; the proposal resolves
+//! with the store's answer, which becomes the JSON body.
+//!
+//! # Consistency of reads
+//!
+//! `GET` defaults to linearizable: the leader confirms it still leads with
+//! a heartbeat round (ReadIndex) and waits until it has applied up to the
+//! commit index it saw, then reads its store. `consistency=lease` skips the
+//! round trip while the leader's lease is valid (relies on bounded clock
+//! drift). Both run on the leader; followers forward them. `stale` reads
+//! whatever the node has applied, on any node, without coordination.
 
-/// Arguments of `raftkv serve`.
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {}
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod node;
+pub mod routes;
+pub mod state;
 
-pub fn main(_args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("raftkv serve is not implemented yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use config::{ConfigError, ServerConfig};
+pub use error::ApiError;
+pub use state::{MemberAddrs, MemberOp, ServerCommand, ServerResponse, ServerState};
+
+/// Arguments of `raftkv serve`. Every flag can also be given as the
+/// environment variable `RAFTKV_<FLAG>` or as the snake_case key of a
+/// `--config` TOML file; a flag beats its variable, which beats the file,
+/// which beats the default.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// This node's id (non-zero).
+    #[arg(long, env = "RAFTKV_ID")]
+    pub id: Option<u64>,
+    /// The cluster's id; a data directory or peer of another cluster is
+    /// refused [default: 1].
+    #[arg(long, env = "RAFTKV_CLUSTER_ID")]
+    pub cluster_id: Option<u64>,
+    /// This node's data directory [default: raftkv-data/node-<id>].
+    #[arg(long, env = "RAFTKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP client API address, IP:PORT [default: this node's --clients entry].
+    #[arg(long, env = "RAFTKV_LISTEN_CLIENT")]
+    pub listen_client: Option<String>,
+    /// Raft peer address, IP:PORT [default: this node's --peers entry].
+    #[arg(long, env = "RAFTKV_LISTEN_PEER")]
+    pub listen_peer: Option<String>,
+    /// The founding voters' peer addresses, `1=127.0.0.1:7800,2=...`,
+    /// including this node. With --join: the current members' addresses.
+    #[arg(long, env = "RAFTKV_PEERS")]
+    pub peers: Option<String>,
+    /// The founding voters' client addresses, `1=127.0.0.1:7700,2=...`,
+    /// used to forward requests to the leader.
+    #[arg(long, env = "RAFTKV_CLIENTS")]
+    pub clients: Option<String>,
+    /// Start with an empty configuration and wait to be added with
+    /// `POST /v1/members`.
+    #[arg(long, env = "RAFTKV_JOIN", num_args = 0..=1, default_missing_value = "true")]
+    pub join: Option<bool>,
+    /// A TOML file with the same settings (snake_case keys).
+    #[arg(long, env = "RAFTKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest key, in bytes [default: 1024]. Same on every node.
+    #[arg(long, env = "RAFTKV_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<u64>,
+    /// Largest value, in bytes [default: 65536]. Same on every node.
+    #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<u64>,
+    /// Largest request body, in bytes [default: 1048576].
+    #[arg(long, env = "RAFTKV_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Most client connections served at once [default: 1024].
+    #[arg(long, env = "RAFTKV_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A request not answered within this is answered 504 [default: 5000].
+    #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Raft tick length; elections take 10 to 20 ticks [default: 100].
+    #[arg(long, env = "RAFTKV_TICK_MS")]
+    pub tick_ms: Option<u64>,
+    /// Snapshot and compact the log every this many entries; 0 never
+    /// [default: 10000].
+    #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// Log filter (`info`, `debug`, `raftkv=debug,raft_runtime=info`)
+    /// [default: $RUST_LOG, else info]. Logs go to stderr.
+    #[arg(long, env = "RAFTKV_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Entry point of `raftkv serve`: resolves the configuration, starts
+/// logging and a tokio runtime, and runs the node until it is stopped.
+pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config::resolve(&args)?;
+    init_logging(cfg.log_level.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("raftkv-serve")
+        .build()?;
+    runtime.block_on(node::run(cfg))
+}
+
+/// Logs to stderr; the filter is `--log-level`, else `RUST_LOG`, else `info`.
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        // Validated in `config::resolve`.
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // `try_init` fails only if a subscriber is already set (e.g. in tests).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

@@ -1,0 +1,405 @@
+//! Starting one node (storage, transport, Raft driver, HTTP server), the
+//! background tasks that keep it wired together, and stopping it.
+//!
+//! Startup order, each step failing with a clear message and nothing left
+//! half-started:
+//!
+//! 1. open (or bootstrap) the data directory; a directory of another
+//!    cluster or node is refused;
+//! 2. bind the client listener, then start the peer transport (binds the
+//!    peer port), so a port in use is reported before anything runs;
+//! 3. start the Raft driver over the store, the transport and a fresh
+//!    [`ServerState`] (restored from the latest snapshot by the driver);
+//! 4. spawn the background tasks, print the "serving" line, serve HTTP.
+//!
+//! Shutdown (SIGTERM, Ctrl-C, or the driver stopping on a fatal error):
+//! stop accepting, drain HTTP connections, then stop the driver, which
+//! finishes queued disk writes before returning.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use raft_core::{Membership, NodeId};
+use raft_runtime::{Metrics, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport};
+use raft_storage::{OpenError, RealDisk, Store, StoreConfig};
+use raftkv_state::KvConfig;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::app::App;
+use super::config::ServerConfig;
+use super::listener::{self, ListenerLimits};
+use super::metrics::HttpMetrics;
+use super::routes;
+use super::state::{AddressBook, MemberAddrs, MemberOp, ServerCommand, ServerState};
+
+/// How long shutdown waits for open HTTP connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A keep-alive connection idle this long is closed (frees its slot).
+const IDLE_TIMEOUT_MIN: Duration = Duration::from_secs(30);
+/// How often the founding-address task looks for missing addresses.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the fatal-error watcher checks the driver.
+const FATAL_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Per-entry overhead allowed on top of key and value in a command.
+const COMMAND_OVERHEAD_BYTES: u64 = 4096;
+
+/// Runs a node until shutdown. `Ok(SUCCESS)` after a clean stop,
+/// `Ok(FAILURE)` if the driver stopped on a fatal error.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
+    let id = cfg.id;
+    // 1. Storage.
+    let membership = if cfg.join {
+        Membership::default()
+    } else {
+        Membership::new_voters(cfg.peers.keys().copied())
+    };
+    let store = {
+        let (dir, cluster_id) = (cfg.data_dir.clone(), cfg.cluster_id);
+        tokio::task::spawn_blocking(move || {
+            Store::open_or_bootstrap(
+                RealDisk,
+                dir,
+                cluster_id,
+                id,
+                membership,
+                StoreConfig::default(),
+            )
+        })
+        .await
+        .context("storage task panicked")?
+        .map_err(|e| open_error(&cfg, e))?
+    };
+    let report = store.recovery_report();
+    info!(node = id, dir = %cfg.data_dir.display(), ?report, "data directory open");
+
+    // 2. Listeners.
+    let client_listener = listener::bind(cfg.listen_client)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", cfg.listen_client))?;
+    let client_addr = client_listener.local_addr()?;
+    let kv_config = KvConfig {
+        key_bytes_max: cfg.max_key_bytes,
+        value_bytes_max: cfg.max_value_bytes,
+        ..KvConfig::default()
+    };
+    kv_config.validate().context("invalid key-value limits")?;
+    let entry_bytes_max =
+        (1u64 << 20).max(cfg.max_key_bytes + cfg.max_value_bytes + COMMAND_OVERHEAD_BYTES);
+    let raft_metrics = Metrics::new();
+    let mut tcp = TcpConfig::new(cfg.cluster_id, id, cfg.listen_peer);
+    tcp.peers = cfg.peers.clone();
+    // A frame must hold a full append batch of the largest entries.
+    tcp.max_frame_bytes =
+        u32::try_from((64u64 << 20).max(2 * entry_bytes_max + (1 << 20))).unwrap_or(u32::MAX);
+    let (transport, inbound) = TcpTransport::start(tcp, raft_metrics.clone())
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", cfg.listen_peer))?;
+    let peer_addr = transport.local_addr();
+
+    // 3. The Raft driver.
+    let mut rc = RuntimeConfig::new(id);
+    rc.tick_interval = cfg.tick;
+    rc.propose_timeout = cfg.request_timeout;
+    rc.read_timeout = cfg.request_timeout;
+    rc.admin_timeout = cfg.request_timeout;
+    rc.snapshot_trigger_entries = cfg.snapshot_entries;
+    rc.raft.max_entry_bytes = entry_bytes_max;
+    rc.raft.max_append_bytes = rc.raft.max_append_bytes.max(entry_bytes_max);
+    let (state, book) = ServerState::new(kv_config.clone()).context("invalid key-value limits")?;
+    let raft = raft_runtime::start(
+        rc,
+        Arc::new(store),
+        state,
+        transport,
+        inbound,
+        raft_metrics.clone(),
+    )
+    .context("cannot start the Raft node")?;
+
+    // 4. Background tasks and HTTP.
+    let http_metrics = HttpMetrics::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    raft_metrics.register(&mut registry);
+    http_metrics.register(&mut registry);
+    let http = reqwest::Client::builder()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .context("cannot build the forwarding HTTP client")?;
+    let limits = ListenerLimits {
+        max_connections: cfg.max_connections,
+        idle_timeout: IDLE_TIMEOUT_MIN.max(cfg.request_timeout),
+        drain_timeout: DRAIN_TIMEOUT,
+    };
+    let app = Arc::new(App {
+        cfg: cfg.clone(),
+        raft: raft.clone(),
+        kv_config,
+        http,
+        metrics: http_metrics.clone(),
+        registry,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
+    let tasks = [
+        tokio::spawn(sync_addresses(raft.clone(), book, stop_rx.clone())),
+        tokio::spawn(reconcile_founding_addresses(app.clone(), stop_rx.clone())),
+        tokio::spawn(watch_fatal(raft.clone(), fatal_tx, stop_rx.clone())),
+    ];
+
+    eprintln!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
+    info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
+
+    let router = routes::router(app);
+    listener::run(
+        client_listener,
+        router,
+        limits,
+        http_metrics,
+        shutdown_signal(fatal_rx.clone()),
+    )
+    .await;
+
+    // Stop the helpers, then the driver (it finishes queued disk writes).
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let fatal = fatal_rx.borrow().clone();
+    if let Err(e) = raft.shutdown().await {
+        warn!(error = %e, "raft node did not stop cleanly");
+    }
+    match fatal {
+        Some(reason) => {
+            error!(%reason, "node stopped on a fatal error");
+            eprintln!("error: raftkv node {id} stopped on a fatal error: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => {
+            info!(node = id, "stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A clear startup error for a data directory that cannot be used.
+fn open_error(cfg: &ServerConfig, e: OpenError) -> anyhow::Error {
+    let dir = cfg.data_dir.display();
+    match e {
+        OpenError::WrongCluster { found, expected, .. } => anyhow::anyhow!(
+            "data directory {dir} belongs to cluster {found}, but this node was started with --cluster-id {expected}; \
+             point --data-dir at this node's own directory (or an empty one)"
+        ),
+        OpenError::WrongNode { found, expected, .. } => anyhow::anyhow!(
+            "data directory {dir} belongs to node {found}, but this node was started with --id {expected}; \
+             point --data-dir at this node's own directory (or an empty one)"
+        ),
+        other => anyhow::Error::new(other).context(format!("cannot open data directory {dir}")),
+    }
+}
+
+/// Completes on SIGTERM, Ctrl-C (SIGINT), or when the driver stops on a
+/// fatal error.
+async fn shutdown_signal(mut fatal: watch::Receiver<Option<String>>) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            // Without a handler we simply never stop on Ctrl-C.
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    let fatal = async {
+        // Resolves once a reason is recorded (or the sender is gone).
+        let _ = fatal.wait_for(Option::is_some).await;
+    };
+    tokio::select! {
+        () = ctrl_c => info!("Ctrl-C received; shutting down"),
+        () = terminate => info!("SIGTERM received; shutting down"),
+        () = fatal => error!("the Raft node stopped; shutting down"),
+    }
+}
+
+/// Waits for a stop request.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Hands the replicated address book to the transport.
+///
+/// The state machine publishes the whole book after each change (it cannot
+/// call the driver itself: it runs inside it). This task diffs it against
+/// what it told the transport so far and calls `set_peer_addr` for every
+/// new, moved or removed member. Founding peers from `--peers` were given to
+/// the transport at start and are only touched if the book changes them.
+async fn sync_addresses(
+    raft: RaftHandle<ServerState>,
+    mut book: AddressBook,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut told: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    loop {
+        let current: BTreeMap<NodeId, SocketAddr> = book
+            .borrow_and_update()
+            .iter()
+            .map(|(id, a)| (*id, a.peer_addr))
+            .collect();
+        let mut failed = false;
+        for (id, addr) in &current {
+            if told.get(id) != Some(addr) {
+                match raft.set_peer_addr(*id, Some(*addr)).await {
+                    Ok(()) => {
+                        info!(peer = id, %addr, "peer address set");
+                        told.insert(*id, *addr);
+                    }
+                    Err(e) => {
+                        warn!(peer = id, error = %e, "cannot set peer address; will retry");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        let gone: Vec<NodeId> = told
+            .keys()
+            .filter(|id| !current.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            match raft.set_peer_addr(id, None).await {
+                Ok(()) => {
+                    info!(peer = id, "peer address forgotten");
+                    told.remove(&id);
+                }
+                Err(e) => {
+                    warn!(peer = id, error = %e, "cannot forget peer address; will retry");
+                    failed = true;
+                }
+            }
+        }
+        if raft.is_stopped() {
+            return;
+        }
+        if failed {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                () = stopped(&mut stop) => return,
+            }
+        }
+        tokio::select! {
+            changed = book.changed() => if changed.is_err() { return },
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Puts the founding members' addresses (from `--peers`/`--clients`) into
+/// the replicated address book.
+///
+/// Every node is started with the founding list, but a node added later
+/// only learns addresses from the log. So whenever this node leads, it
+/// proposes a `MemberOp::Set` for each current member that the book lacks
+/// and whose two addresses the flags give. It only fills gaps: it never
+/// overwrites an entry, and never adds one for a node that is no longer a
+/// member (removal changes the configuration first, then the book).
+async fn reconcile_founding_addresses(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            () = stopped(&mut stop) => return,
+        }
+        if app.raft.is_stopped() {
+            return;
+        }
+        if !app.is_leader() {
+            continue;
+        }
+        let Ok(st) = app.raft.status().await else {
+            continue;
+        };
+        let missing: Vec<(NodeId, MemberAddrs)> = {
+            let sm = app
+                .raft
+                .state_machine()
+                .read()
+                // Readers cannot leave the state half-updated; see the runtime.
+                .unwrap_or_else(|e| e.into_inner());
+            st.membership
+                .members()
+                .into_iter()
+                .filter(|id| !sm.members().contains_key(id))
+                .filter_map(|id| {
+                    let peer_addr = app
+                        .cfg
+                        .peers
+                        .get(&id)
+                        .copied()
+                        .or_else(|| (id == app.cfg.id).then_some(app.cfg.listen_peer))?;
+                    let client_addr = app
+                        .cfg
+                        .clients
+                        .get(&id)
+                        .copied()
+                        .or_else(|| (id == app.cfg.id).then_some(app.cfg.listen_client))?;
+                    Some((
+                        id,
+                        MemberAddrs {
+                            peer_addr,
+                            client_addr,
+                        },
+                    ))
+                })
+                .collect()
+        };
+        for (id, addrs) in missing {
+            let cmd = ServerCommand::Members(MemberOp::Set { id, addrs });
+            match app.propose(&cmd).await {
+                Ok(_) => info!(node = id, ?addrs, "founding member's addresses replicated"),
+                Err(e) => {
+                    warn!(node = id, error = %e, "cannot replicate founding addresses yet");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Notices the driver stopping on its own (a fatal storage or state machine
+/// error) and records why, which triggers shutdown.
+async fn watch_fatal(
+    raft: RaftHandle<ServerState>,
+    fatal: watch::Sender<Option<String>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FATAL_POLL_INTERVAL) => {}
+            () = stopped(&mut stop) => return,
+        }
+        if raft.is_stopped() {
+            let reason = raft
+                .fatal_error()
+                .unwrap_or_else(|| "the Raft driver stopped unexpectedly".to_string());
+            fatal.send_replace(Some(reason));
+            return;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `GET /healthz`: 200 while the process serves HTTP (liveness).
+//! `GET /readyz`: 200 when a leader is known and this node has applied
+//! everything it knows to be committed (readiness); 503 otherwise, with the
+//! reason.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::server::app::SharedApp;
+use crate::server::error::ApiError;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(app): State<SharedApp>) -> Result<Json<Value>, ApiError> {
+    let st = app.raft.status().await?;
+    let Some(leader) = st.leader else {
+        return Err(ApiError::NoLeader);
+    };
+    if st.applied_index < st.commit_index {
+        return Err(ApiError::Unavailable {
+            message: format!(
+                "catching up: applied {} of {} committed entries",
+                st.applied_index, st.commit_index
+            ),
+            leader_hint: Some(leader),
+        });
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "leader": leader,
+        "applied_index": st.applied_index,
+    })))
+}

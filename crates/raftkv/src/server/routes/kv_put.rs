@@ -1,0 +1,71 @@
+//! `PUT /v1/kv/{key}` body `{"value": "v", "client_id": 7, "seq": 3}` →
+//! 200 `{"revision", "create_revision", "version", "prev"}`.
+//!
+//! `?prev=true` asks for the previous key-value in `prev`. With a
+//! `client_id`/`seq` session, a retry of the same `seq` is not applied
+//! again: it gets the first answer back (same revision, same version).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use raftkv_state::{Command, Response as KvResponse};
+use serde::{Deserialize, Serialize};
+
+use super::{session, KvJson};
+use crate::server::app::{Outcome, SharedApp};
+use crate::server::error::ApiError;
+use crate::server::extract::{parse_json, KeyPath, LimitedBody, QueryParams, RequestInfo};
+
+#[derive(Debug, Deserialize)]
+pub struct PutBody {
+    value: String,
+    client_id: Option<u64>,
+    seq: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PutQuery {
+    #[serde(default)]
+    prev: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PutJson {
+    revision: u64,
+    create_revision: u64,
+    version: u64,
+    prev: Option<KvJson>,
+}
+
+pub async fn handle(
+    State(app): State<SharedApp>,
+    info: RequestInfo,
+    KeyPath(key): KeyPath,
+    QueryParams(query): QueryParams<PutQuery>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    let req: PutBody = parse_json(&body)?;
+    let mut cmd = Command::put(key, req.value);
+    if query.prev {
+        cmd = cmd.with_prev_kv();
+    }
+    if let Some((client_id, seq)) = session(req.client_id, req.seq)? {
+        cmd = cmd.with_session(client_id, seq);
+    }
+    match app.write_kv(&info, &body, cmd).await? {
+        Outcome::Forwarded(r) => Ok(r),
+        Outcome::Local(KvResponse::Put(p)) => Ok(Json(PutJson {
+            revision: p.revision,
+            create_revision: p.create_revision,
+            version: p.version,
+            prev: p.prev.as_ref().map(KvJson::from),
+        })
+        .into_response()),
+        Outcome::Local(other) => Err(unexpected_kv(&other)),
+    }
+}
+
+/// A key-value answer of the wrong kind: a bug, reported as 500.
+pub(super) fn unexpected_kv(r: &KvResponse) -> ApiError {
+    ApiError::Internal(format!("unexpected key-value response: {r:?}"))
+}

@@ -1,0 +1,36 @@
+//! `GET /metrics`: the runtime's `raft_*` metrics (proposals, commit and
+//! fsync latency, elections, messages, snapshots...) and this server's
+//! `raftkv_*` metrics (HTTP requests by route and status, latency,
+//! forwards, open connections, store size) in the Prometheus/OpenMetrics
+//! text format.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::server::app::SharedApp;
+use crate::server::metrics::render;
+
+pub async fn handle(State(app): State<SharedApp>) -> impl IntoResponse {
+    {
+        let sm = app
+            .raft
+            .state_machine()
+            .read()
+            // Readers cannot leave the state half-updated; see the runtime.
+            .unwrap_or_else(|e| e.into_inner());
+        let kv = sm.kv();
+        app.metrics.keys.set(kv.len() as i64);
+        app.metrics
+            .data_bytes
+            .set(i64::try_from(kv.data_bytes()).unwrap_or(i64::MAX));
+        app.metrics.sessions.set(kv.session_count() as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        render(&app.registry),
+    )
+}
