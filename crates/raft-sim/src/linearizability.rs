@@ -47,6 +47,26 @@
 //!    already in the cache is skipped: that future was already explored and
 //!    failed. This turns factorial blow-ups on concurrent operations into
 //!    something bounded by (subsets reachable) x (distinct states).
+//! 5. **Timed-out operations.** They are what makes checking expensive: each
+//!    one stays a candidate forever, so k of them can multiply the search by
+//!    up to 2^k. Four sound reductions keep this in check. A timed-out
+//!    read-only operation ([`Model::is_read_only`]) constrains nothing and is
+//!    dropped. One that would not change the state is never applied (that
+//!    is the same as never happening). Of several with equal inputs, only
+//!    the earliest-called unapplied one may be applied (they are otherwise
+//!    interchangeable). And the cache keeps the linearized timed-out
+//!    operations apart from the others: a node that failed with a set U of
+//!    them applied proves that the same node with any superset of U fails
+//!    too, since the extra ones might never have happened. To make such
+//!    smaller nodes finish first, each node tries operations with a known
+//!    outcome before timed-out ones.
+//!
+//! Cost: legal histories are fast (the search mostly walks straight
+//! through). An illegal one costs about as many steps as there are distinct
+//! ways to linearize the operations before the bad one, so a long history on
+//! one hot key with many concurrent clients and dozens of timed-out writes
+//! can run out of budget and come back [`CheckResult::Unknown`] rather than
+//! `Illegal`. Shorter histories per key help.
 //!
 //! # Determinism and budget
 //!

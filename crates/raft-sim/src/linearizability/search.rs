@@ -143,8 +143,17 @@ impl EntryList {
 }
 
 /// The set of linearized operations.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 struct Bitset(Box<[u64]>);
+
+impl Hash for Bitset {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Word by word: the length is fixed within a partition.
+        for &word in self.0.iter() {
+            state.write_u64(word);
+        }
+    }
+}
 
 impl Bitset {
     fn new(bits: usize) -> Bitset {
@@ -209,11 +218,13 @@ impl Hasher for FxHasher {
 /// is an ancestor of the current node, and pruning against it could hide
 /// the only way to finish.
 struct Cache<S> {
-    groups: HashMap<(Bitset, S), u32, BuildHasherDefault<FxHasher>>,
-    /// Per group: its variants' unknown sets, `words` u64s each, back to back.
-    variant_bits: Vec<Vec<u64>>,
-    /// Per group: whether each variant is finished.
-    variant_finished: Vec<Vec<bool>>,
+    /// (known set, state) -> offset in `arena` of the group's newest variant.
+    groups: HashMap<(Bitset, S), usize, BuildHasherDefault<FxHasher>>,
+    /// Variant records, linked per group, each `2 + words` u64s: offset of
+    /// the group's next (older) variant or `NO_VARIANT`, finished flag (0 or
+    /// 1), then the unknown set. One arena instead of a vector per group
+    /// keeps allocations off the hot path.
+    arena: Vec<u64>,
     /// u64 words per unknown set.
     words: usize,
     variants: usize,
@@ -221,8 +232,8 @@ struct Cache<S> {
     bytes: u64,
 }
 
-/// Names a variant: (group, position in group).
-type VariantId = (u32, u32);
+/// Names a variant: its offset in `Cache::arena`.
+type VariantId = usize;
 
 /// What the cache says about a node about to be entered.
 enum Visit {
@@ -238,8 +249,7 @@ impl<S: Hash + Eq> Cache<S> {
     fn new(words: usize) -> Self {
         Cache {
             groups: HashMap::default(),
-            variant_bits: Vec::new(),
-            variant_finished: Vec::new(),
+            arena: Vec::new(),
             words,
             variants: 0,
             bytes: 0,
@@ -248,50 +258,45 @@ impl<S: Hash + Eq> Cache<S> {
 
     fn visit(&mut self, known: &Bitset, state: S, unknown: &Bitset) -> Visit {
         debug_assert_eq!(unknown.0.len(), self.words);
-        let next_group = self.variant_bits.len();
-        // Cannot truncate: groups <= variants, which check_partition keeps
-        // below 2^32.
-        let group = *self
+        let offset = self.arena.len();
+        let head = self
             .groups
             .entry((known.clone(), state))
-            .or_insert(next_group as u32) as usize;
-        if group == next_group {
-            self.variant_bits.push(Vec::new());
-            self.variant_finished.push(Vec::new());
-            // The key (bitset box and state) and its hash slot, and the two
-            // vectors. States that own heap memory are undercounted.
-            let key_bytes = known.0.len() * 8 + std::mem::size_of::<(Bitset, S, u32)>() + 8;
-            self.bytes += (key_bytes + 2 * std::mem::size_of::<Vec<u64>>()) as u64;
+            .or_insert(NO_VARIANT);
+        if *head == NO_VARIANT {
+            // The key (bitset box and state) and its hash slot. States that
+            // own heap memory are undercounted.
+            let key_bytes = known.0.len() * 8 + std::mem::size_of::<(Bitset, S, usize)>() + 8;
+            self.bytes += key_bytes as u64;
         }
-        let bits = &mut self.variant_bits[group];
-        let finished = &mut self.variant_finished[group];
-        if self.words > 0 {
-            for (i, seen) in bits.chunks_exact(self.words).enumerate() {
-                let (mut equal, mut subset) = (true, true);
-                for (&a, &b) in seen.iter().zip(unknown.0.iter()) {
-                    equal &= a == b;
-                    subset &= a & !b == 0;
-                }
-                if equal {
-                    return Visit::Seen;
-                }
-                if subset && finished[i] {
-                    return Visit::Dominated;
-                }
+        let mut at = *head;
+        while at != NO_VARIANT {
+            let record = &self.arena[at..at + 2 + self.words];
+            let (mut equal, mut subset) = (true, true);
+            for (&a, &b) in record[2..].iter().zip(unknown.0.iter()) {
+                equal &= a == b;
+                subset &= a & !b == 0;
             }
-        } else if !finished.is_empty() {
-            return Visit::Seen; // No unknown operations: one variant per group.
+            if equal {
+                return Visit::Seen;
+            }
+            if subset && record[1] == 1 {
+                return Visit::Dominated;
+            }
+            // Cannot truncate: offsets index `arena`, which fits in memory.
+            at = record[0] as usize;
         }
-        bits.extend_from_slice(&unknown.0);
-        finished.push(false);
+        self.arena.push(*head as u64);
+        self.arena.push(0);
+        self.arena.extend_from_slice(&unknown.0);
+        *head = offset;
         self.variants += 1;
-        self.bytes += (self.words * 8 + 1) as u64;
-        // Cannot truncate: see above.
-        Visit::New((group as u32, (finished.len() - 1) as u32))
+        self.bytes += ((2 + self.words) * 8) as u64;
+        Visit::New(offset)
     }
 
-    fn finish(&mut self, (group, index): VariantId) {
-        self.variant_finished[group as usize][index as usize] = true;
+    fn finish(&mut self, variant: VariantId) {
+        self.arena[variant + 1] = 1;
     }
 
     fn len(&self) -> usize {
@@ -311,7 +316,7 @@ struct Frame<S> {
     variant: VariantId,
 }
 
-const NO_VARIANT: VariantId = (u32::MAX, u32::MAX);
+const NO_VARIANT: VariantId = usize::MAX;
 
 /// Checks the operations `ids` of `history` (one partition) against `model`.
 ///
@@ -427,7 +432,7 @@ pub(super) fn check_partition<M: Model>(
                     };
                     match visit {
                         Visit::New(variant) => {
-                            if cache.bytes > cache_bytes_max || cache.len() >= u32::MAX as usize {
+                            if cache.bytes > cache_bytes_max {
                                 break 'search Verdict::Exhausted;
                             }
                             stack.push(Frame {
