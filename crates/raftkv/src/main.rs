@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "raftkv", version, about = "A replicated key-value store built on Raft")]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A replicated key-value store built on Raft"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
