@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -122,11 +122,18 @@ impl Node {
 pub struct Cluster {
     pub opts: ClusterOptions,
     pub nodes: BTreeMap<u64, Node>,
-    /// Root of the data directories and logs.
-    pub dir: tempfile::TempDir,
+    /// Root of the data directories and logs; removed when the cluster is
+    /// dropped, unless the test is failing (then kept for a post-mortem).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
+    /// The directory holding every node's data directory (`node-<id>`) and
+    /// log (`node-<id>.log`).
+    pub fn root(&self) -> &Path {
+        self.dir.as_ref().expect("dir is set until drop").path()
+    }
+
     /// Starts `n` founding voters with default options and waits until each
     /// printed its "serving" line (not until a leader is elected: see
     /// [`Cluster::leader`]).
@@ -156,13 +163,18 @@ impl Cluster {
         let mut c = Cluster {
             opts,
             nodes: BTreeMap::new(),
-            dir,
+            dir: Some(dir),
         };
         let peers = addr_list(&peer);
         let clients = addr_list(&client);
         for &id in &ids {
             let mut args = c.base_args(id, client[&id], peer[&id]);
-            args.extend(["--peers".into(), peers.clone(), "--clients".into(), clients.clone()]);
+            args.extend([
+                "--peers".into(),
+                peers.clone(),
+                "--clients".into(),
+                clients.clone(),
+            ]);
             c.insert_node(id, client[&id], peer[&id], args);
         }
         for &id in &ids {
@@ -182,7 +194,7 @@ impl Cluster {
             "--cluster-id".into(),
             self.opts.cluster_id.to_string(),
             "--data-dir".into(),
-            self.dir.path().join(format!("node-{id}")).display().to_string(),
+            self.root().join(format!("node-{id}")).display().to_string(),
             "--listen-client".into(),
             client.to_string(),
             "--listen-peer".into(),
@@ -205,8 +217,8 @@ impl Cluster {
             id,
             client_addr: client,
             peer_addr: peer,
-            data_dir: self.dir.path().join(format!("node-{id}")),
-            log_path: self.dir.path().join(format!("node-{id}.log")),
+            data_dir: self.root().join(format!("node-{id}")),
+            log_path: self.root().join(format!("node-{id}.log")),
             args,
             child: None,
             serving_lines_before: 0,
@@ -286,14 +298,21 @@ impl Cluster {
                 return;
             }
             let node = self.nodes.get_mut(&id).expect("known node");
-            if let Some(status) = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "node {id} exited with {status} before serving; log:\n{}",
                     self.log(id)
                 );
             }
             if Instant::now() > deadline {
-                panic!("node {id} not serving after {WAIT:?}; log:\n{}", self.log(id));
+                panic!(
+                    "node {id} not serving after {WAIT:?}; log:\n{}",
+                    self.log(id)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -315,7 +334,10 @@ impl Cluster {
         for id in self.nodes.keys() {
             let log = self.log(*id);
             let tail = &log[floor_char_boundary(&log, log.len().saturating_sub(LOG_TAIL_BYTES))..];
-            eprintln!("===== node {id} log (last {} bytes) =====\n{tail}", tail.len());
+            eprintln!(
+                "===== node {id} log (last {} bytes) =====\n{tail}",
+                tail.len()
+            );
         }
     }
 
@@ -336,15 +358,14 @@ impl Cluster {
     /// [`Cluster::leader`] with another timeout.
     pub fn leader_within(&mut self, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        let mut last = String::new();
         loop {
-            match self.agreed_leader() {
+            let why = match self.agreed_leader() {
                 Ok(l) => return l,
-                Err(why) => last = why,
-            }
+                Err(why) => why,
+            };
             if Instant::now() > deadline {
                 self.dump_logs();
-                panic!("no agreed leader after {timeout:?}: {last}");
+                panic!("no agreed leader after {timeout:?}: {why}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -402,7 +423,10 @@ impl Cluster {
     /// Kills node `id` with SIGKILL (`kill -9`) and reaps it.
     pub fn kill(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).expect("known node");
-        let mut child = node.child.take().unwrap_or_else(|| panic!("node {id} not running"));
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} not running"));
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -411,7 +435,10 @@ impl Cluster {
     /// returns its exit status. Panics if it does not exit.
     pub fn terminate(&mut self, id: u64) -> ExitStatus {
         let node = self.nodes.get_mut(&id).expect("known node");
-        let mut child = node.child.take().unwrap_or_else(|| panic!("node {id} not running"));
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} not running"));
         let status = Command::new("sh")
             .args(["-c", &format!("kill -TERM {}", child.id())])
             .status()
@@ -425,7 +452,10 @@ impl Cluster {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("node {id} ignored SIGTERM for {WAIT:?}; log:\n{}", self.log(id));
+                panic!(
+                    "node {id} ignored SIGTERM for {WAIT:?}; log:\n{}",
+                    self.log(id)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -469,7 +499,12 @@ impl Cluster {
     /// `PUT /v1/kv/{key}` with `{"value": value}`.
     pub fn put(&self, id: u64, key: &str, value: &str) -> HttpResponse {
         let body = serde_json::json!({ "value": value }).to_string();
-        self.request(id, "PUT", &format!("/v1/kv/{}", encode_key(key)), Some(&body))
+        self.request(
+            id,
+            "PUT",
+            &format!("/v1/kv/{}", encode_key(key)),
+            Some(&body),
+        )
     }
 
     /// `GET /v1/kv/{key}` (linearizable).
@@ -493,8 +528,13 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("test failed; data and logs under {}", self.dir.path().display());
             self.dump_logs();
+            if let Some(dir) = self.dir.take() {
+                eprintln!(
+                    "test failed; data and logs kept under {}",
+                    dir.keep().display()
+                );
+            }
         }
         for node in self.nodes.values_mut() {
             if let Some(mut c) = node.child.take() {
@@ -517,8 +557,12 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The body as JSON; panics with the body if it is not JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): status {} body {:?}", self.status, self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): status {} body {:?}",
+                self.status, self.body
+            )
+        })
     }
 
     /// The `error.code` of a JSON error body.
@@ -577,7 +621,12 @@ pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad(&format!("no header end in {:?}", String::from_utf8_lossy(raw))))?;
+        .ok_or_else(|| {
+            bad(&format!(
+                "no header end in {:?}",
+                String::from_utf8_lossy(raw)
+            ))
+        })?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("non-UTF-8 head"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or_else(|| bad("empty response"))?;
@@ -688,7 +737,10 @@ pub fn run_to_exit(args: &[String]) -> (ExitStatus, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (status, std::fs::read_to_string(&err_path).unwrap_or_default())
+    (
+        status,
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
+    )
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics with `what`
@@ -704,11 +756,6 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A path under the cluster's temp dir, for test files.
-pub fn path_in(c: &Cluster, name: &str) -> PathBuf {
-    c.dir.path().join(name)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
