@@ -194,7 +194,19 @@ pub struct SimConfig {
     pub record_trace: bool,
     /// A planted bug to switch on.
     pub bug: Option<PlantedBug>,
+    /// Force this fault profile (see [`PROFILES`]) instead of drawing one.
+    pub profile: Option<&'static str>,
 }
+
+/// The fault profiles a seed may draw (see [`Params::profile`]).
+pub const PROFILES: [&str; 6] = [
+    "chaos",
+    "leader-churn",
+    "partitions",
+    "reconfig",
+    "elections",
+    "leases",
+];
 
 impl SimConfig {
     /// A run of `nodes` voters with every fault, 3,000 steps.
@@ -207,6 +219,7 @@ impl SimConfig {
             liveness: true,
             record_trace: false,
             bug: None,
+            profile: None,
         }
     }
 
@@ -238,6 +251,9 @@ impl SimConfig {
         ));
         if !self.liveness {
             cmd.push_str(" --no-liveness");
+        }
+        if let Some(p) = self.profile {
+            cmd.push_str(&format!(" --profile {p}"));
         }
         if let Some(b) = self.bug {
             cmd.push_str(&format!(" --bug {:?}", b.bug));
@@ -328,14 +344,8 @@ impl Params {
     pub fn draw(rng: &mut Rng, cfg: &SimConfig) -> Params {
         let f = cfg.faults;
         let total = cfg.nodes + if f.membership { SPARES_MAX } else { 0 };
-        let profile = [
-            "chaos",
-            "leader-churn",
-            "partitions",
-            "reconfig",
-            "elections",
-            "leases",
-        ][rng.range(0, 6) as usize];
+        let drawn = PROFILES[rng.range(0, PROFILES.len() as u64) as usize];
+        let profile = cfg.profile.unwrap_or(drawn);
         // Half the skewed seeds drift little enough for leader leases to be
         // safe (lease reads on); the other half drift up to 20%.
         let big_skew = f.skew && profile != "leases" && rng.chance(0.5);

@@ -74,6 +74,10 @@ struct Common {
     /// Plant the bug on this node only (default: every node).
     #[arg(long)]
     bug_node: Option<u64>,
+    /// Force one fault profile for every seed instead of drawing it:
+    /// chaos, leader-churn, partitions, reconfig, elections, leases.
+    #[arg(long)]
+    profile: Option<String>,
 }
 
 impl Common {
@@ -96,6 +100,19 @@ impl Common {
                 bug,
                 node: self.bug_node,
             });
+        }
+        if let Some(p) = &self.profile {
+            cfg.profile = Some(
+                raft_sim::config::PROFILES
+                    .into_iter()
+                    .find(|known| known == p)
+                    .with_context(|| {
+                        format!(
+                            "unknown profile {p:?}; known: {:?}",
+                            raft_sim::config::PROFILES
+                        )
+                    })?,
+            );
         }
         cfg.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)

@@ -1709,7 +1709,12 @@ impl Sim {
 
     fn on_client_timeout(&mut self, c: usize, op: u64, attempt: u32) {
         let total = self.total_nodes() as u64;
-        let guess = self.rng.range(1, total + 1);
+        // Try another node than the one that did not answer.
+        let old = self.clients[c].guess;
+        let mut guess = self.rng.range(1, total);
+        if total > 1 && guess >= old {
+            guess += 1;
+        }
         let client = &mut self.clients[c];
         let Some(cur) = client.current.as_mut() else {
             return;
