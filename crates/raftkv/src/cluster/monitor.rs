@@ -131,6 +131,8 @@ pub(super) async fn run(
             break "--duration elapsed";
         }
     };
+    // Keep the last table on screen: the next lines go below it.
+    mon.drawn_lines = 0;
     mon.event(&format!("{reason}: stopping the cluster"));
     mon.shutdown();
     Ok(ExitCode::SUCCESS)

@@ -341,6 +341,8 @@ impl LocalCluster {
             cmd.arg("--join");
         }
         cmd.args(&self.extra_args)
+            // The log is a file: no terminal colour codes in it.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
