@@ -154,7 +154,7 @@ impl<S: LogStore> RawNode<S> {
                 .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))
                 .map(|(id, _)| *id);
             if let Some(to) = best {
-                self.send(to, MessageBody::TimeoutNow);
+                self.send_timeout_now(to);
             }
             let term = self.term;
             self.become_follower(term, None);

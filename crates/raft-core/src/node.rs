@@ -147,6 +147,11 @@ pub struct RawNode<S: LogStore> {
     /// Leadership transfer target and ticks since it began.
     pub(crate) transfer: Option<NodeId>,
     pub(crate) transfer_elapsed: u32,
+    /// This leader sent TimeoutNow in its current term. A TimeoutNow can be
+    /// delayed arbitrarily and its campaign bypasses the followers' lease
+    /// guard, so from then on this term's lease proves nothing: lease reads
+    /// are refused for the rest of the term (ReadIndex stays available).
+    pub(crate) timeout_now_sent: bool,
 
     /// Heartbeat round: incremented on every heartbeat broadcast.
     pub(crate) round: u64,
@@ -238,6 +243,7 @@ impl<S: LogStore> RawNode<S> {
             rng,
             transfer: None,
             transfer_elapsed: 0,
+            timeout_now_sent: false,
             round: 0,
             round_ticks: VecDeque::new(),
             read_round_requested: false,
@@ -673,6 +679,7 @@ impl<S: LogStore> RawNode<S> {
         self.progress.clear();
         self.transfer = None;
         self.transfer_elapsed = 0;
+        self.timeout_now_sent = false;
         self.uncommitted.clear();
         self.uncommitted_bytes = 0;
         self.broadcast_pending = false;

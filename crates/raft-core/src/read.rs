@@ -69,7 +69,11 @@ impl<S: LogStore> RawNode<S> {
                 leader_hint: self.leader,
             });
         }
-        if !self.cfg.check_quorum || self.transfer.is_some() || !self.committed_in_current_term() {
+        if !self.cfg.check_quorum
+            || self.transfer.is_some()
+            || self.timeout_now_sent
+            || !self.committed_in_current_term()
+        {
             return Err(ReadError::NoLease);
         }
         let lease_ticks = u64::from(self.cfg.election_timeout_ticks - self.cfg.lease_drift_ticks);

@@ -404,7 +404,7 @@ impl<S: LogStore> RawNode<S> {
                     }
                     self.maybe_commit()?;
                     if self.transfer == Some(from) && match_index == self.log.last_index() {
-                        self.send(from, MessageBody::TimeoutNow);
+                        self.send_timeout_now(from);
                     }
                 } else if p.state == ProgressState::Probe {
                     p.probe_sent = false;

@@ -31,7 +31,7 @@ impl<S: LogStore> RawNode<S> {
             .get(&to)
             .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             // Resend from what is known to match rather than wait for the
             // stall timer: whatever is in flight may have been lost, and the
@@ -44,6 +44,13 @@ impl<S: LogStore> RawNode<S> {
             self.send_append(to, true)?;
         }
         Ok(())
+    }
+
+    /// Tells `to` to campaign now. Voids this term's lease (see
+    /// `timeout_now_sent`).
+    pub(crate) fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow);
     }
 
     pub(crate) fn handle_timeout_now(&mut self, _from: NodeId) -> Result<(), StepError> {

@@ -208,3 +208,27 @@ fn lease_read_is_served_within_the_lease_only() {
         Err(ReadError::NoLease)
     );
 }
+
+#[test]
+fn lease_read_refused_for_the_rest_of_the_term_after_timeout_now() {
+    // Found by raft-sim (seed 18210, 3 nodes): a transfer is abandoned, the
+    // leader resumes lease reads, then the delayed TimeoutNow lets the
+    // target win an election that bypasses the followers' lease guard.
+    let mut c = Cluster::new(3, 5);
+    let l = c.run_until_leader(100).unwrap();
+    let target = (1..=3).find(|&i| i != l).unwrap();
+    c.ticks(2);
+    c.cut(l, target); // TimeoutNow will not arrive in time
+    c.node_mut(l).transfer_leadership(target).unwrap();
+    c.ticks(12); // abandoned after an election timeout
+    assert_eq!(c.node(l).status().transfer_target, None);
+    assert_eq!(c.leader(), Some(l));
+    assert_eq!(
+        c.node_mut(l).lease_read(ctx("after")),
+        Err(ReadError::NoLease)
+    );
+    // ReadIndex still works.
+    c.node_mut(l).read_index(ctx("ri")).unwrap();
+    c.deliver_all();
+    assert_eq!(c.reads[&l].last().unwrap().ctx, ctx("ri"));
+}
