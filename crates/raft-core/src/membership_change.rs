@@ -9,7 +9,6 @@
 
 use crate::bugs::Bug;
 use crate::error::MembershipError;
-use crate::message::MessageBody;
 use crate::node::{ProposalId, RawNode};
 use crate::ready::MembershipChange;
 use crate::storage::LogStore;
