@@ -22,10 +22,19 @@ fn seed_passes(seed: u64, nodes: usize) {
 /// an election whose votes bypass the followers' leases (transfer votes are
 /// exempt). n3 then serves a lease read in term 1 after n2 was elected in
 /// term 2. Found by `raft-sim run --seeds 0..40000 --nodes 3`; also seeds
-/// 36346 and 36441. Needs a raft-core fix (owned by the lead): e.g. no lease
-/// reads for an election timeout after a transfer whose TimeoutNow was sent.
+/// 36346 and 36441. Fixed in raft-core: once a leader sends TimeoutNow it
+/// serves no lease reads for the rest of its term.
 #[test]
-#[ignore = "raft-core bug: lease reads resume after an abandoned transfer (lead to fix)"]
 fn seed_18210_3_nodes_lease_read_after_abandoned_transfer() {
     seed_passes(18210, 3);
+}
+
+#[test]
+fn seed_36346_3_nodes_lease_read_after_abandoned_transfer() {
+    seed_passes(36346, 3);
+}
+
+#[test]
+fn seed_36441_3_nodes_lease_read_after_abandoned_transfer() {
+    seed_passes(36441, 3);
 }
