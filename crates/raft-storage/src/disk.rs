@@ -4,7 +4,8 @@
 //! ([`SimDisk`](crate::SimDisk)) that can lose, tear and corrupt writes.
 //!
 //! The contract is POSIX's, and deliberately the weakest useful one:
-//! - data written with [`DiskFile::write_all_at`] or a length change with
+//! - data written with [`DiskFile::write_all_at`] (or
+//!   [`DiskFile::write_all_vectored_at`]) or a length change with
 //!   [`DiskFile::set_len`] is durable only after [`DiskFile::sync_data`]
 //!   returns `Ok`;
 //! - creating, renaming or removing a directory entry is durable only after
@@ -13,7 +14,7 @@
 //!   kernel marks the pages clean): callers must treat it as fatal.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -47,6 +48,19 @@ pub trait DiskFile: Send + Sync + 'static {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`, growing the file if needed.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes the concatenation of `bufs` at `offset`: the same effect (and
+    /// the same durability and tearing rules) as one
+    /// [`write_all_at`](DiskFile::write_all_at) of it, but the parts need
+    /// not be copied together first. `bufs` may be modified (advanced past
+    /// what a partial write took). The default concatenates and writes once.
+    fn write_all_vectored_at(&self, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        let mut all = Vec::with_capacity(total);
+        for b in bufs.iter() {
+            all.extend_from_slice(b);
+        }
+        self.write_all_at(&all, offset)
+    }
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// `fdatasync`: makes the file's data and length durable.
@@ -114,6 +128,64 @@ impl Disk for RealDisk {
     }
 }
 
+/// Most iovecs one `pwritev` accepts (Linux's `UIO_MAXIOV`).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+const IOV_MAX: usize = 1024;
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+extern "C" {
+    // From the C library std already links. On 64-bit Linux `off_t` is i64.
+    fn pwritev(
+        fd: std::ffi::c_int,
+        iov: *const IoSlice<'_>,
+        iovcnt: std::ffi::c_int,
+        offset: i64,
+    ) -> isize;
+}
+
+/// `pwritev` until everything is written (std's `write_vectored_at` is not
+/// stable yet). One system call for up to [`IOV_MAX`] parts, so a record's
+/// payload goes from the caller's buffer to the page cache without an
+/// intermediate copy.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn pwritev_all(file: &File, mut bufs: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Skip leading empty parts so that a zero return always means "no
+    // progress" rather than "nothing was asked".
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let count = bufs.len().min(IOV_MAX);
+        let pos =
+            i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: std documents `IoSlice` as ABI-compatible with `struct
+        // iovec` on Unix; `bufs[..count]` are valid, initialized slices that
+        // outlive the call, `count` fits a c_int (at most IOV_MAX), and the
+        // descriptor belongs to `file`, which is open for the whole call.
+        let n = unsafe {
+            pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr(),
+                count as std::ffi::c_int,
+                pos,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        // n > 0 and at most the bytes offered, so the casts are lossless.
+        offset += n as u64;
+        IoSlice::advance_slices(&mut bufs, n as usize);
+    }
+    Ok(())
+}
+
 impl DiskFile for RealFile {
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
@@ -125,6 +197,11 @@ impl DiskFile for RealFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         FileExt::write_all_at(&self.0, buf, offset)
+    }
+
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn write_all_vectored_at(&self, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
+        pwritev_all(&self.0, bufs, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! The store: WAL segments, snapshot files and the in-memory view of the log.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -103,10 +103,8 @@ struct Inner<F> {
     cache_bytes: u64,
     hard_state: HardState,
     segments: BTreeMap<u64, Segment<F>>,
-    /// Reused encoding buffer.
-    buf: Vec<u8>,
-    /// Bumped by every write to the active segment; `sync` makes everything
-    /// up to the value it read durable.
+    /// Bumped by every published write; `sync` makes everything up to the
+    /// value it read durable.
     written_seq: u64,
     /// Once `written_seq` up to this value is durable, the files in
     /// `obsolete_snapshots` and the segments the snapshot covers go.
@@ -147,13 +145,6 @@ impl<F> Inner<F> {
         // the active (last) one.
         self.segments
             .values()
-            .next_back()
-            .expect("there is always an active segment")
-    }
-
-    fn active_mut(&mut self) -> &mut Segment<F> {
-        self.segments
-            .values_mut()
             .next_back()
             .expect("there is always an active segment")
     }
@@ -220,6 +211,137 @@ impl<F> Inner<F> {
 struct SyncState {
     synced_seq: u64,
     in_progress: bool,
+    /// Threads waiting on `sync_done` (so a lone syncer skips the notify).
+    waiters: usize,
+}
+
+/// Capacity a [`Batch`] keeps between writes. A larger write's buffers are
+/// freed after it, so one burst does not pin its memory for good.
+const BATCH_RETAIN_BYTES: usize = 1 << 20;
+
+/// The writer's scratch space, reused by every write. It lives behind
+/// `Store::writer`, whose lock also serializes every change to the log.
+#[derive(Default)]
+struct Batch {
+    /// Encoded records not yet written, except the payloads of large
+    /// entries, which are written from the caller's memory (see `splices`).
+    buf: Vec<u8>,
+    /// `(position in buf, position in the call's entries)`: in the file,
+    /// that entry's payload comes between `buf[..position]` and the rest.
+    splices: Vec<(usize, usize)>,
+    /// Bytes of the pending chunk in the file: `buf` plus spliced payloads.
+    chunk_len: u64,
+    /// Entry records of the whole write: `(position in entries, location)`.
+    locs: Vec<(usize, Loc)>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.clear_chunk();
+        self.locs.clear();
+    }
+
+    fn clear_chunk(&mut self) {
+        self.buf.clear();
+        self.splices.clear();
+        self.chunk_len = 0;
+    }
+
+    /// Frees buffers a large write grew past the retained size.
+    fn trim(&mut self) {
+        if self.buf.capacity() > BATCH_RETAIN_BYTES {
+            self.buf = Vec::new();
+        }
+        let splices_max = BATCH_RETAIN_BYTES / std::mem::size_of::<(usize, usize)>();
+        if self.splices.capacity() > splices_max {
+            self.splices = Vec::new();
+        }
+        let locs_max = BATCH_RETAIN_BYTES / std::mem::size_of::<(usize, Loc)>();
+        if self.locs.capacity() > locs_max {
+            self.locs = Vec::new();
+        }
+    }
+
+    /// Encodes entry `entries[pos]` at the end of the pending chunk of `seg`.
+    fn push_entry(&mut self, pos: usize, e: &Entry, seg: &mut Active<impl Sized>) {
+        // Sizes were validated against entry_bytes_max, below the record
+        // limit, so encoding cannot fail here.
+        let (len, in_place) =
+            record::encode_entry_record(&mut self.buf, e).expect("validated entry encodes");
+        if in_place.is_some() {
+            self.splices.push((self.buf.len(), pos));
+        }
+        let loc = Loc {
+            term: e.term,
+            seq: seg.seq as u32,
+            // Segments are rotated below 1 GiB + one record (< 4 GiB).
+            offset: (seg.len + self.chunk_len) as u32,
+            len: len as u32,
+        };
+        self.locs.push((pos, loc));
+        self.chunk_len += len as u64;
+        seg.max_entry_index = seg.max_entry_index.max(e.index);
+    }
+
+    /// Encodes a small record (hard state, snapshot marker).
+    fn push_record<T: serde::Serialize>(&mut self, ty: RecordType, value: &T) {
+        let len = record::encode_record(&mut self.buf, ty, value).expect("small record encodes");
+        self.chunk_len += len as u64;
+    }
+}
+
+/// The writer's view of a segment it appends to. Only a writer (holding
+/// `Store::writer`) changes the active segment, so this stays accurate
+/// while `inner` is unlocked.
+struct Active<F> {
+    seq: u64,
+    file: Arc<F>,
+    /// Where the next byte goes.
+    len: u64,
+    max_entry_index: u64,
+}
+
+/// One write in progress: what it appended to the active segment and the
+/// segments it started, published to `Inner` in one step at the end so that
+/// readers see all of a write or none of it.
+struct Append<F> {
+    /// The active segment when the write began.
+    first: Active<F>,
+    /// Segments started by rotations during the write, in order, with their
+    /// paths; the last one is the active segment once published.
+    started: Vec<(Active<F>, PathBuf)>,
+    /// The preamble of a new segment refers to the log's base and hard state
+    /// as they were when the write began (both change only after it).
+    base: (LogIndex, Term),
+    hard_state: HardState,
+}
+
+impl<F> Append<F> {
+    fn begin(inner: &Inner<F>) -> Self {
+        let a = inner.active();
+        Append {
+            first: Active {
+                seq: a.seq,
+                file: a.file.clone(),
+                len: a.len,
+                max_entry_index: a.max_entry_index,
+            },
+            started: Vec::new(),
+            base: (inner.base_index(), inner.base_term()),
+            hard_state: inner.hard_state,
+        }
+    }
+
+    fn current(&self) -> &Active<F> {
+        self.started.last().map_or(&self.first, |(a, _)| a)
+    }
+
+    fn current_mut(&mut self) -> &mut Active<F> {
+        match self.started.last_mut() {
+            Some((a, _)) => a,
+            None => &mut self.first,
+        }
+    }
 }
 
 /// A durable Raft log and snapshot store over a [`Disk`].
@@ -245,6 +367,12 @@ pub struct Store<D: Disk> {
     cluster_id: u64,
     node_id: u64,
     inner: Mutex<Inner<D::File>>,
+    /// Serializes writers and owns their scratch space. Every change to the
+    /// log (entries, hard state, markers, rotation) happens with it held;
+    /// `inner` is taken only briefly to validate and to publish, never
+    /// during I/O, so readers are not held up by a write. Lock order:
+    /// `snapshot_lock`, `writer`, `inner`, `failure`.
+    writer: Mutex<Batch>,
     sync_state: Mutex<SyncState>,
     sync_done: Condvar,
     /// The first fatal failure; once set, every write is refused. A leaf
@@ -792,7 +920,6 @@ impl<D: Disk> Store<D> {
             cache_bytes: 0,
             hard_state,
             segments,
-            buf: Vec::new(),
             written_seq: 0,
             cleanup_after_seq: None,
             obsolete_snapshots: Vec::new(),
@@ -809,9 +936,11 @@ impl<D: Disk> Store<D> {
             cluster_id,
             node_id,
             inner: Mutex::new(inner),
+            writer: Mutex::new(Batch::default()),
             sync_state: Mutex::new(SyncState {
                 synced_seq: 0,
                 in_progress: false,
+                waiters: 0,
             }),
             sync_done: Condvar::new(),
             failure: Mutex::new(None),
@@ -911,6 +1040,11 @@ impl<D: Disk> Store<D> {
 
     /// Snapshot, then entries, then hard state, validated as a whole before
     /// anything is written.
+    ///
+    /// The records go to the disk outside the lock readers take: only the
+    /// writer lock is held during the `pwrite` (and during a segment
+    /// rotation's fsyncs), and what was written becomes visible to readers
+    /// in one step afterwards.
     pub fn write(
         &self,
         snapshot: Option<&Snapshot>,
@@ -923,63 +1057,69 @@ impl<D: Disk> Store<D> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
-        let mut inner = lock(&self.inner);
-        self.check_failed()?;
-        self.validate_append(&inner, entries)?;
-        let new_last = entries.last().map_or(inner.last_index(), |e| e.index);
-        let hard_state = hard_state.filter(|hs| *hs != inner.hard_state);
-        if let Some(hs) = hard_state {
-            let cur = inner.hard_state;
-            if hs.term < cur.term
-                || (hs.term == cur.term && cur.vote.is_some() && hs.vote != cur.vote)
-                || hs.commit < cur.commit
-            {
-                return Err(WriteError::HardStateRegress {
-                    current: cur,
-                    new: hs,
-                });
+        let mut batch = lock(&self.writer);
+        let b = &mut *batch;
+        // Only holders of the writer lock change the log, so what is
+        // validated here still holds when the write is published.
+        let (hard_state, truncate_from, mut app) = {
+            let inner = lock(&self.inner);
+            self.check_failed()?;
+            self.validate_append(&inner, entries)?;
+            let new_last = entries.last().map_or(inner.last_index(), |e| e.index);
+            let hard_state = hard_state.filter(|hs| *hs != inner.hard_state);
+            if let Some(hs) = hard_state {
+                let cur = inner.hard_state;
+                if hs.term < cur.term
+                    || (hs.term == cur.term && cur.vote.is_some() && hs.vote != cur.vote)
+                    || hs.commit < cur.commit
+                {
+                    return Err(WriteError::HardStateRegress {
+                        current: cur,
+                        new: hs,
+                    });
+                }
+                if hs.commit > new_last {
+                    return Err(WriteError::CommitBeyondLog {
+                        commit: hs.commit,
+                        last_index: new_last,
+                    });
+                }
             }
-            if hs.commit > new_last {
-                return Err(WriteError::CommitBeyondLog {
-                    commit: hs.commit,
-                    last_index: new_last,
-                });
-            }
+            let truncate_from = entries
+                .first()
+                .map(|e| e.index)
+                .filter(|&i| i <= inner.last_index());
+            (hard_state, truncate_from, Append::begin(&inner))
+        };
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(()); // the hard state was already current
         }
         // Validated: from here on, only I/O can fail, and that is fatal.
-        if let Some(first) = entries.first() {
-            if first.index <= inner.last_index() {
-                inner.truncate_from(first.index);
-            }
-        }
-        // Entries encoded but not yet written: (entry position, offset in buf).
-        let mut pending: Vec<(usize, usize)> = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let at = inner.buf.len();
-            let mut buf = std::mem::take(&mut inner.buf);
-            let res = record::encode_record(&mut buf, RecordType::Entry, e);
-            inner.buf = buf;
-            // Sizes were validated against entry_bytes_max, far below the
-            // record limit, so encoding cannot fail here.
-            res.expect("validated entry encodes");
-            pending.push((i, at));
-            let seg_len = inner.active().len;
-            if seg_len + inner.buf.len() as u64 >= self.config.segment_bytes_max {
-                self.flush(&mut inner, entries, &mut pending)?;
-                self.rotate(&mut inner)?;
+        b.clear();
+        for (pos, e) in entries.iter().enumerate() {
+            b.push_entry(pos, e, app.current_mut());
+            let cur = app.current();
+            if cur.len + b.chunk_len >= self.config.segment_bytes_max {
+                self.write_chunk(b, &mut app, entries)?;
+                self.rotate(&mut app, e.index + 1)?;
             }
         }
         if let Some(hs) = hard_state {
-            let mut buf = std::mem::take(&mut inner.buf);
-            record::encode_record(&mut buf, RecordType::HardState, &hs)
-                .expect("hard state encodes");
-            inner.buf = buf;
+            b.push_record(RecordType::HardState, &hs);
         }
-        self.flush(&mut inner, entries, &mut pending)?;
-        if let Some(hs) = hard_state {
-            inner.hard_state = hs;
+        self.write_chunk(b, &mut app, entries)?;
+        {
+            let mut inner = lock(&self.inner);
+            if let Some(index) = truncate_from {
+                inner.truncate_from(index);
+            }
+            self.publish(&mut inner, b, app, entries);
+            if let Some(hs) = hard_state {
+                inner.hard_state = hs;
+            }
+            inner.validate();
         }
-        inner.validate();
+        b.trim();
         Ok(())
     }
 
@@ -1036,66 +1176,79 @@ impl<D: Disk> Store<D> {
         Ok(())
     }
 
-    /// Writes the encoding buffer at the end of the active segment and
-    /// publishes the entries it holds.
-    fn flush(
+    /// Path of segment `seq`, for error messages.
+    fn segment_path(&self, seq: u64) -> PathBuf {
+        let inner = lock(&self.inner);
+        match inner.segments.get(&seq) {
+            Some(s) => s.path.clone(),
+            None => self.dir.join(format!("{seq:020}-*{SEGMENT_SUFFIX}")),
+        }
+    }
+
+    /// Writes the batch's pending chunk at the end of the current segment
+    /// (one `pwrite`, or one `pwritev` when large payloads are written in
+    /// place). Called with the writer lock only: readers go on meanwhile.
+    fn write_chunk(
         &self,
-        inner: &mut Inner<D::File>,
+        b: &mut Batch,
+        app: &mut Append<D::File>,
         entries: &[Entry],
-        pending: &mut Vec<(usize, usize)>,
     ) -> Result<(), WriteError> {
-        if inner.buf.is_empty() {
+        if b.chunk_len == 0 {
             return Ok(());
         }
-        let seg = inner.active();
-        let (seq, base_off, file, path) = (seg.seq, seg.len, seg.file.clone(), seg.path.clone());
-        if let Err(e) = file.write_all_at(&inner.buf, base_off) {
-            inner.buf.clear();
+        let cur = app.current_mut();
+        let result = if b.splices.is_empty() {
+            cur.file.write_all_at(&b.buf, cur.len)
+        } else {
+            let mut parts = Vec::with_capacity(2 * b.splices.len() + 1);
+            let mut from = 0;
+            for &(at, pos) in &b.splices {
+                parts.push(IoSlice::new(&b.buf[from..at]));
+                // push_entry spliced exactly the entries that have one.
+                let payload = record::payload_in_place(&entries[pos])
+                    .expect("a spliced entry has its payload in place");
+                parts.push(IoSlice::new(payload));
+                from = at;
+            }
+            parts.push(IoSlice::new(&b.buf[from..]));
+            cur.file.write_all_vectored_at(&mut parts, cur.len)
+        };
+        let seq = cur.seq;
+        if let Err(e) = result {
+            b.clear_chunk();
+            let path = app
+                .started
+                .iter()
+                .find(|(s, _)| s.seq == seq)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| self.segment_path(seq));
             return Err(self.fail("write", path, e));
         }
-        let buf_len = inner.buf.len();
-        for (k, &(i, at)) in pending.iter().enumerate() {
-            let end = pending.get(k + 1).map_or(buf_len, |p| p.1);
-            let e = &entries[i];
-            // Only trailing non-entry records (hard state) follow the last
-            // entry in the buffer; measure the entry record itself.
-            let len = if k + 1 == pending.len() {
-                record_len_at(&inner.buf, at)
-            } else {
-                end - at
-            };
-            inner.locs.push_back(Loc {
-                term: e.term,
-                seq: seq as u32,
-                offset: (base_off + at as u64) as u32,
-                len: len as u32,
-            });
-            inner.push_cache(e, self.config.cache_bytes_max);
-        }
-        let max_index = pending.last().map(|&(i, _)| entries[i].index);
-        pending.clear();
-        let seg = inner.active_mut();
-        seg.len += buf_len as u64;
-        if let Some(m) = max_index {
-            seg.max_entry_index = seg.max_entry_index.max(m);
-        }
-        inner.buf.clear();
-        inner.written_seq += 1;
+        cur.len += b.chunk_len;
+        b.clear_chunk();
         Ok(())
     }
 
-    /// Starts a new segment: the active one is fsynced first (so only the
+    /// Starts a new segment: the current one is fsynced first (so only the
     /// last segment can ever have a torn tail), the new one is written under
     /// a temporary name with its preamble, fsynced, renamed and the
-    /// directory fsynced (so a segment file, once named, is whole).
-    fn rotate(&self, inner: &mut Inner<D::File>) -> Result<(), WriteError> {
-        let (old_seq, old_file, old_path) = {
-            let a = inner.active();
-            (a.seq, a.file.clone(), a.path.clone())
+    /// directory fsynced (so a segment file, once named, is whole). Called
+    /// with the writer lock only; the new segment becomes visible when the
+    /// write is published.
+    fn rotate(&self, app: &mut Append<D::File>, first_index: LogIndex) -> Result<(), WriteError> {
+        let (old_seq, old_file) = {
+            let cur = app.current();
+            (cur.seq, cur.file.clone())
         };
-        old_file
-            .sync_data()
-            .map_err(|e| self.fail("fsync", old_path, e))?;
+        if let Err(e) = old_file.sync_data() {
+            let path = app
+                .started
+                .last()
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| self.segment_path(old_seq));
+            return Err(self.fail("fsync", path, e));
+        }
         let seq = old_seq + 1;
         if seq > u64::from(u32::MAX) {
             return Err(self.fail(
@@ -1104,47 +1257,64 @@ impl<D: Disk> Store<D> {
                 io::Error::other("segment sequence number overflow"),
             ));
         }
-        let first_index = inner.last_index() + 1;
         let path = self.dir.join(segment_name(seq, first_index));
         let preamble = segment_preamble(
             self.cluster_id,
             self.node_id,
             seq,
             first_index,
-            (inner.base_index(), inner.base_term()),
-            &inner.hard_state,
+            app.base,
+            &app.hard_state,
         );
         let file = write_file_durably(&self.disk, &self.dir, &path, &[&preamble])
             .map_err(|(op, p, e)| self.fail(op, p, e))?;
-        inner.segments.insert(
-            seq,
-            Segment {
+        app.started.push((
+            Active {
                 seq,
-                path,
                 file: Arc::new(file),
                 len: preamble.len() as u64,
                 max_entry_index: 0,
             },
-        );
-        inner.written_seq += 1;
+            path,
+        ));
         Ok(())
     }
 
-    /// Writes one small record (marker) to the WAL, rotating first if the
-    /// active segment is full.
-    fn write_record<T: serde::Serialize>(
+    /// Makes what `app` wrote visible: segment lengths, segments it started,
+    /// the entries' locations and cache. The caller holds the writer lock
+    /// and `inner`, and applies its own changes (truncation before, hard
+    /// state or snapshot after) in the same critical section.
+    fn publish(
         &self,
         inner: &mut Inner<D::File>,
-        ty: RecordType,
-        value: &T,
-    ) -> Result<(), WriteError> {
-        if inner.active().len >= self.config.segment_bytes_max {
-            self.rotate(inner)?;
+        b: &Batch,
+        app: Append<D::File>,
+        entries: &[Entry],
+    ) {
+        let first = app.first;
+        let seg = inner
+            .segments
+            .get_mut(&first.seq)
+            .expect("the active segment is never removed");
+        seg.len = first.len;
+        seg.max_entry_index = first.max_entry_index;
+        for (a, path) in app.started {
+            inner.segments.insert(
+                a.seq,
+                Segment {
+                    seq: a.seq,
+                    path,
+                    file: a.file,
+                    len: a.len,
+                    max_entry_index: a.max_entry_index,
+                },
+            );
         }
-        let mut buf = std::mem::take(&mut inner.buf);
-        record::encode_record(&mut buf, ty, value).expect("small record encodes");
-        inner.buf = buf;
-        self.flush(inner, &[], &mut Vec::new())
+        for &(pos, loc) in &b.locs {
+            inner.locs.push_back(loc);
+            inner.push_cache(&entries[pos], self.config.cache_bytes_max);
+        }
+        inner.written_seq += 1;
     }
 
     fn install(&self, snapshot: &Snapshot) -> Result<(), WriteError> {
@@ -1174,29 +1344,54 @@ impl<D: Disk> Store<D> {
         }
         let path = write_snapshot_file(&self.disk, &self.dir, snapshot)
             .map_err(|(op, p, e)| self.fail(op, p, e))?;
-        let mut inner = lock(&self.inner);
-        self.check_failed()?;
+        let mut batch = lock(&self.writer);
+        let b = &mut *batch;
         let term = snapshot.meta.last_term;
-        let kept_suffix = inner.term_at(index) == Some(term);
-        if !kept_suffix && index < inner.hard_state.commit {
-            // The log changed while the file was written (the install
-            // serializes only with other snapshot operations).
-            let commit = inner.hard_state.commit;
-            drop(inner);
-            self.disk
-                .remove_file(&path)
-                .map_err(|err| self.fail("remove", path.clone(), err))?;
-            return Err(WriteError::TruncatesCommitted {
-                from: index + 1,
-                commit,
+        let (kept_suffix, new_hs, first_index, mut app) = {
+            let inner = lock(&self.inner);
+            self.check_failed()?;
+            let kept_suffix = inner.term_at(index) == Some(term);
+            if !kept_suffix && index < inner.hard_state.commit {
+                // The log changed while the file was written (the install
+                // serializes only with other snapshot operations).
+                let commit = inner.hard_state.commit;
+                drop(inner);
+                self.disk
+                    .remove_file(&path)
+                    .map_err(|err| self.fail("remove", path.clone(), err))?;
+                return Err(WriteError::TruncatesCommitted {
+                    from: index + 1,
+                    commit,
+                });
+            }
+            let mut hs = inner.hard_state;
+            let new_hs = (hs.commit < index).then(|| {
+                hs.commit = index;
+                hs
             });
-        }
+            (
+                kept_suffix,
+                new_hs,
+                inner.last_index() + 1,
+                Append::begin(&inner),
+            )
+        };
         let marker = SnapshotMarker {
             index,
             term,
             kept_suffix,
         };
-        self.write_record(&mut inner, RecordType::SnapshotMarker, &marker)?;
+        b.clear();
+        if app.current().len >= self.config.segment_bytes_max {
+            self.rotate(&mut app, first_index)?;
+        }
+        b.push_record(RecordType::SnapshotMarker, &marker);
+        if let Some(hs) = &new_hs {
+            b.push_record(RecordType::HardState, hs);
+        }
+        self.write_chunk(b, &mut app, &[])?;
+        let mut inner = lock(&self.inner);
+        self.publish(&mut inner, b, app, &[]);
         if kept_suffix {
             inner.drop_prefix_through(index);
         } else {
@@ -1206,10 +1401,7 @@ impl<D: Disk> Store<D> {
         let old = std::mem::replace(&mut inner.snapshot_path, path);
         inner.obsolete_snapshots.push(old);
         inner.cleanup_after_seq = Some(inner.written_seq);
-        let mut hs = inner.hard_state;
-        if hs.commit < index {
-            hs.commit = index;
-            self.write_record(&mut inner, RecordType::HardState, &hs)?;
+        if let Some(hs) = new_hs {
             inner.hard_state = hs;
         }
         inner.validate();
@@ -1259,31 +1451,43 @@ impl<D: Disk> Store<D> {
         let path = write_snapshot_file(&self.disk, &self.dir, snapshot)
             .map_err(|(op, p, e)| self.fail(op, p, e))?;
         {
-            let mut inner = lock(&self.inner);
-            self.check_failed()?;
-            // The log may have changed while the file was written.
-            if let Err(e) = check(&inner).and_then(|ok| {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(WriteError::SnapshotNotNewer {
-                        index,
-                        current: inner.base_index(),
-                    })
+            let mut batch = lock(&self.writer);
+            let b = &mut *batch;
+            let (first_index, mut app) = {
+                let inner = lock(&self.inner);
+                self.check_failed()?;
+                // The log may have changed while the file was written.
+                if let Err(e) = check(&inner).and_then(|ok| {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(WriteError::SnapshotNotNewer {
+                            index,
+                            current: inner.base_index(),
+                        })
+                    }
+                }) {
+                    drop(inner);
+                    self.disk
+                        .remove_file(&path)
+                        .map_err(|err| self.fail("remove", path.clone(), err))?;
+                    return Err(e);
                 }
-            }) {
-                drop(inner);
-                self.disk
-                    .remove_file(&path)
-                    .map_err(|err| self.fail("remove", path.clone(), err))?;
-                return Err(e);
-            }
+                (inner.last_index() + 1, Append::begin(&inner))
+            };
             let marker = SnapshotMarker {
                 index,
                 term,
                 kept_suffix: true,
             };
-            self.write_record(&mut inner, RecordType::SnapshotMarker, &marker)?;
+            b.clear();
+            if app.current().len >= self.config.segment_bytes_max {
+                self.rotate(&mut app, first_index)?;
+            }
+            b.push_record(RecordType::SnapshotMarker, &marker);
+            self.write_chunk(b, &mut app, &[])?;
+            let mut inner = lock(&self.inner);
+            self.publish(&mut inner, b, app, &[]);
             inner.drop_prefix_through(index);
             inner.snapshot = snapshot.clone();
             let old = std::mem::replace(&mut inner.snapshot_path, path);
@@ -1313,28 +1517,35 @@ impl<D: Disk> Store<D> {
                     s.in_progress = true;
                     break;
                 }
+                s.waiters += 1;
                 s = self.sync_done.wait(s).unwrap_or_else(|p| p.into_inner());
+                s.waiters -= 1;
             }
         }
         // This thread leads one fsync covering everything written so far.
-        let (seq, file, path) = {
+        // (Older segments were fsynced when they were rotated out.)
+        let (seq, file, seg_seq) = {
             let inner = lock(&self.inner);
             let a = inner.active();
-            (inner.written_seq, a.file.clone(), a.path.clone())
+            (inner.written_seq, a.file.clone(), a.seq)
         };
-        let result = file.sync_data().map_err(|e| self.fail("fsync", path, e));
+        let result = file
+            .sync_data()
+            .map_err(|e| self.fail("fsync", self.segment_path(seg_seq), e));
         {
             let mut s = lock(&self.sync_state);
             s.in_progress = false;
             if result.is_ok() {
                 s.synced_seq = s.synced_seq.max(seq);
             }
-            self.sync_done.notify_all();
+            // A notify is a system call even with nobody waiting.
+            if s.waiters > 0 {
+                self.sync_done.notify_all();
+            }
         }
         result?;
         self.cleanup(seq)
     }
-
     /// Deletes what a durable snapshot made obsolete: older snapshot files
     /// and the prefix of segments whose entries it covers (never the active
     /// one). The deletions need no directory fsync: if lost in a crash,
@@ -1450,11 +1661,6 @@ fn fill_cache<F: DiskFile>(inner: &mut Inner<F>, cache_bytes_max: u64) -> Result
         inner.push_cache(e, cache_bytes_max);
     }
     Ok(())
-}
-
-fn record_len_at(buf: &[u8], at: usize) -> usize {
-    let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
-    record::RECORD_HEADER_BYTES + len as usize
 }
 
 fn corrupt(file: PathBuf, offset: u64, reason: impl Into<String>) -> OpenError {

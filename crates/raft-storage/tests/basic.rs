@@ -370,3 +370,62 @@ fn entries_read_back_from_segments_when_not_cached() {
     let s = reopen(&disk, "/data", config);
     assert_eq!(all_entries(&s), want);
 }
+
+#[test]
+fn readers_are_not_held_up_by_a_write_in_progress() {
+    use raft_storage::SimOpKind;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let (disk, store) = new_sim_store(15, small_config());
+    let store = Arc::new(store);
+    store.append(&entries(1..=3, 1, 100)).unwrap();
+    store.sync().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let seen: Arc<std::sync::Mutex<Vec<(SimOpKind, u64, usize)>>> = Arc::default();
+    {
+        let (weak, armed, seen) = (Arc::downgrade(&store), armed.clone(), seen.clone());
+        disk.set_hook(Some(Box::new(move |op, _fork| {
+            if !armed.load(Ordering::SeqCst) {
+                return;
+            }
+            let store = weak.upgrade().expect("store alive during the write");
+            // In the middle of the write's disk operation (the disk's lock is
+            // held, so the reader must not touch the disk: these reads are
+            // served from memory), another thread reads the log.
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let last = store.last_index();
+                let cached = store.entries(1, last + 1, u64::MAX).unwrap().len();
+                let _ = tx.send((last, cached));
+            });
+            let (last, cached) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a reader was blocked by the write in progress");
+            seen.lock().unwrap().push((op.kind, last, cached));
+        })));
+    }
+    armed.store(true, Ordering::SeqCst);
+    // 60 records of ~120 bytes: the 4 KiB segment rotates during the write.
+    store.append(&entries(4..=60, 1, 100)).unwrap();
+    armed.store(false, Ordering::SeqCst);
+    disk.set_hook(None);
+    let seen = seen.lock().unwrap();
+    let kinds: Vec<SimOpKind> = seen.iter().map(|s| s.0).collect();
+    assert!(kinds.contains(&SimOpKind::Write), "{kinds:?}");
+    assert!(
+        kinds.contains(&SimOpKind::SyncData),
+        "no rotation: {kinds:?}"
+    );
+    // Every reader saw the log as before the write: it is published whole
+    // once the write is done, never in part.
+    for &(kind, last, cached) in seen.iter() {
+        assert_eq!((last, cached), (3, 3), "during {kind:?}");
+    }
+    assert_eq!(store.last_index(), 60);
+    store.sync().unwrap();
+    drop(seen);
+    let s = reopen(&disk, "/data", small_config());
+    assert_eq!(all_entries(&s), entries(1..=60, 1, 100));
+}

@@ -193,7 +193,16 @@ fn run(seed: u64, steps: u64) -> u64 {
                 let term = hs.term.max(last_term) + u64::from(start <= last);
                 let n = rng.range(1, 8);
                 let batch: Vec<Entry> = (start..start + n)
-                    .map(|i| entry(i, term, rng.below(300) as usize))
+                    .map(|i| {
+                        // Now and then a payload large enough to be written
+                        // in place (not copied into the encoding buffer).
+                        let len = if rng.below(20) == 0 {
+                            rng.range(4096, 5000)
+                        } else {
+                            rng.below(300)
+                        };
+                        entry(i, term, len as usize)
+                    })
                     .collect();
                 issue(batch.iter().cloned().map(Op::Append).collect());
                 store.append(&batch).unwrap();

@@ -38,7 +38,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0u64..6, 1u64..10, 0usize..120).prop_map(|(back, n, len)| Op::Append { back, n, len }),
+        5 => (0u64..6, 1u64..10, prop_oneof![9 => 0usize..120, 1 => 4096usize..4200]).prop_map(|(back, n, len)| Op::Append { back, n, len }),
         2 => (any::<bool>(), 0u64..=100).prop_map(|(bump_term, commit_pct)| Op::Hard { bump_term, commit_pct }),
         1 => (0u64..=100).prop_map(|pct| Op::Compact { pct }),
         1 => (0u64..4, 0u64..4, any::<bool>()).prop_map(|(back, ahead, matching)| Op::Install { back, ahead, matching }),
