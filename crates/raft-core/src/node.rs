@@ -870,6 +870,19 @@ impl<S: LogStore> RawNode<S> {
                         }),
                     );
                 }
+                // A node stuck in an old term (say, removed from the
+                // configuration) forwards reads to a leader that is gone:
+                // refuse it with our term so it fails the read at once and
+                // learns that time moved on.
+                MessageBody::ReadIndexRequest(req) => {
+                    self.send(
+                        m.from,
+                        MessageBody::ReadIndexResponse(crate::message::ReadIndexResponse {
+                            ctx: req.ctx.clone(),
+                            index: None,
+                        }),
+                    );
+                }
                 _ => {}
             }
             return Ok(());

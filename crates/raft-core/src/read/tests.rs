@@ -232,3 +232,34 @@ fn lease_read_refused_for_the_rest_of_the_term_after_timeout_now() {
     c.deliver_all();
     assert_eq!(c.reads[&l].last().unwrap().ctx, ctx("ri"));
 }
+
+#[test]
+fn read_index_forwarded_in_a_stale_term_is_refused_and_teaches_the_term() {
+    let mut s = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
+    s.set_hard_state(HardState {
+        term: 4,
+        vote: None,
+        commit: 0,
+    });
+    let mut n = RawNode::new(Config::new(1), s).unwrap();
+    n.step(Message {
+        from: 3,
+        to: 1,
+        term: 1,
+        body: MessageBody::ReadIndexRequest(ReadIndexRequest { ctx: ctx("old") }),
+    })
+    .unwrap();
+    let rd = n.ready().unwrap();
+    assert_eq!(
+        rd.messages,
+        vec![Message {
+            from: 1,
+            to: 3,
+            term: 4,
+            body: MessageBody::ReadIndexResponse(ReadIndexResponse {
+                ctx: ctx("old"),
+                index: None
+            }),
+        }]
+    );
+}
