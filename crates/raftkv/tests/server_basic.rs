@@ -348,8 +348,14 @@ fn members_and_leadership_transfer() {
     let w = c.put(leader, "before", "1");
     assert_eq!(w.status, 200, "{}", w.body);
 
-    // Add node 4 as a learner through a follower (forwarded).
-    c.spawn_joiner(4);
+    // Add node 4 as a learner through a follower (forwarded). It is given
+    // only the client addresses and discovers the peers from them.
+    c.spawn_joiner_discovering(4);
+    assert!(
+        c.log(4).contains("discovered the cluster's peers"),
+        "{}",
+        c.log(4)
+    );
     let add = c.add_member(follower, 4, "learner");
     assert_eq!(add.status, 200, "{}", add.body);
     let four = add.json()["members"]

@@ -272,7 +272,17 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
             ));
         }
     }
-    if let Some(extra) = clients.keys().find(|c| !peers.contains_key(c) && **c != id) {
+    if join && peers.is_empty() && clients.is_empty() {
+        return Err(invalid(
+            "--join",
+            "give the current members' --peers and/or --clients addresses: this node accepts \
+             connections only from peers it knows",
+        ));
+    }
+    let extra_client = clients
+        .keys()
+        .find(|c| !peers.is_empty() && !peers.contains_key(c) && **c != id);
+    if let Some(extra) = extra_client {
         return Err(invalid(
             "--clients",
             format!("node {extra} is not in --peers"),
@@ -517,6 +527,22 @@ mod tests {
         let c = resolve_with_file(&a, FileConfig::default()).unwrap();
         assert!(c.join);
         assert!(!c.peers.contains_key(&4));
+        // --clients alone is enough (the peers are discovered from them)...
+        let only_clients = ServeArgs {
+            peers: None,
+            ..a.clone()
+        };
+        assert!(resolve_with_file(&only_clients, FileConfig::default())
+            .unwrap()
+            .peers
+            .is_empty());
+        // ...but a joining node must be told something about the cluster.
+        let nothing = ServeArgs {
+            clients: None,
+            ..only_clients
+        };
+        let err = resolve_with_file(&nothing, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("--join"), "{err}");
     }
 
     #[test]

@@ -88,7 +88,13 @@ pub struct ServeArgs {
     pub clients: Option<String>,
     /// Start with an empty configuration and wait to be added with
     /// `POST /v1/members`.
-    #[arg(long, env = "RAFTKV_JOIN", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(
+        long,
+        env = "RAFTKV_JOIN",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub join: Option<bool>,
     /// A TOML file with the same settings (snake_case keys).
     #[arg(long, env = "RAFTKV_CONFIG")]

@@ -93,6 +93,16 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let raft_metrics = Metrics::new();
     let mut tcp = TcpConfig::new(cfg.cluster_id, id, cfg.listen_peer);
     tcp.peers = cfg.peers.clone();
+    if cfg.join {
+        // The transport accepts connections only from peers it knows, so a
+        // joining node must know every current member before the leader
+        // reaches out, including members added after the founding ones.
+        for (peer, addr) in discover_peers(&cfg).await {
+            if peer != id {
+                tcp.peers.insert(peer, addr);
+            }
+        }
+    }
     // A frame must hold a full append batch of the largest entries.
     tcp.max_frame_bytes =
         u32::try_from((64u64 << 20).max(2 * entry_bytes_max + (1 << 20))).unwrap_or(u32::MAX);
@@ -152,6 +162,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         tokio::spawn(watch_fatal(raft.clone(), fatal_tx, stop_rx.clone())),
     ];
 
+    // Install the signal handlers before announcing readiness, so that a
+    // SIGTERM sent right after the "serving" line is never fatal.
+    let signals = Signals::install().context("cannot install signal handlers")?;
     eprintln!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
     info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
 
@@ -161,7 +174,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         router,
         limits,
         http_metrics,
-        shutdown_signal(fatal_rx.clone()),
+        shutdown_signal(signals, fatal_rx.clone()),
     )
     .await;
 
@@ -187,6 +200,50 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Asks the `--clients` endpoints for the current members' peer addresses
+/// (`GET /v1/members`), best effort: the first answer wins; unreachable
+/// endpoints are skipped (the `--peers` list still applies).
+async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        id: NodeId,
+        peer_addr: Option<SocketAddr>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Members {
+        members: Vec<Member>,
+    }
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return BTreeMap::new();
+    };
+    for (node, addr) in &cfg.clients {
+        if *node == cfg.id {
+            continue;
+        }
+        let url = format!("http://{addr}/v1/members");
+        match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => match r.json::<Members>().await {
+                Ok(m) => {
+                    let found: BTreeMap<NodeId, SocketAddr> = m
+                        .members
+                        .into_iter()
+                        .filter_map(|m| Some((m.id, m.peer_addr?)))
+                        .collect();
+                    info!(from = %addr, members = ?found, "discovered the cluster's peers");
+                    return found;
+                }
+                Err(e) => warn!(%url, error = %e, "unreadable member list"),
+            },
+            Ok(r) => warn!(%url, status = %r.status(), "member list refused"),
+            Err(e) => warn!(%url, error = %e, "cannot ask for the member list"),
+        }
+    }
+    BTreeMap::new()
+}
+
 /// A clear startup error for a data directory that cannot be used.
 fn open_error(cfg: &ServerConfig, e: OpenError) -> anyhow::Error {
     let dir = cfg.data_dir.display();
@@ -203,38 +260,54 @@ fn open_error(cfg: &ServerConfig, e: OpenError) -> anyhow::Error {
     }
 }
 
+/// The process's SIGTERM and SIGINT (Ctrl-C) streams. Installing them
+/// replaces the default action (immediate exit) with a graceful shutdown.
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "Ctrl-C",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
 /// Completes on SIGTERM, Ctrl-C (SIGINT), or when the driver stops on a
 /// fatal error.
-async fn shutdown_signal(mut fatal: watch::Receiver<Option<String>>) {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            // Without a handler we simply never stop on Ctrl-C.
-            warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+async fn shutdown_signal(signals: Signals, mut fatal: watch::Receiver<Option<String>>) {
     let fatal = async {
         // Resolves once a reason is recorded (or the sender is gone).
         let _ = fatal.wait_for(Option::is_some).await;
     };
     tokio::select! {
-        () = ctrl_c => info!("Ctrl-C received; shutting down"),
-        () = terminate => info!("SIGTERM received; shutting down"),
+        which = signals.recv() => info!("{which} received; shutting down"),
         () = fatal => error!("the Raft node stopped; shutting down"),
     }
 }

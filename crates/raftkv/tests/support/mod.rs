@@ -230,6 +230,16 @@ impl Cluster {
     /// current member's addresses; it is not a member until added with
     /// `POST /v1/members` (see [`Cluster::add_member`]). Waits until it serves.
     pub fn spawn_joiner(&mut self, id: u64) -> &Node {
+        self.spawn_joiner_inner(id, true)
+    }
+
+    /// Like [`Cluster::spawn_joiner`], but passes only `--clients`: the
+    /// node discovers the members' peer addresses from them.
+    pub fn spawn_joiner_discovering(&mut self, id: u64) -> &Node {
+        self.spawn_joiner_inner(id, false)
+    }
+
+    fn spawn_joiner_inner(&mut self, id: u64, with_peers: bool) -> &Node {
         assert!(!self.nodes.contains_key(&id), "node {id} exists");
         let ports = free_ports(2);
         let (client, peer) = (loopback(ports[0]), loopback(ports[1]));
@@ -238,13 +248,10 @@ impl Cluster {
         let clients: BTreeMap<u64, SocketAddr> =
             self.nodes.values().map(|n| (n.id, n.client_addr)).collect();
         let mut args = self.base_args(id, client, peer);
-        args.extend([
-            "--join".into(),
-            "--peers".into(),
-            addr_list(&peers),
-            "--clients".into(),
-            addr_list(&clients),
-        ]);
+        args.extend(["--join".into(), "--clients".into(), addr_list(&clients)]);
+        if with_peers {
+            args.extend(["--peers".into(), addr_list(&peers)]);
+        }
         self.insert_node(id, client, peer, args);
         self.spawn(id);
         self.wait_serving(id);
