@@ -414,11 +414,20 @@ fn open_io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Op
 
 /// Reads a whole file.
 fn read_all<F: DiskFile>(file: &F) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_all_into(file, &mut buf)?;
+    Ok(buf)
+}
+
+/// Reads a whole file into `buf`, reusing its memory: recovery reads many
+/// segments of about the same size, and a fresh buffer for each costs a
+/// page fault per 4 KiB (as much CPU as the read itself).
+fn read_all_into<F: DiskFile>(file: &F, buf: &mut Vec<u8>) -> io::Result<()> {
     let len = file.size()?;
     let len = usize::try_from(len).map_err(|_| io::Error::other("file too large"))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, 0)?;
-    Ok(buf)
+    // Zero-fills only a part that grows; the read overwrites the rest.
+    buf.resize(len, 0);
+    file.read_exact_at(buf, 0)
 }
 
 /// Writes a whole file durably under `path`: temporary file, fsync, rename,
@@ -743,10 +752,11 @@ impl<D: Disk> Store<D> {
         let mut segments = BTreeMap::new();
         let mut torn: Option<(u64, u64)> = None; // (seq, offset)
         let seg_count = seg_names.len();
+        let mut buf = Vec::new();
         for (i, (seq, first_index, path)) in seg_names.into_iter().enumerate() {
             let is_last = i + 1 == seg_count;
             let file = disk.open(&path).map_err(open_io("open", &path))?;
-            let buf = read_all(&file).map_err(open_io("read", &path))?;
+            read_all_into(&file, &mut buf).map_err(open_io("read", &path))?;
             report.bytes_scanned += buf.len() as u64;
             let mut off = 0usize;
             let mut max_entry_index = 0;
@@ -834,6 +844,7 @@ impl<D: Disk> Store<D> {
                 },
             );
         }
+        drop(buf);
         report.segments = seg_count;
         let first_seg_path = segments.values().next().map(|s| s.path.clone());
         let last_seg_path = segments.values().next_back().map(|s| s.path.clone());
