@@ -184,7 +184,8 @@ fn interleaved(b: &mut Bencher, paired: &RefCell<Paired>, ops: &mut [&mut dyn Fn
                 let t0 = Instant::now();
                 (ops[op])();
                 let dt = t0.elapsed();
-                if let (Some(c0), Some(c1), Some(cpu)) = (cpu0, thread_cpu_ns(), &mut p.cpu_ns) {
+                if let (Some(c0), Some(cpu)) = (cpu0, &mut p.cpu_ns) {
+                    let c1 = thread_cpu_ns().unwrap_or(c0);
                     cpu[op] += c1.saturating_sub(c0);
                 }
                 totals[op] += dt;
