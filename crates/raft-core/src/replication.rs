@@ -214,20 +214,8 @@ impl<S: LogStore> RawNode<S> {
         from: NodeId,
         req: AppendRequest,
     ) -> Result<(), StepError> {
-        if self.role == Role::Leader {
-            return Err(StepError::Malformed {
-                from,
-                reason: "AppendEntries from another leader of the same term",
-            });
-        }
-        if self.role != Role::Follower {
-            // §5.2: a candidate that hears from a leader of its term steps down.
-            let term = self.term;
-            self.become_follower(term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
         self.validate_append(from, &req)?;
+        self.follow_leader(from)?;
 
         let round = req.round;
         let commit = self.log.committed;
@@ -294,6 +282,27 @@ impl<S: LogStore> RawNode<S> {
             round,
             true,
         );
+        Ok(())
+    }
+
+    /// Accepts `from` as the leader of the current term, on a valid
+    /// AppendEntries or InstallSnapshot: a candidate steps down (§5.2), and
+    /// the election timer restarts.
+    pub(crate) fn follow_leader(&mut self, from: NodeId) -> Result<(), StepError> {
+        if self.role == Role::Leader {
+            // Two leaders in one term cannot happen in correct Raft; refuse
+            // rather than corrupt our log with the other one's entries.
+            return Err(StepError::Malformed {
+                from,
+                reason: "leader message from another leader of the same term",
+            });
+        }
+        if self.role != Role::Follower {
+            let term = self.term;
+            self.become_follower(term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
         Ok(())
     }
 

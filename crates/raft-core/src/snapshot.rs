@@ -108,19 +108,6 @@ impl<S: LogStore> RawNode<S> {
         from: NodeId,
         req: SnapshotRequest,
     ) -> Result<(), StepError> {
-        if self.role == Role::Leader {
-            return Err(StepError::Malformed {
-                from,
-                reason: "snapshot from another leader of the same term",
-            });
-        }
-        if self.role != Role::Follower {
-            let term = self.term;
-            self.become_follower(term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
-
         let len = req.data.len() as u64;
         let well_formed = req.meta.membership.check().is_ok()
             && req.meta.last_term <= self.term
@@ -136,6 +123,7 @@ impl<S: LogStore> RawNode<S> {
                 reason: "inconsistent snapshot chunk",
             });
         }
+        self.follow_leader(from)?;
         let index = req.meta.last_index;
         if index <= self.log.committed {
             // We already hold everything it covers.
