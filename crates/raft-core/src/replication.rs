@@ -509,4 +509,4 @@ impl<S: LogStore> RawNode<S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::error::ReadError;
 use crate::message::*;
+use crate::replication::tests::vote_from;
 use crate::testing::Cluster;
 use crate::types::*;
 use crate::{Config, MemStorage, RawNode, ReadState};
@@ -64,16 +65,7 @@ fn read_index_waits_for_the_new_leaders_first_commit() {
     )
     .unwrap();
     n.campaign().unwrap();
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term: 1,
-        body: MessageBody::VoteResponse(VoteResponse {
-            pre_vote: false,
-            granted: true,
-        }),
-    })
-    .unwrap();
+    n.step(vote_from(2, 1)).unwrap();
     assert_eq!(n.role(), Role::Leader);
     n.read_index(ctx("early")).unwrap();
     // Heartbeat acks arrive, but the blank entry is not committed.

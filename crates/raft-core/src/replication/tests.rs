@@ -67,6 +67,19 @@ fn leader_of_three() -> RawNode<MemStorage> {
     n
 }
 
+/// A granted vote for node 1.
+pub(crate) fn vote_from(from: NodeId, term: Term) -> Message {
+    Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::VoteResponse(VoteResponse {
+            pre_vote: false,
+            granted: true,
+        }),
+    }
+}
+
 /// Handles Readies like a driver with an instant disk; returns them.
 fn drain(n: &mut RawNode<MemStorage>) -> Vec<Ready> {
     let mut out = Vec::new();
@@ -199,16 +212,7 @@ fn replication_respects_message_size_and_inflight_bounds() {
     .unwrap();
     n.campaign().unwrap();
     drain(&mut n);
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term: 1,
-        body: MessageBody::VoteResponse(VoteResponse {
-            pre_vote: false,
-            granted: true,
-        }),
-    })
-    .unwrap();
+    n.step(vote_from(2, 1)).unwrap();
     drain(&mut n);
     n.step(ack(2, 1, 1)).unwrap();
     drain(&mut n);
@@ -298,16 +302,7 @@ fn replication_new_leader_never_commits_earlier_term_entry_by_counting_replicas(
     .unwrap();
     n.campaign().unwrap();
     drain(&mut n);
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term: 4,
-        body: MessageBody::VoteResponse(VoteResponse {
-            pre_vote: false,
-            granted: true,
-        }),
-    })
-    .unwrap();
+    n.step(vote_from(2, 4)).unwrap();
     drain(&mut n);
     assert_eq!(n.role(), Role::Leader);
     assert_eq!(n.last_index(), 3, "blank entry of term 4 at index 3");
@@ -342,16 +337,7 @@ fn replication_planted_figure8_bug_commits_early() {
     n.plant_bug(Bug::CommitEarlierTerm);
     n.campaign().unwrap();
     drain(&mut n);
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term: 4,
-        body: MessageBody::VoteResponse(VoteResponse {
-            pre_vote: false,
-            granted: true,
-        }),
-    })
-    .unwrap();
+    n.step(vote_from(2, 4)).unwrap();
     drain(&mut n);
     n.step(ack(2, 2, 4)).unwrap();
     assert_eq!(n.commit_index(), 2);
@@ -473,16 +459,7 @@ fn replication_proposal_errors() {
     )
     .unwrap();
     n.campaign().unwrap();
-    n.step(Message {
-        from: 2,
-        to: 1,
-        term: 1,
-        body: MessageBody::VoteResponse(VoteResponse {
-            pre_vote: false,
-            granted: true,
-        }),
-    })
-    .unwrap();
+    n.step(vote_from(2, 1)).unwrap();
     let mut accepted = 0;
     while n.propose(Bytes::from_static(b"0123456789")).is_ok() {
         accepted += 1;
