@@ -2,13 +2,21 @@
 //!
 //! `--clients` tasks each send one request at a time for `--duration`:
 //! a read with probability `--read-ratio`, else a write, of a key drawn
-//! uniformly from `--keys` keys, with `--value-size`-byte values. Writes use
-//! one exactly-once session per client (so the client's own retries never
-//! apply a write twice). Latencies go to HDR histograms (microseconds,
-//! 3 significant digits), reads and writes apart; failures are counted by
-//! kind. Prints throughput and p50/p90/p99/p99.9/max, optionally as JSON.
+//! uniformly from `--keys` keys, with `--value-size`-byte values. Each
+//! client keeps one keep-alive connection (a lean HTTP/1.1 transport, see
+//! `http1`, so the bench takes little CPU from the cluster it shares the
+//! machine with), starts at the leader, follows `503` leader hints, moves
+//! to the next endpoint when a node refuses connections, and never retries:
+//! a failed request is counted by kind and the client goes on. Writes carry
+//! an exactly-once session `(client_id, seq)` per client unless
+//! `--no-sessions`, so the server's session path is measured too.
+//! Latencies go to HDR histograms (microseconds, 3 significant digits),
+//! reads and writes apart. Prints throughput and p50/p90/p99/p99.9/max,
+//! optionally as JSON.
 
-use std::collections::BTreeMap;
+mod http1;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,72 +222,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             eprintln!("no leader known yet; starting anyway");
         }
     }
-    let value_size = args.value_size;
     if args.prefill {
         prefill(&client, &args).await?;
     }
 
+    let targets = Arc::new(Targets::discover(&client).await);
     let stop = Arc::new(AtomicBool::new(false));
     let done_ops = Arc::new(AtomicU64::new(0));
     let done_errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..args.clients {
-        let client = client.clone();
         let stop = stop.clone();
         let done_ops = done_ops.clone();
         let done_errors = done_errors.clone();
         let args = args.clone();
+        let targets = targets.clone();
         tasks.spawn(async move {
-            let mut rng = Rng(crate::client::random_u64() ^ worker as u64);
-            let value: String = (0..value_size)
-                .map(|_| char::from(b'a' + (rng.next() % 26) as u8))
-                .collect();
-            let mut session = (!args.no_sessions).then(|| client.random_session());
-            let mut result = ClientResult {
-                writes: new_histogram(),
-                reads: new_histogram(),
-                misses: 0,
-                errors: BTreeMap::new(),
-            };
+            let mut worker = Worker::new(&args, targets, worker);
             while !stop.load(Ordering::Relaxed) {
-                let key = format!("{}{}", args.key_prefix, rng.next() % args.keys);
-                let read = args.read_ratio > 0.0 && rng.unit() < args.read_ratio;
-                let t0 = Instant::now();
-                let outcome = if read {
-                    match client.get(&key, args.consistency).await {
-                        Ok(_) => Ok(()),
-                        Err(ClientError::KeyNotFound { .. }) => {
-                            result.misses += 1;
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    match &mut session {
-                        Some(s) => s.put(&key, &value).await.map(|_| ()),
-                        None => client.put(&key, &value).await.map(|_| ()),
-                    }
-                };
-                let us = t0.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
-                match outcome {
+                match worker.one_op(&args).await {
                     Ok(()) => {
-                        let h = if read {
-                            &mut result.reads
-                        } else {
-                            &mut result.writes
-                        };
-                        h.saturating_record(us.max(1));
                         done_ops.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => {
-                        *result.errors.entry(e.kind()).or_insert(0) += 1;
+                    Err(()) => {
                         done_errors.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(ERROR_PAUSE).await;
                     }
                 }
             }
-            result
+            worker.result
         });
     }
 
@@ -345,6 +317,208 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         read_misses: misses,
         errors,
     })
+}
+
+/// Where the bench's requests go: every endpoint as `host:port`, the
+/// node id -> address map (to follow leader hints), and the first target.
+struct Targets {
+    addrs: Vec<String>,
+    by_id: HashMap<u64, String>,
+    first: usize,
+}
+
+impl Targets {
+    async fn discover(client: &Client) -> Targets {
+        let addrs: Vec<String> = client.endpoints().iter().map(|e| host_port(e)).collect();
+        let first = addrs
+            .iter()
+            .position(|a| *a == host_port(&client.preferred_endpoint()))
+            .unwrap_or(0);
+        let mut by_id = HashMap::new();
+        if let Ok(members) = client.members().await {
+            for m in members {
+                by_id.insert(m.id, m.client_addr);
+            }
+        }
+        Targets {
+            addrs,
+            by_id,
+            first,
+        }
+    }
+}
+
+fn host_port(endpoint: &str) -> String {
+    endpoint.trim_start_matches("http://").to_string()
+}
+
+/// One closed-loop client: its connection, session, value and results.
+struct Worker {
+    targets: Arc<Targets>,
+    conn: http1::Conn,
+    index: usize,
+    rng: Rng,
+    /// The value as a JSON string literal, quotes included.
+    value_json: String,
+    client_id: u64,
+    seq: u64,
+    sessions: bool,
+    path: String,
+    body: Vec<u8>,
+    result: ClientResult,
+}
+
+/// The parts of an error body the bench looks at.
+#[derive(serde::Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ErrorDetail,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    leader_hint: Option<u64>,
+}
+
+impl Worker {
+    fn new(args: &BenchArgs, targets: Arc<Targets>, worker: usize) -> Worker {
+        let mut rng = Rng(crate::client::random_u64() ^ worker as u64);
+        let value: String = (0..args.value_size)
+            .map(|_| char::from(b'a' + (rng.next() % 26) as u8))
+            .collect();
+        let index = targets.first % targets.addrs.len().max(1);
+        let conn = http1::Conn::new(targets.addrs[index].clone(), args.conn.timeout);
+        Worker {
+            conn,
+            index,
+            targets,
+            // Lowercase letters only: no JSON escaping needed.
+            value_json: format!("\"{value}\""),
+            client_id: crate::client::random_u64() | 1,
+            seq: 0,
+            sessions: !args.no_sessions,
+            rng,
+            path: String::with_capacity(128),
+            body: Vec::with_capacity(args.value_size + 64),
+            result: ClientResult {
+                writes: new_histogram(),
+                reads: new_histogram(),
+                misses: 0,
+                errors: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// One request; Ok if it succeeded (its latency recorded), Err if it
+    /// failed (its kind counted).
+    async fn one_op(&mut self, args: &BenchArgs) -> Result<(), ()> {
+        use std::fmt::Write as _;
+        let key = self.rng.next() % args.keys;
+        let read = args.read_ratio > 0.0 && self.rng.unit() < args.read_ratio;
+        self.path.clear();
+        self.body.clear();
+        let _ = write!(
+            self.path,
+            "/v1/kv/{}{key}",
+            crate::client::encode_path_segment(&args.key_prefix)
+        );
+        if read {
+            let _ = write!(self.path, "?consistency={}", args.consistency.as_str());
+        } else {
+            self.body.extend_from_slice(b"{\"value\":");
+            self.body.extend_from_slice(self.value_json.as_bytes());
+            if self.sessions {
+                self.seq += 1;
+                let _ = write!(
+                    VecWriter(&mut self.body),
+                    ",\"client_id\":{},\"seq\":{}",
+                    self.client_id,
+                    self.seq
+                );
+            }
+            self.body.push(b'}');
+        }
+        let method = if read { "GET" } else { "PUT" };
+        let t0 = Instant::now();
+        let answer = self.conn.request(method, &self.path, &self.body).await;
+        let us = t0.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+        let kind = match answer {
+            Ok(a) if a.status == 200 => None,
+            Ok(a) if a.status == 404 && read => {
+                self.result.misses += 1;
+                None
+            }
+            Ok(a) => {
+                let body: ErrorBody = serde_json::from_slice(&a.body).unwrap_or_default();
+                if a.status == 503 {
+                    self.follow(body.error.leader_hint);
+                }
+                Some(if body.error.code.is_empty() {
+                    format!("http_{}", a.status)
+                } else {
+                    body.error.code
+                })
+            }
+            Err(http1::TransportError::Connect { .. }) => {
+                self.rotate();
+                Some("unreachable".to_string())
+            }
+            Err(http1::TransportError::Timeout { .. }) => Some("timeout".to_string()),
+            Err(http1::TransportError::Broken { .. }) => Some("connection_broken".to_string()),
+        };
+        match kind {
+            None => {
+                let h = if read {
+                    &mut self.result.reads
+                } else {
+                    &mut self.result.writes
+                };
+                h.saturating_record(us.max(1));
+                Ok(())
+            }
+            Some(kind) => {
+                *self.result.errors.entry(kind).or_insert(0) += 1;
+                Err(())
+            }
+        }
+    }
+
+    /// Moves to the hinted leader if its address is known, else to the
+    /// next endpoint.
+    fn follow(&mut self, hint: Option<u64>) {
+        let hinted = hint.and_then(|id| self.targets.by_id.get(&id)).cloned();
+        match hinted {
+            Some(addr) if addr != self.conn.addr() => {
+                if let Some(i) = self.targets.addrs.iter().position(|a| *a == addr) {
+                    self.index = i;
+                }
+                self.conn = http1::Conn::new(addr, self.conn_timeout());
+            }
+            _ => self.rotate(),
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.index = (self.index + 1) % self.targets.addrs.len().max(1);
+        self.conn = http1::Conn::new(self.targets.addrs[self.index].clone(), self.conn_timeout());
+    }
+
+    fn conn_timeout(&self) -> Duration {
+        self.conn.timeout()
+    }
+}
+
+/// `fmt::Write` into a byte vector (numbers into the request body).
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 async fn prefill(client: &Client, args: &BenchArgs) -> anyhow::Result<()> {
