@@ -33,6 +33,10 @@ pub const STAND_INS: &str = "storage: raft_core::MemStorage with simulated fsync
      of unsynced writes, torn at entry granularity), standing in for raft-storage + SimDisk; \
      engine: raft-core (real); state machine: raftkv-state KvStore (real)";
 
+/// Leader hints a client follows in a row before it tries a random node
+/// instead (hints from stale nodes can point at other stale nodes).
+const HINTS_FOLLOWED_MAX: u32 = 3;
+
 /// The client history type checked for linearizability.
 pub type KvHistory = History<KvInput<u64, u64>, KvOutput<u64>>;
 
@@ -389,7 +393,15 @@ struct ClientOp {
 
 struct Client {
     id: u64,
+    /// The node the current attempt goes to.
     guess: NodeId,
+    /// The node tried before `guess` (a hint back to it is a ping-pong
+    /// between two stale nodes, not news).
+    prev_guess: NodeId,
+    /// Leader hints followed in a row without success; after
+    /// [`HINTS_FOLLOWED_MAX`] the client stops trusting hints for one
+    /// attempt and tries a random node.
+    hints_followed: u32,
     seq: u64,
     current: Option<ClientOp>,
     /// Last value this client saw per key (to aim compare-and-swaps).
@@ -543,6 +555,8 @@ impl Sim {
             sim.clients.push(Client {
                 id: c as u64 + 1,
                 guess,
+                prev_guess: guess,
+                hints_followed: 0,
                 seq: 0,
                 current: None,
                 known: BTreeMap::new(),
@@ -1707,14 +1721,49 @@ impl Sim {
         self.schedule(d, Event::Request { node, req });
     }
 
-    fn on_client_timeout(&mut self, c: usize, op: u64, attempt: u32) {
+    /// Where client `c` sends its next attempt after a refusal, a drop or
+    /// a timeout at its current node: never the same node again (it may be
+    /// removed, partitioned or stuck in an old term, answering the same
+    /// refusal forever), but the hinted leader if there is a fresh hint. A
+    /// hint is not followed back to the node tried just before (two stale
+    /// nodes pointing at each other), nor more than [`HINTS_FOLLOWED_MAX`]
+    /// times in a row; then a random other node is tried, as a real client
+    /// round-robins over its node list.
+    fn rotate(&mut self, c: usize, hint: Option<NodeId>) -> NodeId {
         let total = self.total_nodes() as u64;
-        // Try another node than the one that did not answer.
-        let old = self.clients[c].guess;
-        let mut guess = self.rng.range(1, total);
-        if total > 1 && guess >= old {
-            guess += 1;
+        let client = &self.clients[c];
+        let (cur, prev, hops) = (client.guess, client.prev_guess, client.hints_followed);
+        let next = match hint {
+            Some(h) if h != cur && h != prev && hops < HINTS_FOLLOWED_MAX => {
+                self.clients[c].hints_followed += 1;
+                h
+            }
+            _ => {
+                self.clients[c].hints_followed = 0;
+                // Uniform over the nodes other than the current one.
+                let mut g = self.rng.range(1, total.max(2));
+                if total > 1 && g >= cur {
+                    g += 1;
+                }
+                g.min(total)
+            }
+        };
+        let client = &mut self.clients[c];
+        client.prev_guess = cur;
+        client.guess = next;
+        next
+    }
+
+    fn on_client_timeout(&mut self, c: usize, op: u64, attempt: u32) {
+        if !self.clients[c]
+            .current
+            .as_ref()
+            .is_some_and(|cur| cur.op == op && cur.attempt == attempt)
+        {
+            return;
         }
+        // Try another node than the one that did not answer.
+        let guess = self.rotate(c, None);
         let client = &mut self.clients[c];
         let Some(cur) = client.current.as_mut() else {
             return;
@@ -1723,7 +1772,6 @@ impl Sim {
             return;
         }
         cur.attempt += 1;
-        client.guess = guess;
         if self.trace.recording() {
             let id = client.id;
             self.trace.push(
@@ -1837,7 +1885,6 @@ impl Sim {
     }
 
     fn on_reply(&mut self, c: usize, reply: ClientReply) {
-        let total = self.total_nodes() as u64;
         let client = &mut self.clients[c];
         let Some(cur) = client.current.as_mut() else {
             return;
@@ -1869,29 +1916,29 @@ impl Sim {
                 if reply.attempt != cur.attempt {
                     return; // An answer to an attempt already given up on.
                 }
-                let (guess, backoff, why) = match other {
-                    ReplyResult::NotLeader(Some(l)) if l != client.guess => {
-                        (l, TICK_US / 5, "not leader")
-                    }
-                    ReplyResult::NotLeader(_) => (
-                        self.rng.range(1, total + 1),
+                // Every refusal moves the client on: to the hinted leader if
+                // there is one, else to another node (see `rotate`).
+                let (hint, backoff, why) = match other {
+                    ReplyResult::NotLeader(Some(l)) => (Some(l), TICK_US / 5, "not leader"),
+                    ReplyResult::NotLeader(None) => (
+                        None,
                         self.rng.range(TICK_US, 3 * TICK_US),
                         "no leader known",
                     ),
-                    ReplyResult::Lost => {
-                        (self.rng.range(1, total + 1), TICK_US / 5, "proposal lost")
-                    }
-                    ReplyResult::Retry(why) => {
-                        (client.guess, self.rng.range(TICK_US, 3 * TICK_US), why)
-                    }
+                    ReplyResult::Lost => (None, TICK_US / 5, "proposal lost"),
+                    ReplyResult::Retry(why) => (None, self.rng.range(TICK_US, 3 * TICK_US), why),
                     _ => (
-                        client.guess,
+                        None,
                         self.rng.range(TICK_US, 3 * TICK_US),
                         "unexpected answer",
                     ),
                 };
+                let guess = self.rotate(c, hint);
+                let client = &mut self.clients[c];
+                let Some(cur) = client.current.as_mut() else {
+                    return;
+                };
                 cur.attempt += 1;
-                client.guess = guess;
                 let (op, attempt, id) = (cur.op, cur.attempt, client.id);
                 if self.trace.recording() {
                     self.trace.push(
