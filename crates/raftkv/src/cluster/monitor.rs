@@ -387,7 +387,17 @@ impl Monitor {
 
     fn draw(&mut self) {
         if self.tty {
-            let table = self.table();
+            // Lines longer than the terminal would wrap and break the
+            // cursor-up redraw: cut them to its width.
+            let width = terminal_width()
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1)
+                .max(20);
+            let table: String = self
+                .table()
+                .lines()
+                .map(|l| format!("{}\n", l.chars().take(width).collect::<String>()))
+                .collect();
             let mut out = std::io::stdout().lock();
             if self.drawn_lines > 0 {
                 let _ = write!(out, "\x1b[{}A\r\x1b[J", self.drawn_lines);
@@ -423,6 +433,8 @@ impl Monitor {
         }
     }
 
+    /// The table: one line per node. The client port stands for the
+    /// endpoint (the banner lists them) so a line fits 80 columns.
     fn table(&mut self) -> String {
         let m = self.cluster.manifest().clone();
         let mut out = String::new();
@@ -438,8 +450,8 @@ impl Monitor {
         );
         let _ = writeln!(
             out,
-            "  {:>4}  {:<22}  {:>7}  {:<10}  {:>5}  {:>6}  {:>9}  {:>9}  {:>9}",
-            "NODE", "ENDPOINT", "PID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
+            "  {:>4} {:>6} {:>7}  {:<13} {:>5} {:>6} {:>9} {:>9} {:>9}",
+            "NODE", "PORT", "PID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
         );
         for id in 1..=m.nodes {
             let pid = self
@@ -447,14 +459,12 @@ impl Monitor {
                 .pid(id)
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into());
-            let ep = m.endpoint(id);
+            let port = m.client_port(id);
+            let prefix = format!("  {id:>4} {port:>6} {pid:>7}  ");
             let _ = match self.views.get(&id) {
                 Some(NodeView::Up(s)) => writeln!(
                     out,
-                    "  {:>4}  {:<22}  {:>7}  {:<10}  {:>5}  {:>6}  {:>9}  {:>9}  {:>9}",
-                    id,
-                    ep,
-                    pid,
+                    "{prefix}{:<13} {:>5} {:>6} {:>9} {:>9} {:>9}",
                     role_of(s),
                     s.term,
                     s.leader
@@ -464,31 +474,16 @@ impl Monitor {
                     s.applied_index,
                     s.last_index
                 ),
-                Some(NodeView::NoAnswer(why)) => {
-                    writeln!(
-                        out,
-                        "  {:>4}  {:<22}  {:>7}  no answer ({why})",
-                        id, ep, pid
-                    )
-                }
+                Some(NodeView::NoAnswer(why)) => writeln!(out, "{prefix}no answer ({why})"),
                 Some(NodeView::Killed { restart_at }) => writeln!(
                     out,
-                    "  {:>4}  {:<22}  {:>7}  DOWN: killed, restarting in {:.1}s",
-                    id,
-                    ep,
-                    pid,
+                    "{prefix}DOWN: killed, restarting in {:.1}s",
                     restart_at
                         .saturating_duration_since(Instant::now())
                         .as_secs_f64()
                 ),
-                Some(NodeView::Exited(why)) => {
-                    writeln!(
-                        out,
-                        "  {:>4}  {:<22}  {:>7}  DOWN: exited ({why})",
-                        id, ep, pid
-                    )
-                }
-                None => writeln!(out, "  {:>4}  {:<22}  {:>7}  starting", id, ep, pid),
+                Some(NodeView::Exited(why)) => writeln!(out, "{prefix}DOWN: exited ({why})"),
+                None => writeln!(out, "{prefix}starting"),
             };
         }
         out
@@ -526,4 +521,18 @@ impl Monitor {
         );
         let _ = std::io::stdout().flush();
     }
+}
+
+/// Columns of the terminal on stdout, if it is one.
+fn terminal_width() -> Option<usize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer we pass,
+    // which points at a live, properly aligned local.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }
