@@ -108,6 +108,15 @@ impl Launcher {
     }
 }
 
+impl Drop for Launcher {
+    /// A failed test must not leave a cluster running: SIGKILL the
+    /// launcher; its nodes follow through their parent-death signal.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn all_ports_free(base: u16) -> bool {
     (0..3).all(|i| port_is_free(base + i) && port_is_free(base + 100 + i))
 }
@@ -261,4 +270,26 @@ async fn kill_leader_every_shows_failovers_and_loses_nothing() {
     tc.wait_for_leader(Duration::from_secs(30)).await;
     assert_all_present(&client, &acked).await;
     tc.cluster.stop_all(Duration::from_secs(10));
+}
+
+#[test]
+fn nodes_do_not_outlive_a_killed_launcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(3);
+    let mut l = Launcher::start(&dir.path().join("data"), base, &["--plain"]);
+    l.wait_line("The cluster is serving", Duration::from_secs(30));
+    assert!(!all_ports_free(base));
+    // SIGKILL: no chance to stop the children; their parent-death signal
+    // (SIGTERM) must make them exit by themselves.
+    l.signal(libc::SIGKILL);
+    let (status, _, _) = l.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !all_ports_free(base) {
+        assert!(
+            Instant::now() < deadline,
+            "node processes outlived the launcher"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
