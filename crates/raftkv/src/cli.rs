@@ -237,7 +237,13 @@ pub async fn run(cmd: ClientCommand) -> u8 {
     match execute(cmd).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            let hint = match e.kind().as_str() {
+                "no_leader" | "not_leader" | "unavailable" => {
+                    " — a majority of the nodes must be running to elect a leader; see `raftkv status`"
+                }
+                _ => "",
+            };
+            eprintln!("error: {e}{hint}");
             exit_code(&e)
         }
     }
