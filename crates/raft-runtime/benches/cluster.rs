@@ -167,6 +167,32 @@ fn probe(dir: &std::path::Path, when: &str) {
     }
 }
 
+/// Counters of one node, to report work per proposal.
+struct Counts {
+    proposals: u64,
+    readies: u64,
+    syncs: u64,
+}
+
+impl Counts {
+    fn of(h: &RaftHandle<KvStore>) -> Self {
+        let m = h.metrics();
+        Counts {
+            proposals: m.proposals.get(),
+            readies: m.readies_written.get(),
+            syncs: m.syncs.get(),
+        }
+    }
+
+    fn minus(&self, o: &Counts) -> Counts {
+        Counts {
+            proposals: self.proposals - o.proposals,
+            readies: self.readies - o.readies,
+            syncs: self.syncs - o.syncs,
+        }
+    }
+}
+
 /// Mean of a histogram from the Prometheus text (sum / count).
 fn metric_mean(text: &str, name: &str) -> f64 {
     let get = |suffix: &str| -> f64 {
@@ -209,20 +235,42 @@ fn main() {
             "proposers", "proposals/s", "p50 us", "p99 us", "max us", "refused"
         );
         for &c in &levels {
-            let syncs_before = leader.metrics().syncs.get();
+            let before: Vec<Counts> = handles.iter().map(Counts::of).collect();
             let t = Instant::now();
             let (rate, hist, refused) = run_level(&leader, c, secs).await;
-            let syncs = leader.metrics().syncs.get() - syncs_before;
+            let elapsed = t.elapsed().as_secs_f64();
+            let after: Vec<Counts> = handles.iter().map(Counts::of).collect();
+            let lead = leader.id() as usize - 1;
+            let d = |i: usize| after[i].minus(&before[i]);
+            let l = d(lead);
             println!(
-                "{:>11} {:>12.0} {:>10} {:>10} {:>10} {:>9}   (leader fsyncs/s {:.0}, entries per fsync {:.1})",
+                "{:>11} {:>12.0} {:>10} {:>10} {:>10} {:>9}",
                 c,
                 rate,
                 hist.value_at_quantile(0.5),
                 hist.value_at_quantile(0.99),
                 hist.max(),
                 refused,
-                syncs as f64 / t.elapsed().as_secs_f64(),
-                hist.len() as f64 / syncs.max(1) as f64,
+            );
+            let props = l.proposals.max(1) as f64;
+            let followers: Vec<String> = (0..handles.len())
+                .filter(|&i| i != lead)
+                .map(|i| {
+                    let f = d(i);
+                    format!(
+                        "{:.2} readies/{:.2} fsyncs",
+                        f.readies as f64 / props,
+                        f.syncs as f64 / props
+                    )
+                })
+                .collect();
+            println!(
+                "{:>11} per proposal: leader {:.2} readies/{:.2} fsyncs ({:.0} fsyncs/s); followers {}",
+                "",
+                l.readies as f64 / props,
+                l.syncs as f64 / props,
+                l.syncs as f64 / elapsed,
+                followers.join(", "),
             );
         }
         let text = leader.metrics().render();

@@ -40,15 +40,27 @@
 //! ## How the driver honours the engine's contract
 //!
 //! One tokio task (the *driver*) owns the `RawNode`; nothing else touches it.
-//! For each `Ready`:
+//! It works in *turns*: it waits for one input (writer acknowledgement,
+//! tick, admin request, peer message, proposal or read), then takes every
+//! other input already queued without waiting (each kind up to a per-turn
+//! limit), then takes the Readies. So concurrent proposals share one Ready:
+//! one append, one AppendEntries per follower, one write, one fsync. When a
+//! turn accepted proposals it first yields to the scheduler once and drains
+//! the proposal queue again, so that application tasks woken by the same
+//! I/O poll (e.g. HTTP handlers) can join the batch; this costs a trip
+//! through tokio's run queue (microseconds), not a timer. Readies are never
+//! held back waiting for the writer: the leader's AppendEntries leave at
+//! once and overlap its own fsync. For each `Ready`:
 //!
 //! 1. `messages` go to the [`Transport`] at once (never blocking: per-peer
 //!    bounded queues that drop when full).
 //! 2. `snapshot`, `entries`, `hard_state` go, as one batch, to a dedicated
-//!    **writer thread** through a queue in Ready order. The writer applies
-//!    every batch that queued up ([`RaftStorage::write`]), then calls
-//!    [`RaftStorage::sync`] once (group commit) and reports the highest
-//!    Ready number durable.
+//!    **writer thread** through a queue in Ready order. The writer takes
+//!    every batch that queued up, folds consecutive ones into one
+//!    [`RaftStorage::write`] where that changes nothing (contiguous entries,
+//!    newest hard state last; a snapshot or a replaced suffix starts a new
+//!    write), then calls [`RaftStorage::sync`] once (group commit) and
+//!    reports the highest Ready number durable.
 //! 3. The Ready's `persisted_messages` wait in an in-flight queue. Only when
 //!    the writer reports Ready `n` durable does the driver restore the state
 //!    machine from any snapshot in those Readies, call `on_persisted(n)`, and
@@ -62,6 +74,17 @@
 //!    `Dropped`. Then `on_applied`.
 //! 5. `read_states` complete once the applied index reaches their index;
 //!    `dropped_reads` fail.
+//!
+//! **Commit index advances are not fsynced on their own.** A Ready whose
+//! only write is a hard state with the term and vote already written (the
+//! commit index moved) is written but does not make its group sync (metric
+//! `raft_syncs_skipped`); it becomes durable with the next fsync. The commit
+//! index is volatile in Raft: no acknowledgement, vote or client answer
+//! depends on it being on disk, a node that loses it restarts with a lower
+//! one (never below its snapshot) and learns the rest from the leader, and
+//! the store keeps records in order, so a durable commit index never points
+//! past entries that are not. Without this, every proposal at low load cost
+//! every node two fsyncs (the entry, then the commit that follows it).
 //!
 //! While the writer syncs, the driver keeps stepping messages, ticking and
 //! taking new proposals; the next Readies queue behind the sync and share

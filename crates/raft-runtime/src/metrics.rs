@@ -52,6 +52,9 @@ pub struct Metrics {
     pub readies_written: Counter,
     /// fsyncs (one per group of Readies).
     pub syncs: Counter,
+    /// Groups of Readies written without an fsync: their only writes were
+    /// commit index advances, which need not be durable (see the crate docs).
+    pub syncs_skipped: Counter,
     /// Time to write one group of Readies, before the sync, in seconds.
     pub append_latency_seconds: Histogram,
     /// Time of one sync, in seconds.
@@ -101,6 +104,7 @@ impl Metrics {
             entries_applied: Counter::default(),
             readies_written: Counter::default(),
             syncs: Counter::default(),
+            syncs_skipped: Counter::default(),
             append_latency_seconds: latency_histogram(),
             fsync_latency_seconds: latency_histogram(),
             commit_latency_seconds: latency_histogram(),
@@ -146,6 +150,11 @@ impl Metrics {
             self.readies_written.clone(),
         );
         r.register("syncs", "Storage syncs (group commits)", self.syncs.clone());
+        r.register(
+            "syncs_skipped",
+            "Write groups that needed no sync (commit index advances only)",
+            self.syncs_skipped.clone(),
+        );
         r.register(
             "append_latency_seconds",
             "Time to write one group of Readies before syncing",
