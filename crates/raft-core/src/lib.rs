@@ -32,6 +32,8 @@
 //!    log it covers, and restore the state machine from it), `entries`
 //!    (appending; an entry at an index already stored replaces that entry
 //!    and everything after it), `hard_state`. Make them durable (fsync).
+//!    A Ready whose only write is a new commit index
+//!    (`Ready::must_sync` is false) needs no fsync of its own.
 //! 3. Call `on_persisted(ready.number)`, then send `persisted_messages`
 //!    (votes, vote requests, acknowledgements of entries: each is a promise
 //!    about what is on this node's disk).

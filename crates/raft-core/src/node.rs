@@ -436,9 +436,11 @@ impl<S: LogStore> RawNode<S> {
         rd.entries = self.log.take_unemitted();
         let hard = self.hard_state();
         if hard != self.prev_hard {
+            rd.must_sync = hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
         }
+        rd.must_sync |= rd.snapshot.is_some() || !rd.entries.is_empty();
         rd.messages = std::mem::take(&mut self.msgs);
         rd.persisted_messages = std::mem::take(&mut self.persisted_msgs);
         let uncommitted = self.bug(crate::bugs::Bug::ApplyBeforeCommit);

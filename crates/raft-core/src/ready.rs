@@ -26,6 +26,14 @@ pub struct Ready {
     /// New hard state to persist; make it durable together with or after
     /// `entries` (never before: its commit index may point into them).
     pub hard_state: Option<HardState>,
+    /// True if this Ready's writes must be fsynced before `on_persisted`.
+    /// False when the only write is a hard state that changes nothing but
+    /// the commit index: the commit index is not a promise to anyone, so
+    /// losing it in a crash is safe (a leader re-establishes it). Such a
+    /// Ready may be acknowledged once written, provided every earlier Ready
+    /// that needed a sync got one. Saves an fsync on every commit advance
+    /// (etcd's `MustSync`).
+    pub must_sync: bool,
     /// Messages that may be sent right away, before or while this Ready's
     /// writes happen (a leader's AppendEntries, heartbeats, rejections).
     pub messages: Vec<Message>,

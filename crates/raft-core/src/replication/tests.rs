@@ -621,3 +621,21 @@ fn replication_randomized_faults_keep_state_machine_safety() {
 
 #[allow(dead_code)]
 fn _uses_bug(_: Bug) {}
+
+#[test]
+fn replication_a_commit_only_ready_needs_no_sync() {
+    let mut n = leader_of_three();
+    n.step(ack(2, 1, 1)).unwrap();
+    n.step(ack(3, 1, 1)).unwrap();
+    drain(&mut n);
+    n.propose(Bytes::from_static(b"a")).unwrap();
+    let rd = n.ready().unwrap();
+    assert!(rd.must_sync, "new entries must be synced");
+    n.store_mut().append(&rd.entries).unwrap();
+    n.on_persisted(rd.number).unwrap();
+    n.step(ack(2, 2, 1)).unwrap();
+    let rd = n.ready().unwrap();
+    assert_eq!(rd.hard_state.map(|h| h.commit), Some(2));
+    assert!(rd.entries.is_empty());
+    assert!(!rd.must_sync, "only the commit index changed");
+}
