@@ -1218,6 +1218,7 @@ where
         info!("raft node shutting down");
         self.fail_all(None);
         self.transport.shutdown();
+        self.transport.closed().await;
         // Let the writer finish what is queued (durability for its own sake;
         // nothing more is acknowledged), then join it off the runtime.
         self.writer_tx = None;

@@ -296,6 +296,8 @@ where
     }
 
     /// Sets or forgets a peer's network address (for membership changes).
+    /// Setting an address, even the one already known, also makes the TCP
+    /// transport reconnect to that peer at once if it is backing off.
     pub async fn set_peer_addr(
         &self,
         id: NodeId,
@@ -309,7 +311,8 @@ where
 
     /// Stops the node gracefully: pending requests fail with
     /// `ShuttingDown`, queued writes are finished, connections are closed.
-    /// Returns once the driver has stopped (at once if it already had).
+    /// Returns once the driver has stopped and the transport has closed
+    /// (its listening port is free again), at once if it already had.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let (tx, rx) = oneshot::channel();
         match self.admin_send(AdminRequest::Shutdown(tx)).await {

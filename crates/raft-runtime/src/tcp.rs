@@ -11,12 +11,29 @@
 //!   within `write_timeout` drops the connection.
 //! - **Inbound:** one listener; one task per accepted connection (at most
 //!   `inbound_connections_max`). The first frame must be a [`Hello`] from a
-//!   known peer of the same cluster addressed to this node, within
+//!   node of the same cluster addressed to this node, within
 //!   `handshake_timeout`; otherwise the connection is closed with a log
 //!   line. Any frame that fails to decode, is oversized (checked from the
 //!   length prefix before allocating), fails its CRC, or carries a message
 //!   not from the handshaken peer closes that connection. Nothing here
 //!   panics on input.
+//! - **Nodes not (yet) in the peer map** are accepted by default
+//!   (`accept_unknown_peers`). A node being added to the cluster learns the
+//!   members' addresses before they learn its own (which arrives through
+//!   the log, after the membership change): refusing it made it back off
+//!   (up to `reconnect_backoff_max`) and delayed its first
+//!   acknowledgements. Refusing bought no safety: the handshake is
+//!   authenticated by the cluster id alone, so any process that can reach
+//!   the port can claim a known id just as well. The engine decides what a
+//!   message from a non-member may do (nothing disruptive: PreVote and
+//!   CheckQuorum keep a removed node from deposing a healthy leader). Set
+//!   it to false to refuse handshakes from nodes without an address here.
+//! - **Reconnecting at once.** A peer's back-off is reset, and a waiting
+//!   reconnect happens at once, when the peer's address is (re)set with
+//!   [`Transport::set_peer_addr`] (even to the same address), and when that
+//!   peer completes a handshake on our listener: either is fresh evidence
+//!   that it is up, so waiting out a back-off grown while it was down or
+//!   not yet started would only delay replication.
 //! - Connections are one-way: a node reads only from connections others
 //!   opened to it, and writes only to connections it opened.
 //!
@@ -31,7 +48,7 @@ use std::time::{Duration, Instant};
 use raft_core::{Message, NodeId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
@@ -66,6 +83,10 @@ pub struct TcpConfig {
     pub write_batch_bytes_max: usize,
     /// Capacity of the queue from the transport into the driver.
     pub inbound_queue_max: usize,
+    /// Accept handshakes (of this cluster, addressed to this node) from
+    /// nodes that have no address in `peers`: see the module docs for why
+    /// this is the default.
+    pub accept_unknown_peers: bool,
     /// Most simultaneous inbound connections.
     pub inbound_connections_max: usize,
     pub connect_timeout: Duration,
@@ -86,6 +107,7 @@ impl TcpConfig {
             peer_queue_msgs: 4096,
             write_batch_bytes_max: 1 << 20,
             inbound_queue_max: 8192,
+            accept_unknown_peers: true,
             inbound_connections_max: 256,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
@@ -138,14 +160,20 @@ struct PeerLink {
     task: JoinHandle<()>,
 }
 
+/// Peers with an address, shared with the listener: the handshake check
+/// (when unknown peers are refused) and each peer's *kick*, which makes its
+/// outbound task reconnect now, with the back-off reset.
+type Known = Arc<RwLock<BTreeMap<NodeId, Arc<Notify>>>>;
+
 /// The TCP transport. Dropping it (or `shutdown`) stops every task.
 pub struct TcpTransport {
     cfg: Arc<TcpConfig>,
     local_addr: SocketAddr,
-    /// Peers allowed to connect (handshake check), shared with the listener.
-    known: Arc<RwLock<BTreeMap<NodeId, SocketAddr>>>,
+    known: Known,
     peers: HashMap<NodeId, PeerLink>,
     listener: Option<JoinHandle<()>>,
+    /// Tasks aborted by `shutdown`, awaited by `closed`.
+    stopping: Vec<JoinHandle<()>>,
     metrics: Metrics,
 }
 
@@ -178,6 +206,7 @@ impl TcpTransport {
             known,
             peers: HashMap::new(),
             listener: Some(listen_task),
+            stopping: Vec::new(),
             metrics,
         };
         for (id, addr) in peers_init {
@@ -191,7 +220,7 @@ impl TcpTransport {
         self.local_addr
     }
 
-    fn known_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<NodeId, SocketAddr>> {
+    fn known_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<NodeId, Arc<Notify>>> {
         // Only map updates happen under this lock; poisoning cannot leave it
         // half-updated.
         self.known.write().unwrap_or_else(|e| e.into_inner())
@@ -217,19 +246,37 @@ impl Transport for TcpTransport {
         }
         match addr {
             Some(addr) => {
-                self.known_write().insert(id, addr);
+                let kick = self
+                    .known_write()
+                    .entry(id)
+                    .or_insert_with(|| Arc::new(Notify::new()))
+                    .clone();
                 if let Some(link) = self.peers.get(&id) {
                     if *link.addr.borrow() != addr {
+                        // The task reconnects to the new address at once.
                         link.addr.send_replace(addr);
+                    } else {
+                        // Same address: reconnect now if backing off.
+                        kick.notify_one();
                     }
                     return;
                 }
                 let (tx, rx) = mpsc::channel(self.cfg.peer_queue_msgs);
                 let (addr_tx, addr_rx) = watch::channel(addr);
                 let task = tokio::spawn(
-                    peer_loop(self.cfg.clone(), id, rx, addr_rx, self.metrics.clone()).instrument(
-                        tracing::info_span!("raft_peer", node = self.cfg.node_id, peer = id),
-                    ),
+                    peer_loop(
+                        self.cfg.clone(),
+                        id,
+                        rx,
+                        addr_rx,
+                        kick,
+                        self.metrics.clone(),
+                    )
+                    .instrument(tracing::info_span!(
+                        "raft_peer",
+                        node = self.cfg.node_id,
+                        peer = id
+                    )),
                 );
                 self.peers.insert(
                     id,
@@ -252,9 +299,23 @@ impl Transport for TcpTransport {
     fn shutdown(&mut self) {
         if let Some(l) = self.listener.take() {
             l.abort(); // drops its JoinSet, which aborts every inbound task
+            self.stopping.push(l);
         }
         for (_, link) in self.peers.drain() {
             link.task.abort();
+            self.stopping.push(link.task);
+        }
+    }
+
+    /// Waits until the tasks stopped by `shutdown` are gone, so the listening
+    /// port is free again when the driver reports itself stopped.
+    fn closed(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let tasks = std::mem::take(&mut self.stopping);
+        async move {
+            for t in tasks {
+                // Cancelled (the normal case) or finished; nothing to report.
+                let _ = t.await;
+            }
         }
     }
 }
@@ -268,7 +329,7 @@ impl Drop for TcpTransport {
 async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<TcpConfig>,
-    known: Arc<RwLock<BTreeMap<NodeId, SocketAddr>>>,
+    known: Known,
     inbound: mpsc::Sender<Message>,
     metrics: Metrics,
 ) {
@@ -304,7 +365,7 @@ async fn serve_inbound(
     mut stream: TcpStream,
     remote: SocketAddr,
     cfg: &TcpConfig,
-    known: &RwLock<BTreeMap<NodeId, SocketAddr>>,
+    known: &RwLock<BTreeMap<NodeId, Arc<Notify>>>,
     inbound: &mpsc::Sender<Message>,
     metrics: &Metrics,
 ) {
@@ -344,14 +405,24 @@ async fn serve_inbound(
         metrics.refused("wrong_node");
         return;
     }
-    let is_known = known
+    // Only map updates happen under this lock; poisoning cannot leave it
+    // half-updated.
+    let kick = known
         .read()
-        .map(|k| k.contains_key(&hello.from))
-        .unwrap_or(false);
-    if !is_known {
-        warn!(%remote, from = hello.from, "handshake from unknown node refused");
-        metrics.refused("unknown_peer");
-        return;
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&hello.from)
+        .cloned();
+    match kick {
+        // The peer is up: if our connection to it is backing off, retry now.
+        Some(kick) => kick.notify_one(),
+        None if cfg.accept_unknown_peers => {
+            debug!(%remote, from = hello.from, "handshake from a node without an address here");
+        }
+        None => {
+            warn!(%remote, from = hello.from, "handshake from unknown node refused");
+            metrics.refused("unknown_peer");
+            return;
+        }
     }
     debug!(%remote, from = hello.from, "peer connected");
     loop {
@@ -401,8 +472,10 @@ async fn peer_loop(
     peer: NodeId,
     mut rx: mpsc::Receiver<Message>,
     mut addr_rx: watch::Receiver<SocketAddr>,
+    kick: Arc<Notify>,
     metrics: Metrics,
 ) {
+    let backoff_max = cfg.reconnect_backoff_max.max(cfg.reconnect_backoff_min);
     let mut backoff = cfg.reconnect_backoff_min;
     loop {
         let addr = *addr_rx.borrow_and_update();
@@ -422,16 +495,23 @@ async fn peer_loop(
             let since = Instant::now();
             debug!(%addr, "connected to peer");
             match write_loop(&cfg, peer, stream, &mut rx, &mut addr_rx, &metrics).await {
-                Ok(()) => return, // the queue closed: transport shut down
+                Ok(End::QueueClosed) => return, // the transport shut down
+                Ok(End::AddressChanged) => {
+                    backoff = cfg.reconnect_backoff_min;
+                    continue; // connect to the new address now
+                }
                 Err(e) => debug!(%addr, error = %e, "peer connection lost"),
             }
             if since.elapsed() >= STABLE_CONNECTION {
                 backoff = cfg.reconnect_backoff_min;
             }
         }
-        // Back off, dropping what queues meanwhile: it would be stale.
+        // Back off, dropping what queues meanwhile: it would be stale. A new
+        // address or a kick (fresh evidence that the peer is up) ends the
+        // wait and resets the back-off.
         let sleep = tokio::time::sleep(backoff);
         tokio::pin!(sleep);
+        let mut reset = false;
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
@@ -443,16 +523,34 @@ async fn peer_loop(
                     if changed.is_err() {
                         return;
                     }
-                    break; // new address: try it now
+                    reset = true;
+                    break;
+                }
+                () = kick.notified() => {
+                    debug!("peer is up; reconnecting now");
+                    reset = true;
+                    break;
                 }
             }
         }
-        backoff = (backoff * 2).min(cfg.reconnect_backoff_max.max(cfg.reconnect_backoff_min));
+        backoff = if reset {
+            cfg.reconnect_backoff_min
+        } else {
+            (backoff * 2).min(backoff_max)
+        };
     }
 }
 
+/// Why [`write_loop`] ended without an I/O error.
+enum End {
+    /// The queue closed: the transport shut down.
+    QueueClosed,
+    /// The peer's address changed: reconnect there.
+    AddressChanged,
+}
+
 /// Writes batches to one connection until it fails (`Err`), the address
-/// changes (`Err`), or the queue closes (`Ok`).
+/// changes, or the queue closes.
 async fn write_loop(
     cfg: &TcpConfig,
     peer: NodeId,
@@ -460,7 +558,7 @@ async fn write_loop(
     rx: &mut mpsc::Receiver<Message>,
     addr_rx: &mut watch::Receiver<SocketAddr>,
     metrics: &Metrics,
-) -> io::Result<()> {
+) -> io::Result<End> {
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(64 << 10);
     let hello = WireFrame::Hello(Hello {
@@ -478,11 +576,9 @@ async fn write_loop(
         let first = tokio::select! {
             m = rx.recv() => match m {
                 Some(m) => m,
-                None => return Ok(()),
+                None => return Ok(End::QueueClosed),
             },
-            _ = addr_rx.changed() => {
-                return Err(io::Error::other("peer address changed"));
-            }
+            _ = addr_rx.changed() => return Ok(End::AddressChanged),
         };
         buf.clear();
         let mut count = 0u64;

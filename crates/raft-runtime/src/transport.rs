@@ -22,6 +22,14 @@ pub trait Transport: Send + 'static {
 
     /// Stops every connection and background task.
     fn shutdown(&mut self) {}
+
+    /// Resolves once what [`shutdown`](Self::shutdown) stopped is gone
+    /// (e.g. the listening socket is closed, so a restarted node can bind
+    /// the same port). The driver awaits it before it reports itself
+    /// stopped. Transports with nothing to wait for keep the default.
+    fn closed(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
 }
 
 /// The driver's inbound queue.
