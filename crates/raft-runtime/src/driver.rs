@@ -173,6 +173,20 @@ impl<R> Waiter<R> {
     }
 }
 
+/// Publishes "stopped" (and no leader) when the driver task ends, however it
+/// ends: dropped at the end of `run`, or during a panic's unwinding.
+struct StoppedGuard(Arc<Shared>);
+
+impl Drop for StoppedGuard {
+    fn drop(&mut self) {
+        self.0.leader.send_modify(|l| {
+            l.role = Role::Follower;
+            l.leader = None;
+        });
+        self.0.stopped.send_replace(true);
+    }
+}
+
 /// Why the loop ends.
 enum Stop {
     Fatal(String),
@@ -317,7 +331,11 @@ where
     let (read_tx, read_rx) = mpsc::channel(cfg.read_queue_max);
     let (admin_tx, admin_rx) = mpsc::channel(cfg.admin_queue_max);
     let sm = Arc::new(RwLock::new(state_machine));
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(LeaderInfo {
+        role: soft.role,
+        term: soft.term,
+        leader: soft.leader,
+    }));
     metrics.term.set(soft.term as i64);
     let handle = RaftHandle {
         id,
@@ -330,7 +348,6 @@ where
         propose_timeout: cfg.propose_timeout,
         read_timeout: cfg.read_timeout,
         admin_timeout: cfg.admin_timeout,
-        tick_interval: cfg.tick_interval,
     };
     let driver = Driver {
         counters: node.counters().clone(),
@@ -527,6 +544,9 @@ where
     T: Transport,
 {
     async fn run(mut self, mut rx: Receivers<SM::Response>) {
+        // Tells every handle that the driver is gone when this task ends,
+        // even by a panic.
+        let _stopped = StoppedGuard(self.shared.clone());
         let mut ticker = tokio::time::interval(self.cfg.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = loop {
@@ -545,7 +565,10 @@ where
             }
         };
         match stop {
-            Stop::Fatal(reason) => self.stop_fatal(reason),
+            Stop::Fatal(reason) => {
+                self.stop_fatal(reason);
+                self.transport.closed().await;
+            }
             Stop::Shutdown(reply) => {
                 self.stop_graceful().await;
                 let _ = reply.send(());
@@ -1030,6 +1053,11 @@ where
                 .set(i64::from(ss.role == Role::Leader));
         }
         self.soft = ss;
+        self.shared.leader.send_replace(LeaderInfo {
+            role: ss.role,
+            term: ss.term,
+            leader: ss.leader,
+        });
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Stop> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use raft_core::{LogIndex, Membership, MembershipChange, NodeId, Role, StateMachine, Term};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::*;
 use crate::metrics::Metrics;
@@ -74,14 +74,43 @@ pub(crate) enum AdminRequest {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// This node's role, term and known leader, as last published by the
+/// driver (see [`RaftHandle::leader_watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaderInfo {
+    pub role: Role,
+    pub term: Term,
+    /// The leader this node knows of in `term` (itself when leading).
+    pub leader: Option<NodeId>,
+}
+
+impl LeaderInfo {
+    /// True while this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+}
+
 /// State shared between the driver and every handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
-    /// Set when the node stopped on a fatal error.
+    /// Set when the node stopped on a fatal error (before `stopped`).
     pub(crate) fatal: Mutex<Option<String>>,
+    /// Published by the driver on every change of role, term or leader.
+    pub(crate) leader: watch::Sender<LeaderInfo>,
+    /// Becomes true once the driver task has ended, however it ended.
+    pub(crate) stopped: watch::Sender<bool>,
 }
 
 impl Shared {
+    pub(crate) fn new(leader: LeaderInfo) -> Self {
+        Shared {
+            fatal: Mutex::new(None),
+            leader: watch::Sender::new(leader),
+            stopped: watch::Sender::new(false),
+        }
+    }
+
     pub(crate) fn fatal(&self) -> Option<String> {
         // Poisoning cannot corrupt an Option<String>; read through it.
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -106,7 +135,6 @@ pub struct RaftHandle<SM: StateMachine> {
     pub(crate) propose_timeout: Duration,
     pub(crate) read_timeout: Duration,
     pub(crate) admin_timeout: Duration,
-    pub(crate) tick_interval: Duration,
 }
 
 impl<SM: StateMachine> Clone for RaftHandle<SM> {
@@ -122,7 +150,6 @@ impl<SM: StateMachine> Clone for RaftHandle<SM> {
             propose_timeout: self.propose_timeout,
             read_timeout: self.read_timeout,
             admin_timeout: self.admin_timeout,
-            tick_interval: self.tick_interval,
         }
     }
 }
@@ -155,7 +182,38 @@ where
 
     /// True once the driver task has ended (shut down or fatal).
     pub fn is_stopped(&self) -> bool {
-        self.admin.is_closed()
+        *self.shared.stopped.borrow() || self.admin.is_closed()
+    }
+
+    /// Resolves once the driver task has ended, however it ended (graceful
+    /// shutdown, fatal error, or a panic); at once if it already had.
+    /// Returns the fatal error's reason, or `None` after a graceful
+    /// shutdown. Cheap: no polling, any number of waiters.
+    pub async fn stopped(&self) -> Option<String> {
+        let mut rx = self.shared.stopped.subscribe();
+        // The sender lives in `shared`, which this handle keeps alive, so
+        // `wait_for` cannot fail; treat a failure as stopped anyway.
+        let _ = rx.wait_for(|s| *s).await;
+        self.shared.fatal()
+    }
+
+    /// A receiver of this node's role, term and known leader, updated by the
+    /// driver whenever one of them changes (no round trip to the driver).
+    /// After the driver stops it shows no leader.
+    pub fn leader_watch(&self) -> watch::Receiver<LeaderInfo> {
+        self.shared.leader.subscribe()
+    }
+
+    /// This node's role, term and known leader right now (see
+    /// [`leader_watch`](Self::leader_watch)).
+    pub fn leader_info(&self) -> LeaderInfo {
+        *self.shared.leader.borrow()
+    }
+
+    /// The leader this node currently knows of, if any (itself when it
+    /// leads). A hint, as always in Raft: it may have been deposed already.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.shared.leader.borrow().leader
     }
 
     /// Proposes `command` and waits until it is applied; returns the state
@@ -172,12 +230,12 @@ where
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(ProposeError::Backpressure),
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(self.stopped(ProposeError::Fatal, ProposeError::ShuttingDown))
+                return Err(self.gone_err(ProposeError::Fatal, ProposeError::ShuttingDown))
             }
         }
         match tokio::time::timeout(self.propose_timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(self.stopped(ProposeError::Fatal, ProposeError::ShuttingDown)),
+            Ok(Err(_)) => Err(self.gone_err(ProposeError::Fatal, ProposeError::ShuttingDown)),
             Err(_) => Err(ProposeError::Timeout),
         }
     }
@@ -187,7 +245,7 @@ where
     pub async fn read(&self, consistency: ReadConsistency) -> Result<(), ReadError> {
         if consistency == ReadConsistency::Stale {
             if self.is_stopped() {
-                return Err(self.stopped(ReadError::Fatal, ReadError::ShuttingDown));
+                return Err(self.gone_err(ReadError::Fatal, ReadError::ShuttingDown));
             }
             return Ok(());
         }
@@ -200,12 +258,12 @@ where
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(ReadError::Backpressure),
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(self.stopped(ReadError::Fatal, ReadError::ShuttingDown))
+                return Err(self.gone_err(ReadError::Fatal, ReadError::ShuttingDown))
             }
         }
         match tokio::time::timeout(self.read_timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(self.stopped(ReadError::Fatal, ReadError::ShuttingDown)),
+            Ok(Err(_)) => Err(self.gone_err(ReadError::Fatal, ReadError::ShuttingDown)),
             Err(_) => Err(ReadError::Timeout),
         }
     }
@@ -249,7 +307,7 @@ where
             })?;
         match tokio::time::timeout(self.admin_timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(self.stopped(MembershipError::Fatal, MembershipError::ShuttingDown)),
+            Ok(Err(_)) => Err(self.gone_err(MembershipError::Fatal, MembershipError::ShuttingDown)),
             Err(_) => Err(MembershipError::Timeout),
         }
     }
@@ -272,19 +330,25 @@ where
         match tokio::time::timeout(self.admin_timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => {
-                return Err(self.stopped(TransferError::Fatal, TransferError::ShuttingDown))
+                return Err(self.gone_err(TransferError::Fatal, TransferError::ShuttingDown))
             }
             Err(_) => return Err(TransferError::Timeout),
         }
-        loop {
-            let st = self.status().await.map_err(conv)?;
-            if st.leader == Some(to) {
-                return Ok(());
+        // Wait for the leader watch to show `to` (no polling), or the node
+        // to stop, or the deadline.
+        let mut watch = self.leader_watch();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        tokio::select! {
+            seen = tokio::time::timeout_at(deadline, watch.wait_for(|l| l.leader == Some(to))) => {
+                match seen {
+                    Ok(Ok(_)) => Ok(()),
+                    // The sender lives in `shared`, which we hold.
+                    Ok(Err(_)) | Err(_) => Err(TransferError::Timeout),
+                }
             }
-            if Instant::now() >= deadline {
-                return Err(TransferError::Timeout);
+            _ = self.stopped() => {
+                Err(self.gone_err(TransferError::Fatal, TransferError::ShuttingDown))
             }
-            tokio::time::sleep(self.tick_interval).await;
         }
     }
 
@@ -332,7 +396,7 @@ where
     async fn admin_send(&self, req: AdminRequest) -> Result<(), NodeError> {
         match tokio::time::timeout(self.admin_timeout, self.admin.send(req)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self.stopped(NodeError::Fatal, NodeError::ShuttingDown)),
+            Ok(Err(_)) => Err(self.gone_err(NodeError::Fatal, NodeError::ShuttingDown)),
             Err(_) => Err(NodeError::Timeout),
         }
     }
@@ -340,13 +404,13 @@ where
     async fn admin_wait<R>(&self, rx: oneshot::Receiver<R>) -> Result<R, NodeError> {
         match tokio::time::timeout(self.admin_timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(self.stopped(NodeError::Fatal, NodeError::ShuttingDown)),
+            Ok(Err(_)) => Err(self.gone_err(NodeError::Fatal, NodeError::ShuttingDown)),
             Err(_) => Err(NodeError::Timeout),
         }
     }
 
     /// The error for "the driver is gone": fatal if it died, else shutting down.
-    fn stopped<E>(&self, fatal: impl FnOnce(String) -> E, down: E) -> E {
+    fn gone_err<E>(&self, fatal: impl FnOnce(String) -> E, down: E) -> E {
         match self.shared.fatal() {
             Some(reason) => fatal(reason),
             None => down,

@@ -27,6 +27,15 @@
 //! applying one batch of entries, so the caller reads it directly
 //! afterwards, or uses [`RaftHandle::read_with`] for both steps.
 //!
+//! **Who leads, and is the node still running?** [`RaftHandle::leader_watch`]
+//! is a `tokio::sync::watch` of [`LeaderInfo`] (role, term, known leader)
+//! that the driver publishes on every change, so the application can route
+//! requests or wait for a leader without a round trip to the driver
+//! ([`RaftHandle::leader_info`] and [`RaftHandle::current_leader`] read it
+//! once). [`RaftHandle::stopped`] resolves when the driver task ends,
+//! however it ends (graceful shutdown, fatal error, even a panic), with the
+//! fatal reason if there was one.
+//!
 //! **Storage implementations.** [`RaftStorage`] is implemented for
 //! `raft_storage::Store<D>` (the real engine: any of its errors is fatal)
 //! and for [`MemStore`] (tests, simulator).
@@ -146,7 +155,7 @@ pub mod transport;
 pub use config::{ConfigError, RuntimeConfig};
 pub use driver::start;
 pub use error::*;
-pub use handle::{NodeStatus, PeerProgress, RaftHandle};
+pub use handle::{LeaderInfo, NodeStatus, PeerProgress, RaftHandle};
 pub use metrics::Metrics;
 pub use storage::{MemStore, RaftStorage, WriteParts};
 pub use tcp::{TcpConfig, TcpTransport};

@@ -249,11 +249,15 @@ impl Harness {
     /// Waits for the node to stop on its simulated crash.
     async fn wait_crashed(&mut self, id: NodeId) {
         let h = self.handles[(id - 1) as usize].take().unwrap();
-        wait_for(Duration::from_secs(10), "the crash", || async {
-            h.fatal_error().map(|_| ())
-        })
-        .await;
-        assert!(h.fatal_error().unwrap().contains("simulated crash"));
+        // `stopped` resolves with the fatal reason, without polling.
+        let reason = tokio::time::timeout(Duration::from_secs(10), h.stopped())
+            .await
+            .expect("the crash within 10 s")
+            .expect("a fatal reason");
+        assert!(reason.contains("simulated crash"), "{reason}");
+        assert_eq!(h.fatal_error().as_deref(), Some(reason.as_str()));
+        assert!(h.is_stopped());
+        assert_eq!(h.current_leader(), None, "a stopped node knows no leader");
         assert!(matches!(
             h.propose(Bytes::from_static(b"z")).await,
             Err(ProposeError::Fatal(_))

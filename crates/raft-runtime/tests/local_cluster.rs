@@ -180,3 +180,64 @@ async fn commit_index_advances_need_no_fsync_of_their_own() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// The leader watch follows elections without a round trip to the driver,
+/// and `stopped` resolves when a node shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_watch_follows_elections_and_stopped_resolves() {
+    init_tracing();
+    let (_net, hs) = start_cluster(3);
+    let refs: Vec<_> = hs.iter().collect();
+    let leader = wait_for(Duration::from_secs(5), "a leader", || agreed_leader(&refs)).await;
+    let term = hs[(leader - 1) as usize].status().await.unwrap().term;
+    for h in &hs {
+        let mut w = h.leader_watch();
+        let info = *tokio::time::timeout(
+            Duration::from_secs(5),
+            w.wait_for(|l| l.leader == Some(leader)),
+        )
+        .await
+        .expect("every node learns the leader")
+        .unwrap();
+        assert_eq!(info.is_leader(), h.id() == leader);
+        assert!(info.term >= term);
+        assert_eq!(h.current_leader(), Some(leader));
+        assert!(!h.is_stopped());
+    }
+    // Nothing stopped yet: `stopped` is still pending.
+    let lh = hs[(leader - 1) as usize].clone();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), lh.stopped())
+            .await
+            .is_err()
+    );
+    let waiter = tokio::spawn({
+        let lh = lh.clone();
+        async move { lh.stopped().await }
+    });
+    lh.shutdown().await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("stopped resolves on shutdown")
+        .unwrap();
+    assert_eq!(reason, None, "a graceful shutdown has no fatal reason");
+    assert!(lh.is_stopped());
+    assert_eq!(lh.current_leader(), None);
+    assert!(!lh.leader_info().is_leader());
+    // The others elect a new leader and their watches show it.
+    let rest: Vec<_> = hs.iter().filter(|h| h.id() != leader).collect();
+    for h in &rest {
+        let mut w = h.leader_watch();
+        let info = *tokio::time::timeout(
+            Duration::from_secs(10),
+            w.wait_for(|l| l.leader.is_some_and(|l| l != leader)),
+        )
+        .await
+        .expect("a new leader")
+        .unwrap();
+        assert!(info.term > term);
+    }
+    for h in rest {
+        h.shutdown().await.unwrap();
+    }
+}

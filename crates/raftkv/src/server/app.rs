@@ -44,9 +44,10 @@ pub enum Outcome<T> {
 }
 
 impl App {
-    /// True while this node leads (the runtime's gauge: no round trip).
+    /// True while this node leads (the runtime's leader watch: no round
+    /// trip).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().is_leader.get() == 1
+        self.raft.leader_info().is_leader()
     }
 
     /// Where member `id` serves clients: the replicated address book, else
@@ -113,9 +114,9 @@ impl App {
             return Ok(Outcome::Local(r));
         }
         if !self.is_leader() {
-            // The gauge says follower; ask the driver who leads (it may be
-            // this node, elected a moment ago).
-            let leader = self.raft.status().await?.leader;
+            // Not leading: forward to the leader this node knows of (the
+            // runtime's leader watch, no round trip to the driver).
+            let leader = self.raft.current_leader();
             if leader != Some(self.cfg.id) {
                 return forward::to_leader(self, info, &Bytes::new(), leader)
                     .await

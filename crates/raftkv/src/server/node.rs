@@ -43,8 +43,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 /// How often the founding-address task looks for missing addresses.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the fatal-error watcher checks the driver.
-const FATAL_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Per-entry overhead allowed on top of key and value in a command.
 const COMMAND_OVERHEAD_BYTES: u64 = 4096;
 
@@ -462,17 +460,14 @@ async fn watch_fatal(
     fatal: watch::Sender<Option<String>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(FATAL_POLL_INTERVAL) => {}
-            () = stopped(&mut stop) => return,
-        }
-        if raft.is_stopped() {
-            let reason = raft
-                .fatal_error()
-                .unwrap_or_else(|| "the Raft driver stopped unexpectedly".to_string());
+    tokio::select! {
+        // A requested stop first: the driver then stops because we asked.
+        biased;
+        () = stopped(&mut stop) => {}
+        reason = raft.stopped() => {
+            let reason =
+                reason.unwrap_or_else(|| "the Raft driver stopped unexpectedly".to_string());
             fatal.send_replace(Some(reason));
-            return;
         }
     }
 }
