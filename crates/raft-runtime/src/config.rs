@@ -51,6 +51,17 @@ pub struct RuntimeConfig {
     /// Take a snapshot once this many bytes of entries (by
     /// `Entry::size_bytes`) were applied since the last one. 0 disables it.
     pub snapshot_trigger_bytes: u64,
+    /// Entries kept in the log after a compaction. The store discards the
+    /// log up to a snapshot's index, so the driver holds a snapshot it took
+    /// (in memory) until this many more entries are applied, and only then
+    /// compacts up to it: a follower lagging by fewer entries catches up
+    /// from the log instead of receiving the whole snapshot. 0 compacts as
+    /// soon as the snapshot is taken.
+    pub snapshot_keep_entries: u64,
+    /// Longest a taken snapshot is held for `snapshot_keep_entries`, in
+    /// ticks: bounds how long its memory stays in use when writes stop.
+    /// 0 never holds one (like `snapshot_keep_entries` = 0).
+    pub snapshot_keep_ticks_max: u64,
 }
 
 impl RuntimeConfig {
@@ -73,6 +84,9 @@ impl RuntimeConfig {
             write_batch_max: 256,
             snapshot_trigger_entries: 100_000,
             snapshot_trigger_bytes: 256 << 20,
+            snapshot_keep_entries: 1_000,
+            // 30 s at the default 100 ms tick.
+            snapshot_keep_ticks_max: 300,
         }
     }
 

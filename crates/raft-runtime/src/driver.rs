@@ -114,6 +114,12 @@ struct InFlight {
     persisted_messages: Vec<Message>,
 }
 
+/// A snapshot taken, not yet handed to the writer.
+struct PendingSnapshot {
+    snapshot: Snapshot,
+    taken_at_tick: u64,
+}
+
 /// A caller waiting for an entry to be applied.
 enum Waiter<R> {
     Proposal {
@@ -250,6 +256,9 @@ struct Driver<St: RaftStorage, SM: StateMachine, T: Transport> {
     snapshot_index: LogIndex,
     applied_bytes_since_snapshot: u64,
     compacting: bool,
+    /// A snapshot taken and waiting for `snapshot_keep_entries` more
+    /// entries before the log is compacted up to it (see `maybe_snapshot`).
+    pending_snapshot: Option<PendingSnapshot>,
     soft: SoftState,
     /// The last hard state handed to the writer (or recovered at start):
     /// what [`needs_sync`] compares a new one with.
@@ -370,6 +379,7 @@ where
         snapshot_index: snap_index,
         applied_bytes_since_snapshot: 0,
         compacting: false,
+        pending_snapshot: None,
         soft,
         written_hard_state,
         commit,
@@ -938,6 +948,14 @@ where
         self.applied_membership = snap.meta.membership;
         self.snapshot_index = index;
         self.applied_bytes_since_snapshot = 0;
+        if self
+            .pending_snapshot
+            .as_ref()
+            .is_some_and(|p| p.snapshot.meta.last_index <= index)
+        {
+            // The leader's snapshot covers it; the store would ignore it.
+            self.pending_snapshot = None;
+        }
         // Proposals at or below the snapshot: we cannot see which entry won.
         while let Some(e) = self.waiters.first_entry() {
             if *e.key() > index {
@@ -1156,7 +1174,32 @@ where
         self.counters = c.clone();
     }
 
+    /// Takes a snapshot when the trigger fires, and hands it to the writer
+    /// (which compacts the log up to it) once `snapshot_keep_entries` more
+    /// entries were applied or `snapshot_keep_ticks_max` ticks passed.
+    ///
+    /// Why the wait: the store discards the log up to the snapshot's index
+    /// and the engine needs the log to start right after its snapshot, so
+    /// the only way to keep a tail of entries after a compaction is to
+    /// compact at an older snapshot. A follower lagging by less than the
+    /// tail then catches up from the log instead of receiving the whole
+    /// snapshot. The price: one serialized snapshot is held in memory until
+    /// then (bounded in time by the ticks), and a restart replays up to
+    /// `snapshot_keep_entries` more entries.
     fn maybe_snapshot(&mut self) -> Result<(), Stop> {
+        if let Some(pending) = &self.pending_snapshot {
+            let index = pending.snapshot.meta.last_index;
+            let due = self.applied >= index.saturating_add(self.cfg.snapshot_keep_entries)
+                || self.ticks.saturating_sub(pending.taken_at_tick)
+                    >= self.cfg.snapshot_keep_ticks_max;
+            if due && !self.compacting {
+                if let Some(p) = self.pending_snapshot.take() {
+                    self.send_compaction(p.snapshot)?;
+                }
+            }
+            // One snapshot at a time: the next is taken after this one.
+            return Ok(());
+        }
         if self.compacting || self.applied <= self.snapshot_index {
             return Ok(());
         }
@@ -1168,9 +1211,9 @@ where
         if !(by_entries || by_bytes) {
             return Ok(());
         }
-        let Some(tx) = &self.writer_tx else {
+        if self.writer_tx.is_none() {
             return Ok(());
-        };
+        }
         let data = {
             let sm = self.sm.read().unwrap_or_else(|e| e.into_inner());
             debug_assert_eq!(sm.applied_index(), self.applied);
@@ -1189,14 +1232,35 @@ where
             index = self.applied,
             bytes = snapshot.data.len(),
             entries,
+            keep_entries = self.cfg.snapshot_keep_entries,
             "taking snapshot"
+        );
+        self.snapshot_index = self.applied;
+        self.applied_bytes_since_snapshot = 0;
+        if self.cfg.snapshot_keep_entries == 0 {
+            self.send_compaction(snapshot)
+        } else {
+            self.pending_snapshot = Some(PendingSnapshot {
+                snapshot,
+                taken_at_tick: self.ticks,
+            });
+            Ok(())
+        }
+    }
+
+    fn send_compaction(&mut self, snapshot: Snapshot) -> Result<(), Stop> {
+        let Some(tx) = &self.writer_tx else {
+            return Ok(());
+        };
+        debug!(
+            index = snapshot.meta.last_index,
+            applied = self.applied,
+            "compacting the log"
         );
         if tx.try_send(WriteOp::Compact(snapshot)).is_err() {
             return Err(Stop::Fatal("writer thread stopped".into()));
         }
         self.compacting = true;
-        self.snapshot_index = self.applied;
-        self.applied_bytes_since_snapshot = 0;
         Ok(())
     }
 

@@ -116,6 +116,18 @@
 //! task), and the writer thread records it with [`RaftStorage::compact`]
 //! after the pending sync. One compaction at a time.
 //!
+//! **A tail of entries survives compaction.** `compact` discards the log up
+//! to the snapshot's index (and the engine requires the log to start right
+//! after its snapshot), so compacting at the snapshot just taken would
+//! leave no entries behind: any follower a little behind would need the
+//! whole snapshot. The driver therefore holds the snapshot it took (in
+//! memory) until `snapshot_keep_entries` (default 1,000) more entries are
+//! applied, or `snapshot_keep_ticks_max` ticks pass, and only then compacts
+//! up to it: at least that many recent entries stay in the log for lagging
+//! followers. Costs: one serialized snapshot in memory meanwhile, and up to
+//! that many more entries replayed after a restart. A snapshot installed
+//! from the leader replaces a held one it covers.
+//!
 //! ## Threading model
 //!
 //! - the driver task (tokio): the engine, applying, proposals and reads;

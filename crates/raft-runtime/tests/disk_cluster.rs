@@ -31,6 +31,7 @@ fn open(dir: &Path, id: u64) -> Arc<Store<RealDisk>> {
 fn config(id: u64) -> raft_runtime::RuntimeConfig {
     let mut c = test_config(id);
     c.snapshot_trigger_entries = 50;
+    c.snapshot_keep_entries = 10;
     c
 }
 

@@ -241,3 +241,35 @@ async fn leader_watch_follows_elections_and_stopped_resolves() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A snapshot held back for `snapshot_keep_entries` is still compacted
+/// after `snapshot_keep_ticks_max` ticks when the writes stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_snapshot_is_compacted_after_its_tick_bound() {
+    init_tracing();
+    let net = LocalNetwork::new();
+    let membership = Membership::new_voters(1..=1);
+    let mut cfg = test_config(1);
+    cfg.snapshot_trigger_entries = 20;
+    cfg.snapshot_keep_entries = 1_000_000;
+    cfg.snapshot_keep_ticks_max = 20; // 200 ms at 10 ms ticks
+    let metrics = Metrics::new();
+    let (t, inbound) = net.join(1, cfg.inbound_queue_max, metrics.clone());
+    let store = Arc::new(MemStore::new(membership));
+    let h = start(cfg, store, ListSm::default(), t, inbound, metrics).unwrap();
+    let refs = [&h];
+    wait_for(Duration::from_secs(5), "a leader", || agreed_leader(&refs)).await;
+    for i in 0..25u32 {
+        h.propose(Bytes::from(format!("p{i}"))).await.unwrap();
+    }
+    // Far fewer than the entries to keep were applied after it: only the
+    // tick bound can release it.
+    let at = wait_for(Duration::from_secs(10), "the held snapshot", || async {
+        let s = h.status().await.unwrap().snapshot_index;
+        (s > 0).then_some(s)
+    })
+    .await;
+    assert!(at >= 20, "snapshot at {at}");
+    assert_eq!(h.metrics().snapshots_taken.get(), 1);
+    h.shutdown().await.unwrap();
+}

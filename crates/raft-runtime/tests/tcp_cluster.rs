@@ -9,6 +9,7 @@ use raft_runtime::ReadConsistency;
 fn snapshotting_config(id: u64) -> raft_runtime::RuntimeConfig {
     let mut c = test_config(id);
     c.snapshot_trigger_entries = 20;
+    c.snapshot_keep_entries = 5;
     c
 }
 
@@ -113,5 +114,55 @@ async fn follower_behind_compaction_installs_snapshot() {
     c.restart(lagging).await;
     c.wait_applied(next).await;
     assert_eq!(c.assert_same_items().len(), 61);
+    c.shutdown().await;
+}
+
+/// The log keeps `snapshot_keep_entries` entries after a compaction, so a
+/// follower lagging by fewer than that catches up from the log, without a
+/// snapshot, although the leader compacted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_a_tail_for_slightly_lagging_followers() {
+    init_tracing();
+    fn config(id: u64) -> raft_runtime::RuntimeConfig {
+        let mut c = test_config(id);
+        c.snapshot_trigger_entries = 20;
+        c.snapshot_keep_entries = 30;
+        c
+    }
+    let mut c = TcpCluster::start(mem_stores(3), config).await;
+    let leader = c.leader().await;
+    let mut last = 0;
+    for i in 0..60u32 {
+        last = c.propose(format!("a{i}")).await;
+    }
+    c.wait_applied(last).await;
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    c.stop(lagging).await;
+    // 25 entries behind: fewer than the 30 kept. Without the tail, the
+    // leader (snapshot every 20) would have compacted past the follower.
+    for i in 0..25u32 {
+        last = c.propose(format!("b{i}")).await;
+    }
+    let leader_now = c.leader().await;
+    let st = c.handle(leader_now).status().await.unwrap();
+    assert!(
+        st.snapshot_index >= 20,
+        "leader compacted: snapshot at {}",
+        st.snapshot_index
+    );
+    assert!(
+        st.applied_index >= st.snapshot_index + 30,
+        "the log keeps 30 entries after the snapshot: applied {}, snapshot {}",
+        st.applied_index,
+        st.snapshot_index
+    );
+    c.restart(lagging).await;
+    c.wait_applied(last).await;
+    assert_eq!(c.assert_same_items().len(), 85);
+    assert_eq!(
+        c.nodes[&lagging].metrics.snapshots_installed.get(),
+        0,
+        "caught up from the log"
+    );
     c.shutdown().await;
 }
