@@ -1099,7 +1099,6 @@ where
             self.applied = e.index;
             self.applied_term = e.term;
             self.applied_bytes_since_snapshot += e.size_bytes();
-            self.metrics.entries_applied.inc();
             if let EntryPayload::Membership(m) = &e.payload {
                 info!(index = e.index, membership = ?m, "membership change applied");
                 self.metrics.membership_changes.inc();
@@ -1142,6 +1141,7 @@ where
             }
         }
         drop(sm);
+        self.metrics.entries_applied.inc_by(entries.len() as u64);
         self.node.on_applied(last);
         self.serve_reads();
         Ok(())
