@@ -15,8 +15,8 @@ use crate::shadow::ShadowLog;
 pub struct Violation {
     /// Which check failed: `election-safety`, `log-matching`,
     /// `leader-completeness`, `state-machine-safety`, `monotonic`,
-    /// `lost-write`, `validate`, `panic`, `contract`, `liveness`,
-    /// `linearizability`, ...
+    /// `lost-write`, `lease-safety`, `read-index`, `validate`, `panic`,
+    /// `contract`, `liveness`, `linearizability`, ...
     pub check: &'static str,
     /// What exactly broke.
     pub message: String,
@@ -157,6 +157,12 @@ impl Checker {
         }
     }
 
+    /// The highest index known committed (by any node's commit index or
+    /// application) so far.
+    pub fn highest_committed(&self) -> LogIndex {
+        self.committed.last_key_value().map_or(0, |(&i, _)| i)
+    }
+
     /// State machine safety: no two nodes apply different entries at the
     /// same index.
     pub fn applied(
@@ -180,6 +186,15 @@ impl Checker {
         node: NodeId,
     ) -> Result<(), String> {
         self.record(index, term, hash, commit_term, node, "committed")
+    }
+
+    /// A leader of `commit_term` committed the entry at `index`, which it
+    /// has already compacted away (so its term and payload are known only
+    /// from when it was applied): leaders of later terms must hold it.
+    pub fn committed_compacted(&mut self, index: LogIndex, commit_term: Term) {
+        if let Some(c) = self.committed.get_mut(&index) {
+            c.commit_term = Some(c.commit_term.map_or(commit_term, |t| t.min(commit_term)));
+        }
     }
 
     /// A node's log replaced this entry: it must not have been committed.

@@ -199,13 +199,14 @@ pub struct SimConfig {
 }
 
 /// The fault profiles a seed may draw (see [`Params::profile`]).
-pub const PROFILES: [&str; 6] = [
+pub const PROFILES: [&str; 7] = [
     "chaos",
     "leader-churn",
     "partitions",
     "reconfig",
     "elections",
     "leases",
+    "figure8",
 ];
 
 impl SimConfig {
@@ -318,6 +319,22 @@ pub struct Params {
     pub crash_after_membership_prob: f64,
     /// Probability that a new leader crashes right after its election.
     pub crash_after_elected_prob: f64,
+    /// Probability that a leader's outgoing messages become slow (by a few
+    /// election timeouts, for a while) right after it accepts a proposal.
+    pub slow_leader_after_propose_prob: f64,
+    /// Probability that a membership change is followed at once by a
+    /// partition between a majority of the new voters (with the leader)
+    /// and a majority of the old ones.
+    pub split_after_membership_prob: f64,
+    /// Share of partitions that cut just one link (often the leader's to a
+    /// follower), on top of the uniform choice among all kinds.
+    pub link_cut_share: f64,
+    /// Probability that a leader still in office when a leader of a later
+    /// term is elected goes deaf (it can still send and serve clients).
+    pub deafen_old_leader_prob: f64,
+    /// Probability that a proposal accepted by a leader starts the
+    /// scripted Figure 8 schedule (when it is not already running).
+    pub figure8_prob: f64,
     /// Percent of operations that write.
     pub write_share_pct: u64,
     /// Clients issuing operations.
@@ -396,6 +413,11 @@ impl Params {
             swap_prob: 0.3,
             crash_after_membership_prob: 0.0,
             crash_after_elected_prob: if f.crash { 0.05 } else { 0.0 },
+            figure8_prob: 0.0,
+            deafen_old_leader_prob: if f.partition { 0.1 } else { 0.0 },
+            link_cut_share: 0.0,
+            split_after_membership_prob: if f.partition { 0.1 } else { 0.0 },
+            slow_leader_after_propose_prob: if f.delay { 0.003 } else { 0.0 },
             write_share_pct: 60,
             clients: rng.range(2, 9) as usize,
             keys: rng.range(1, 5),
@@ -449,6 +471,12 @@ impl Params {
                 p.nemesis_interval_us = rng.range(3_000, 20_000);
                 p.lease_read_share = 0.6;
                 p.drop_prob = p.drop_prob.min(0.02);
+                if f.delay {
+                    p.slow_leader_after_propose_prob = 0.03;
+                }
+                if f.partition {
+                    p.deafen_old_leader_prob = 0.5;
+                }
             }
             "reconfig" => {
                 // Membership changes, often replacing several voters at once,
@@ -462,6 +490,9 @@ impl Params {
                     on(f.transfer, 1),
                 ];
                 p.swap_prob = 0.7;
+                if f.partition {
+                    p.split_after_membership_prob = 0.4;
+                }
                 p.crash_after_membership_prob = if f.crash { 0.4 } else { 0.0 };
                 p.nemesis_interval_us = rng.range(2_000, 10_000);
                 p.restart_max_us = 2 * ELECTION_TIMEOUT_US;
@@ -486,13 +517,61 @@ impl Params {
                 // followers time out and others still hear the leader.
                 p.weights = [on(f.crash, 1), on(f.partition, 8), 0, 0, 0, 0];
                 p.heal_min_us = TICK_US;
-                p.heal_max_us = 4 * ELECTION_TIMEOUT_US;
+                p.heal_max_us = 5 * ELECTION_TIMEOUT_US;
                 p.partition_leader_bias = 0.9;
+                p.link_cut_share = 0.5;
                 p.lease_read_share = 0.9;
-                p.write_share_pct = 10;
+                // Often almost read-only: a follower cut off from the leader
+                // then stays as up to date as the others, so only the lease
+                // keeps them from electing it while the leader serves reads.
+                if rng.chance(0.5) {
+                    p.write_share_pct = 1;
+                    p.lease_read_share = 1.0;
+                } else {
+                    p.write_share_pct = 10;
+                }
+                if f.partition {
+                    p.deafen_old_leader_prob = 0.6;
+                }
                 p.drop_prob = 0.0;
                 p.long_delay_prob = 0.0;
-                p.nemesis_interval_us = rng.range(5_000, 25_000);
+                p.nemesis_interval_us = rng.range(10_000, 40_000);
+            }
+            "figure8" => {
+                // Raft's Figure 8: entries stranded on a minority by leaders
+                // cut off right after they append, new leaders that crash
+                // right after their first commit while their own no-op is
+                // still unsynced (slow disks, fast network), and short
+                // partitions around elections, so that a leader of a later
+                // term re-replicates an old entry and a leader without it
+                // comes next. Only the current-term commit rule keeps this
+                // safe.
+                p.weights = [
+                    on(f.crash, 3),
+                    on(f.partition, 3),
+                    0,
+                    0,
+                    0,
+                    on(f.transfer, 1),
+                ];
+                p.crash_leader_bias = 0.8;
+                p.restart_min_us = 500;
+                p.restart_max_us = 2 * ELECTION_TIMEOUT_US;
+                p.heal_min_us = 2 * TICK_US;
+                p.heal_max_us = 3 * ELECTION_TIMEOUT_US;
+                p.partition_leader_bias = 0.8;
+                p.fsync_min_us = 500;
+                p.fsync_max_us = rng.range(2_000, 6_000);
+                p.delay_max_us = p.delay_min_us + rng.range(100, 800);
+                p.drop_prob = p.drop_prob.min(0.02);
+                p.long_delay_prob = p.long_delay_prob.min(0.005);
+                p.nemesis_interval_us = rng.range(3_000, 15_000);
+                p.think_max_us = 300;
+                p.clients = rng.range(3, 9) as usize;
+                p.crash_after_elected_prob = if f.crash { 0.15 } else { 0.0 };
+                if f.crash && f.partition {
+                    p.figure8_prob = 0.05;
+                }
             }
             _ => {}
         }

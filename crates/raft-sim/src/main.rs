@@ -75,7 +75,7 @@ struct Common {
     #[arg(long)]
     bug_node: Option<u64>,
     /// Force one fault profile for every seed instead of drawing it:
-    /// chaos, leader-churn, partitions, reconfig, elections, leases.
+    /// chaos, leader-churn, partitions, reconfig, elections, leases, figure8.
     #[arg(long)]
     profile: Option<String>,
 }

@@ -203,6 +203,9 @@ enum Event {
     Heal {
         generation: u64,
     },
+    Figure8Abort {
+        generation: u64,
+    },
 }
 
 impl Event {
@@ -226,6 +229,7 @@ impl Event {
             Event::Restart { node } => 11 | node << 8,
             Event::Resume { node } => 12 | node << 8,
             Event::Heal { generation } => 13 | generation << 8,
+            Event::Figure8Abort { generation } => 14 | generation << 8,
         }
     }
 
@@ -354,7 +358,9 @@ struct Running {
     fsync_in_flight: bool,
     proposals: BTreeMap<LogIndex, Proposal>,
     /// ReadIndex reads waiting for their ReadState, by ctx.
-    reads: BTreeMap<u64, (Waiter, u64)>,
+    /// Each with its key and the highest index known committed anywhere
+    /// when the read arrived (its read index must not be lower).
+    reads: BTreeMap<u64, (Waiter, u64, LogIndex)>,
     /// Reads confirmed at an index, waiting for the state machine.
     ready_reads: Vec<(LogIndex, Waiter, u64)>,
     /// The configuration in force at the applied index (for snapshots).
@@ -376,7 +382,16 @@ struct Node {
     durable_commit: LogIndex,
     /// Highest term in which this node was seen leading (checked).
     led_term: Term,
+    /// Highest term in which this node was seen committing as leader.
+    committed_as_leader_term: Term,
     tick_us: Micros,
+    /// The disk stalls until this time: an fsync started earlier completes
+    /// no sooner (a device hiccup).
+    disk_stall_until: Micros,
+    /// Messages this node sends before this time take
+    /// `slow_out_extra_us` longer (a congested outgoing link).
+    slow_out_until: Micros,
+    slow_out_extra_us: Micros,
 }
 
 // ---------------------------------------------------------------------------
@@ -455,6 +470,42 @@ fn output_of(input: &KvInput<u64, u64>, resp: &Response) -> Result<KvOutput<u64>
 // The simulation
 // ---------------------------------------------------------------------------
 
+/// The scripted Figure 8 schedule of the Raft paper (a targeted nemesis,
+/// only in the `figure8` profile): an entry stranded on an old leader, a
+/// conflicting entry stranded on the next one, a third leader that
+/// re-replicates the first entry and crashes right after its first commit,
+/// then the second leader back. With the current-term commit rule nothing
+/// committed is lost; without it, the first entry is committed by counting
+/// and then overwritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Figure8 {
+    Idle,
+    /// Leader `a` of `term` is cut off right after appending an entry.
+    OldEntryStranded {
+        a: NodeId,
+        term: Term,
+    },
+    /// Leader `b` of a later `term` is cut off right after its election,
+    /// with the voters in the bit set `others`.
+    ConflictStranded {
+        b: NodeId,
+        term: Term,
+        others: u32,
+    },
+    /// Leader `c` of a yet later `term` will crash after its first commit
+    /// (`committed`) once `b` knows its term.
+    Committer {
+        c: NodeId,
+        term: Term,
+        b: NodeId,
+        committed: bool,
+    },
+}
+
+/// A Figure 8 schedule that has not finished within this long is abandoned
+/// (and the network healed).
+const FIGURE8_STEP_TIMEOUT_US: Micros = 15 * ELECTION_TIMEOUT_US;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Faults,
@@ -476,6 +527,12 @@ struct Sim {
     cut: Vec<bool>,
     stride: usize,
     partition_gen: u64,
+    /// Where the Figure 8 schedule stands.
+    figure8: Figure8,
+    /// Bumped when the schedule starts or ends (stale aborts are ignored).
+    figure8_gen: u64,
+    /// The nemesis holds its fire until then (after a Figure 8 schedule).
+    nemesis_quiet_until: Micros,
     next_ctx: u64,
     next_op: u64,
     phase: Phase,
@@ -519,6 +576,9 @@ impl Sim {
             cut: vec![false; stride * stride],
             stride,
             partition_gen: 0,
+            figure8: Figure8::Idle,
+            figure8_gen: 0,
+            nemesis_quiet_until: 0,
             next_ctx: 1,
             next_op: 1,
             phase: Phase::Faults,
@@ -546,7 +606,11 @@ impl Sim {
                 disk_fail_next: false,
                 durable_commit: 0,
                 led_term: 0,
+                committed_as_leader_term: 0,
                 tick_us: tick_us.max(1),
+                disk_stall_until: 0,
+                slow_out_until: 0,
+                slow_out_extra_us: 0,
             });
             sim.start_node(id);
         }
@@ -738,6 +802,11 @@ impl Sim {
                     self.heal();
                 }
             }
+            Event::Figure8Abort { generation } => {
+                if generation == self.figure8_gen && self.figure8 != Figure8::Idle {
+                    self.figure8_end("figure 8 schedule abandoned (timeout): heal");
+                }
+            }
         }
     }
 
@@ -750,6 +819,7 @@ impl Sim {
                     .into(),
             },
         );
+        self.figure8 = Figure8::Idle;
         self.heal();
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {
@@ -891,8 +961,12 @@ impl Sim {
         let Running { raft, pending, .. } = *run;
         let mut store = raft.store().clone();
         let lost = pending.len();
-        let land = self.rng.range(0, pending.len() as u64 + 1) as usize;
-        let tear = self.rng.chance(0.5);
+        let mut land = self.rng.range(0, pending.len() as u64 + 1) as usize;
+        let mut tear = self.rng.chance(0.5);
+        if self.nodes[id as usize - 1].disk_stall_until > self.now {
+            // A stalled device wrote nothing of its queue.
+            (land, tear) = (0, false);
+        }
         let mut durable_commit = 0;
         for (k, w) in pending.into_iter().enumerate() {
             if k < land {
@@ -922,6 +996,7 @@ impl Sim {
         }
         let node = self.node(id);
         node.durable_commit = node.durable_commit.max(durable_commit);
+        node.disk_stall_until = 0;
         node.shadow = ShadowLog::from_store(&store);
         node.down_store = Some(store);
         node.epoch += 1;
@@ -1026,8 +1101,22 @@ impl Sim {
     }
 
     fn on_disk_done(&mut self, id: NodeId, epoch: u32, number: u64) {
+        let now = self.now;
         let node = self.node(id);
         if node.epoch != epoch || node.run.is_none() {
+            return;
+        }
+        if node.disk_stall_until > now {
+            // The device stalled while this fsync ran: it completes later.
+            let wait = node.disk_stall_until - now;
+            self.schedule(
+                wait,
+                Event::DiskDone {
+                    node: id,
+                    epoch,
+                    number,
+                },
+            );
             return;
         }
         if node.disk_fail_next {
@@ -1151,6 +1240,15 @@ impl Sim {
             }
         }
         self.observe(id);
+        if matches!(
+            self.figure8,
+            Figure8::Committer {
+                committed: true,
+                ..
+            }
+        ) {
+            self.figure8_maybe_crash();
+        }
     }
 
     fn handle_ready(&mut self, id: NodeId, mut rd: raft_core::Ready) {
@@ -1210,7 +1308,18 @@ impl Sim {
             let Some(run) = self.node(id).run.as_mut() else {
                 return;
             };
-            if let Some((waiter, key)) = run.reads.remove(&ctx) {
+            if let Some((waiter, key, floor)) = run.reads.remove(&ctx) {
+                if rs.index < floor {
+                    // Linearizable reads see every write committed before
+                    // they began (thesis §6.4).
+                    let msg = format!(
+                        "n{id} confirmed a read (client c{} op#{}) at index {}, but entry {floor} was already committed when the read arrived",
+                        waiter.client + 1,
+                        waiter.op,
+                        rs.index
+                    );
+                    return self.violation("read-index", msg);
+                }
                 run.ready_reads.push((rs.index, waiter, key));
             }
         }
@@ -1219,7 +1328,7 @@ impl Sim {
             let Some(run) = self.node(id).run.as_mut() else {
                 return;
             };
-            if let Some((w, _)) = run.reads.remove(&ctx) {
+            if let Some((w, _, _)) = run.reads.remove(&ctx) {
                 self.reply(id, w, ReplyResult::Retry("read dropped"));
             }
         }
@@ -1428,6 +1537,11 @@ impl Sim {
             let commit_term = if is_leader { Some(term) } else { None };
             for index in old_commit + 1..=commit {
                 let Some((t, h)) = node.shadow.get(index) else {
+                    // Applied and compacted within the same input: the
+                    // checker knows it from `applied`.
+                    if let Some(ct) = commit_term {
+                        self.checker.committed_compacted(index, ct);
+                    }
                     continue;
                 };
                 if let Err(msg) = self.checker.committed(index, t, h, commit_term, id) {
@@ -1470,8 +1584,17 @@ impl Sim {
                 }
             }
         }
+        if is_leader
+            && commit > old_commit
+            && term > self.nodes[id as usize - 1].committed_as_leader_term
+        {
+            self.nodes[id as usize - 1].committed_as_leader_term = term;
+            self.figure8_first_commit(id, term);
+        }
         if is_leader && term > led_term {
             self.nodes[id as usize - 1].led_term = term;
+            self.figure8_elected(id, term);
+            self.maybe_deafen_old_leader(id, term);
             self.stats.leaders += 1;
             if self.phase == Phase::Faults && self.rng.chance(self.params.crash_after_elected_prob)
             {
@@ -1558,11 +1681,19 @@ impl Sim {
                     },
                 );
             }
-            let d = self.net_delay();
+            let d = self.net_delay() + self.slow_link_us(m.from);
             self.schedule(d, Event::Deliver(m.clone()));
         }
-        let d = self.net_delay();
+        let d = self.net_delay() + self.slow_link_us(m.from);
         self.schedule(d, Event::Deliver(m));
+    }
+
+    /// Extra delay of messages sent by `from` now (a congested link).
+    fn slow_link_us(&self, from: NodeId) -> Micros {
+        match self.nodes.get(from as usize - 1) {
+            Some(n) if n.slow_out_until > self.now => n.slow_out_extra_us,
+            _ => 0,
+        }
     }
 
     fn net_delay(&mut self) -> Micros {
@@ -1821,6 +1952,34 @@ impl Sim {
         let result = match req.kind {
             ReqKind::Propose(cmd) => match run.raft.propose(cmd) {
                 Ok(p) => {
+                    self.figure8_appended(id, p.term);
+                    if self.phase == Phase::Faults
+                        && self.rng.chance(self.params.slow_leader_after_propose_prob)
+                    {
+                        // Everything this leader sends for a while, its new
+                        // entry first, arrives late: its followers elect
+                        // another leader meanwhile and then receive the old
+                        // leader's AppendEntries from a stale term.
+                        let window = self.rng.range(ELECTION_TIMEOUT_US, 3 * ELECTION_TIMEOUT_US);
+                        let extra = self
+                            .rng
+                            .range(2 * ELECTION_TIMEOUT_US, 4 * ELECTION_TIMEOUT_US);
+                        let now = self.now;
+                        let node = self.node(id);
+                        node.slow_out_until = now + window;
+                        node.slow_out_extra_us = extra;
+                        self.trace.push(
+                            self.now,
+                            TraceKind::SlowLink {
+                                node: id,
+                                until_us: self.now + window,
+                                extra_us: extra,
+                            },
+                        );
+                    }
+                    let Some(run) = self.node(id).run.as_mut() else {
+                        return;
+                    };
                     let proposal = Proposal {
                         term: p.term,
                         waiter,
@@ -1842,6 +2001,10 @@ impl Sim {
                 Err(_) => Some((waiter, ReplyResult::Retry("proposal refused"))),
             },
             ReqKind::ReadIndex(key) | ReqKind::LeaseRead(key) => {
+                let floor = self.checker.highest_committed();
+                let Some(run) = self.node(id).run.as_mut() else {
+                    return;
+                };
                 let ctx_bytes = Bytes::copy_from_slice(&ctx.to_le_bytes());
                 let lease = matches!(req.kind, ReqKind::LeaseRead(_));
                 let mut leased = None;
@@ -1867,7 +2030,7 @@ impl Sim {
                 };
                 match res {
                     Ok(()) => {
-                        run.reads.insert(ctx, (waiter, key));
+                        run.reads.insert(ctx, (waiter, key, floor));
                         None
                     }
                     Err(ReadError::NotLeader { leader_hint }) => {
@@ -2013,6 +2176,9 @@ impl Sim {
             self.params.nemesis_interval_us * 3 / 2 + 1,
         );
         self.schedule(next, Event::Nemesis);
+        if self.figure8 != Figure8::Idle || self.now < self.nemesis_quiet_until {
+            return; // The scripted schedule owns the network meanwhile.
+        }
         let w = self.params.weights;
         let total: u32 = w.iter().sum();
         if total == 0 {
@@ -2082,7 +2248,11 @@ impl Sim {
             }
         }
         self.cut.iter_mut().for_each(|c| *c = false);
-        let kind = self.rng.range(0, 6);
+        let kind = if self.rng.chance(self.params.link_cut_share) {
+            6
+        } else {
+            self.rng.range(0, 7)
+        };
         let mut cut = Vec::new();
         let name;
         match kind {
@@ -2132,6 +2302,23 @@ impl Sim {
                     }
                 }
             }
+            6 => {
+                // A single broken link: the node cut off from the leader
+                // still reaches everyone else, who still hear the leader
+                // (their leases must hold off its elections).
+                name = "cut the link between two nodes";
+                // The other end is a voter of the first one's configuration
+                // if it has one (the first one is often the leader).
+                let voters: Vec<NodeId> = self.nodes[ids[0] as usize - 1]
+                    .run
+                    .as_ref()
+                    .map(|r| r.raft.membership().voters.iter().copied().collect())
+                    .unwrap_or_default();
+                let others: Vec<NodeId> = voters.into_iter().filter(|&v| v != ids[0]).collect();
+                let other = self.rng.pick(&others).copied().unwrap_or(ids[1]);
+                cut.push((ids[0], other));
+                cut.push((other, ids[0]));
+            }
             _ => {
                 name = "random directed links";
                 for &a in &ids {
@@ -2156,11 +2343,287 @@ impl Sim {
                 cut,
             },
         );
-        let heal = self
+        let heal = if kind == 6 {
+            // A broken link lasts long enough for the cut-off node to time
+            // out and campaign.
+            self.rng
+                .range(2 * ELECTION_TIMEOUT_US, 5 * ELECTION_TIMEOUT_US)
+        } else {
+            self.rng
+                .range(self.params.heal_min_us, self.params.heal_max_us)
+        };
+        let generation = self.partition_gen;
+        self.schedule(heal, Event::Heal { generation });
+    }
+
+    /// Cuts every link to and from `id` (replacing any partition in force)
+    /// and schedules the heal.
+    fn isolate(&mut self, id: NodeId, why: &'static str, heal: bool) {
+        self.cut.iter_mut().for_each(|c| *c = false);
+        let mut cut = Vec::new();
+        for o in 1..=self.total_nodes() as NodeId {
+            if o != id {
+                cut.push((id, o));
+                cut.push((o, id));
+            }
+        }
+        for &(a, b) in &cut {
+            self.cut[a as usize * self.stride + b as usize] = true;
+        }
+        self.stats.partitions += 1;
+        self.partition_gen += 1;
+        cut.sort_unstable();
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: why.into(),
+                cut,
+            },
+        );
+        if heal {
+            let after = self
+                .rng
+                .range(self.params.heal_min_us, self.params.heal_max_us);
+            let generation = self.partition_gen;
+            self.schedule(after, Event::Heal { generation });
+        }
+    }
+
+    /// A leader of `term` was just elected while another node still leads
+    /// an older term: sometimes make that old leader deaf (it can still
+    /// send, and clients still reach it), so that it learns of the new term
+    /// only once the partition heals. It may serve lease reads only while
+    /// its lease lasts, and a correct lease has expired by now.
+    fn maybe_deafen_old_leader(&mut self, id: NodeId, term: Term) {
+        if self.phase != Phase::Faults || self.params.deafen_old_leader_prob <= 0.0 {
+            return;
+        }
+        let old = self.nodes.iter().find(|n| {
+            n.id != id
+                && n.run
+                    .as_ref()
+                    .is_some_and(|r| r.raft.role() == Role::Leader && r.raft.term() < term)
+        });
+        let Some(old) = old.map(|n| n.id) else {
+            return;
+        };
+        if !self.rng.chance(self.params.deafen_old_leader_prob) {
+            return;
+        }
+        self.cut.iter_mut().for_each(|c| *c = false);
+        let mut cut = Vec::new();
+        for o in 1..=self.total_nodes() as NodeId {
+            if o != old {
+                self.cut[o as usize * self.stride + old as usize] = true;
+                cut.push((o, old));
+            }
+        }
+        self.stats.partitions += 1;
+        self.partition_gen += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: "the old leader goes deaf right after a new leader is elected".into(),
+                cut,
+            },
+        );
+        let after = self
             .rng
             .range(self.params.heal_min_us, self.params.heal_max_us);
         let generation = self.partition_gen;
-        self.schedule(heal, Event::Heal { generation });
+        self.schedule(after, Event::Heal { generation });
+    }
+
+    // ------------------------------------------------------------------
+    // The Figure 8 schedule
+    // ------------------------------------------------------------------
+
+    /// Step 1: a leader just appended an entry. Sometimes cut it off before
+    /// the entry leaves, so the entry is stranded on it alone.
+    fn figure8_appended(&mut self, id: NodeId, term: Term) {
+        if self.phase != Phase::Faults
+            || self.figure8 != Figure8::Idle
+            || !self.rng.chance(self.params.figure8_prob)
+        {
+            return;
+        }
+        self.isolate(
+            id,
+            "figure 8 (1/5): isolate the leader right after it appended",
+            false,
+        );
+        self.figure8 = Figure8::OldEntryStranded { a: id, term };
+        self.figure8_gen += 1;
+        let generation = self.figure8_gen;
+        self.schedule(FIGURE8_STEP_TIMEOUT_US, Event::Figure8Abort { generation });
+    }
+
+    /// Steps 2 and 3: a leader was elected.
+    fn figure8_elected(&mut self, id: NodeId, term: Term) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        match self.figure8 {
+            Figure8::OldEntryStranded { a, term: t } if term > t && id != a => {
+                self.figure8_second_leader(a, id, term);
+            }
+            Figure8::ConflictStranded { b, term: t, others } if term > t && id != b => {
+                self.figure8_third_leader(id, term, b, others);
+            }
+            _ => {}
+        }
+    }
+
+    /// Step 2: a leader `b` of a later term that lacks the stranded entry
+    /// (it was elected without `a`). Cut it off at once, with just enough
+    /// other voters (`others`) that the rest is a bare majority with `a` in
+    /// it: `b`'s no-op (at the stranded entry's index) stays on a minority,
+    /// and only `a`, whose log is the most up to date there, can win next.
+    fn figure8_second_leader(&mut self, a: NodeId, b: NodeId, term: Term) {
+        let Some(run) = self.node(b).run.as_ref() else {
+            return;
+        };
+        let m = run.raft.membership();
+        let mut pool: Vec<NodeId> = m
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != a && v != b)
+            .collect();
+        let n = m.voters.len();
+        let majority = n / 2 + 1;
+        let mut others = 0u32;
+        for _ in 0..n.saturating_sub(majority + 1).min(pool.len()) {
+            let k = self.rng.range(0, pool.len() as u64) as usize;
+            others |= 1 << pool.swap_remove(k);
+        }
+        let group = others | 1 << b;
+        self.cut.iter_mut().for_each(|x| *x = false);
+        let mut cut = Vec::new();
+        let total = self.total_nodes() as NodeId;
+        for x in 1..=total {
+            for y in 1..=total {
+                if (group >> x & 1) != (group >> y & 1) {
+                    self.cut[x as usize * self.stride + y as usize] = true;
+                    cut.push((x, y));
+                }
+            }
+        }
+        self.partition_gen += 1;
+        self.stats.partitions += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: "figure 8 (2/5): cut the next leader off right after its election, \
+                       with a few voters, leaving a bare majority around the first"
+                    .into(),
+                cut,
+            },
+        );
+        self.figure8 = Figure8::ConflictStranded { b, term, others };
+    }
+
+    /// Step 3: a third leader `c` (normally the first leader again): it
+    /// re-replicates the stranded entry. It cannot reach the second leader
+    /// and its group (whose entry thus survives), but they can talk to it:
+    /// their pre-votes, refused with this term, teach them the term, so
+    /// they can run the moment this leader is gone. And this leader's disk
+    /// stalls, so its followers acknowledge its entries before its own
+    /// no-op is durable.
+    fn figure8_third_leader(&mut self, c: NodeId, term: Term, b: NodeId, others: u32) {
+        let mut cut = vec![(c, b)];
+        for x in 1..=self.total_nodes() as NodeId {
+            if others >> x & 1 == 1 && x != c {
+                cut.push((c, x));
+            }
+        }
+        self.cut.iter_mut().for_each(|x| *x = false);
+        for &(x, y) in &cut {
+            self.cut[x as usize * self.stride + y as usize] = true;
+        }
+        self.partition_gen += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: "figure 8 (3/5): the third leader cannot reach the second and a few others"
+                    .into(),
+                cut,
+            },
+        );
+        // The stall ends with the crash of step 4 (at the latest after 4
+        // election timeouts, by then the second leader has run).
+        self.node(c).disk_stall_until = self.now + 4 * ELECTION_TIMEOUT_US;
+        self.figure8 = Figure8::Committer {
+            c,
+            term,
+            b,
+            committed: false,
+        };
+    }
+
+    /// Step 4: the third leader committed for the first time (sound only if
+    /// that commit covers an entry of its own term).
+    fn figure8_first_commit(&mut self, id: NodeId, term: Term) {
+        let Figure8::Committer { c, term: t, b, .. } = self.figure8 else {
+            return;
+        };
+        if c != id || t != term || self.phase != Phase::Faults {
+            return;
+        }
+        self.figure8 = Figure8::Committer {
+            c,
+            term,
+            b,
+            committed: true,
+        };
+        self.figure8_maybe_crash();
+    }
+
+    /// Step 4 continued: once the third leader has committed and the second
+    /// leader knows its term (or the third leader's disk stall is about to
+    /// end), crash the third leader, so that its unsynced no-op is lost,
+    /// bring it back soon (its vote counts), and heal.
+    fn figure8_maybe_crash(&mut self) {
+        let Figure8::Committer {
+            c,
+            term,
+            b,
+            committed: true,
+        } = self.figure8
+        else {
+            return;
+        };
+        let b_term = self.nodes[b as usize - 1]
+            .run
+            .as_ref()
+            .map_or(0, |r| r.raft.term());
+        let stall_ends = self.nodes[c as usize - 1].disk_stall_until <= self.now + TICK_US;
+        if b_term < term && !stall_ends {
+            return;
+        }
+        self.crash(c, "figure 8 (4/5): crash the leader after its first commit");
+        let back = self.rng.range(TICK_US / 2, 5 * TICK_US);
+        self.schedule(back, Event::Restart { node: c });
+        // Heal once the crashed leader's last messages have arrived (or been
+        // dropped by the cut): they must not reach the second leader.
+        self.figure8 = Figure8::Idle;
+        self.figure8_gen += 1;
+        self.nemesis_quiet_until = self.now + 3 * ELECTION_TIMEOUT_US;
+        let generation = self.partition_gen;
+        let after = self.params.delay_max_us + 1;
+        self.schedule(after, Event::Heal { generation });
+    }
+
+    /// Abandons the schedule: heals the network.
+    fn figure8_end(&mut self, why: &'static str) {
+        self.figure8 = Figure8::Idle;
+        self.figure8_gen += 1;
+        self.partition_gen += 1;
+        if self.cut.iter().any(|&c| c) {
+            self.cut.iter_mut().for_each(|c| *c = false);
+            self.trace
+                .push(self.now, TraceKind::Phase { name: why.into() });
+        }
     }
 
     fn nemesis_pause(&mut self) {
@@ -2244,8 +2707,12 @@ impl Sim {
         let change = changes.clone();
         let run = self.node(leader).run.as_mut().expect("leader is running");
         let result = run.raft.change_membership(&changes);
+        let new_voters: Vec<NodeId> = run.raft.membership().voters.iter().copied().collect();
         if result.is_ok() {
             self.stats.membership_changes += 1;
+            if self.rng.chance(self.params.split_after_membership_prob) {
+                self.split_reconfiguration(leader, &voters, &new_voters);
+            }
             if self.rng.chance(self.params.crash_after_membership_prob) {
                 let at = self.rng.range(200, 5 * TICK_US);
                 self.schedule(
@@ -2274,6 +2741,72 @@ impl Sim {
             },
         );
         self.drive(leader);
+    }
+
+    /// Right after `leader` proposed a change from `old` voters to `new`
+    /// ones, partitions the cluster so that the leader's side holds a
+    /// majority of the new configuration but not of the old one, and the
+    /// other side a majority of the old one (possible when several voters
+    /// are replaced). Only joint consensus keeps the two sides from both
+    /// making progress.
+    fn split_reconfiguration(&mut self, leader: NodeId, old: &[NodeId], new: &[NodeId]) {
+        let majority = |set: &[NodeId]| set.len() / 2 + 1;
+        let count =
+            |side: &[NodeId], set: &[NodeId]| side.iter().filter(|x| set.contains(x)).count();
+        let mut side = vec![leader];
+        // Newcomers first, then voters of both configurations, until the
+        // side has a majority of the new configuration.
+        let mut candidates: Vec<NodeId> =
+            new.iter().copied().filter(|x| !old.contains(x)).collect();
+        candidates.extend(
+            new.iter()
+                .copied()
+                .filter(|x| old.contains(x) && *x != leader),
+        );
+        for x in candidates {
+            if count(&side, new) >= majority(new) {
+                break;
+            }
+            if x != leader {
+                side.push(x);
+            }
+        }
+        let total = self.total_nodes() as NodeId;
+        let rest: Vec<NodeId> = (1..=total).filter(|x| !side.contains(x)).collect();
+        if count(&side, new) < majority(new)
+            || count(&side, old) >= majority(old)
+            || count(&rest, old) < majority(old)
+        {
+            return; // Not a change that can be split this way.
+        }
+        self.cut.iter_mut().for_each(|c| *c = false);
+        let mut cut = Vec::new();
+        for &a in &side {
+            for &b in &rest {
+                cut.push((a, b));
+                cut.push((b, a));
+            }
+        }
+        for &(a, b) in &cut {
+            self.cut[a as usize * self.stride + b as usize] = true;
+        }
+        cut.sort_unstable();
+        self.stats.partitions += 1;
+        self.partition_gen += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: "reconfiguration split: the leader with a majority of the new voters, \
+                       the rest with a majority of the old"
+                    .into(),
+                cut,
+            },
+        );
+        let after = self
+            .rng
+            .range(2 * ELECTION_TIMEOUT_US, 5 * ELECTION_TIMEOUT_US);
+        let generation = self.partition_gen;
+        self.schedule(after, Event::Heal { generation });
     }
 
     fn nemesis_transfer(&mut self) {

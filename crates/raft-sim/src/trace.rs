@@ -52,6 +52,12 @@ pub enum TraceKind {
         commit: u64,
         snapshot: u64,
     },
+    /// A node's outgoing messages are slow for a while.
+    SlowLink {
+        node: u64,
+        until_us: Micros,
+        extra_us: Micros,
+    },
     /// A node was paused (a long GC pause).
     Pause { node: u64, until_us: Micros },
     /// A paused node resumed.
@@ -161,6 +167,16 @@ impl fmt::Display for TraceEvent {
                 write!(f, "n{node} paused until {:.3}ms", *until_us as f64 / 1000.0)
             }
             TraceKind::Resume { node } => write!(f, "n{node} resumed"),
+            TraceKind::SlowLink {
+                node,
+                until_us,
+                extra_us,
+            } => write!(
+                f,
+                "n{node}'s outgoing messages delayed by {:.3}ms until {:.3}ms",
+                *extra_us as f64 / 1000.0,
+                *until_us as f64 / 1000.0
+            ),
             TraceKind::Partition { kind, cut } => {
                 write!(f, "PARTITION ({kind}), cut links:")?;
                 for (a, b) in cut {
