@@ -27,12 +27,19 @@ pub struct Ready {
     /// `entries` (never before: its commit index may point into them).
     pub hard_state: Option<HardState>,
     /// True if this Ready's writes must be fsynced before `on_persisted`.
+    ///
     /// False when the only write is a hard state that changes nothing but
-    /// the commit index: the commit index is not a promise to anyone, so
-    /// losing it in a crash is safe (a leader re-establishes it). Such a
-    /// Ready may be acknowledged once written, provided every earlier Ready
-    /// that needed a sync got one. Saves an fsync on every commit advance
-    /// (etcd's `MustSync`).
+    /// the commit index. The commit index is volatile in Raft: nothing
+    /// promised to another node or a client depends on it being durable
+    /// (acknowledgements promise entries, votes promise term and vote,
+    /// clients are answered once a quorum made the entries durable). If a
+    /// crash loses it, the node restarts with a lower commit index (never
+    /// below its snapshot) and learns the rest from the leader. Such a Ready
+    /// may be acknowledged once written, provided every earlier Ready that
+    /// needed a sync got one; its record becomes durable with the next sync,
+    /// and since records stay in order a durable commit index never points
+    /// past entries that are not. This saves an fsync on every commit
+    /// advance (etcd's `MustSync`).
     pub must_sync: bool,
     /// Messages that may be sent right away, before or while this Ready's
     /// writes happen (a leader's AppendEntries, heartbeats, rejections).

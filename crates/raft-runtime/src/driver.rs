@@ -64,37 +64,10 @@ pub(crate) struct WriteBatch {
     snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
-    /// Whether this Ready needs an fsync before it counts as persisted:
-    /// false when its only write is a hard state whose term and vote are
-    /// those already written (a commit index advance). See
-    /// [`needs_sync`].
+    /// Whether this Ready needs an fsync before it counts as persisted
+    /// (`raft_core::Ready::must_sync`: false when its only write is a
+    /// commit index advance, which nothing relies on being durable).
     sync: bool,
-}
-
-/// Whether a Ready's writes must be fsynced before `on_persisted` and its
-/// persisted messages.
-///
-/// Everything does, except a hard state that differs from the last one
-/// written only in its commit index. The commit index is volatile state in
-/// Raft: nothing promised to another node or to a client depends on it
-/// being durable (acknowledgements promise entries, votes promise term and
-/// vote; clients are answered after a quorum made the entries durable). If
-/// a crash loses it, the node restarts with a lower commit index (never
-/// below its snapshot: the engine takes the larger) and learns the rest
-/// from the leader. The record is still written, and becomes durable with
-/// the next fsync; the store keeps records in order, so a commit index on
-/// disk never points past entries that are not. Etcd's `MustSync` makes
-/// the same choice. At low load this halves the fsyncs per proposal on
-/// every node (one for the entry, none for the commit that follows it).
-fn needs_sync(
-    snapshot: bool,
-    entries: &[Entry],
-    hard_state: Option<HardState>,
-    written: HardState,
-) -> bool {
-    snapshot
-        || !entries.is_empty()
-        || hard_state.is_some_and(|hs| hs.term != written.term || hs.vote != written.vote)
 }
 
 /// What the writer thread reports back.
@@ -260,9 +233,6 @@ struct Driver<St: RaftStorage, SM: StateMachine, T: Transport> {
     /// entries before the log is compacted up to it (see `maybe_snapshot`).
     pending_snapshot: Option<PendingSnapshot>,
     soft: SoftState,
-    /// The last hard state handed to the writer (or recovered at start):
-    /// what [`needs_sync`] compares a new one with.
-    written_hard_state: HardState,
     commit: LogIndex,
     counters: raft_core::Counters,
     ticks: u64,
@@ -310,7 +280,6 @@ where
     let node = RawNode::new(raft_cfg, storage.clone())?;
     let soft = node.soft_state();
     let commit = node.commit_index();
-    let written_hard_state = node.hard_state();
     info!(
         node = id,
         term = soft.term,
@@ -381,7 +350,6 @@ where
         compacting: false,
         pending_snapshot: None,
         soft,
-        written_hard_state,
         commit,
         ticks: 0,
         cfg,
@@ -407,7 +375,7 @@ where
 /// Consecutive Readies of one group are also merged into one storage write
 /// when that changes nothing (see [`Merged`]): one `pwrite` instead of one
 /// per Ready. The group is synced only if one of its Readies needs it (see
-/// [`needs_sync`]); every earlier group was synced (or needed none) before
+/// `raft_core::Ready::must_sync`); every earlier group was synced (or needed none) before
 /// this one started, so acknowledging the group acknowledges everything.
 fn writer_loop<St: RaftStorage>(
     storage: Arc<St>,
@@ -999,15 +967,9 @@ where
             let Some(tx) = &self.writer_tx else {
                 return Err(Stop::Fatal("writer thread stopped".into()));
             };
-            let sync = needs_sync(
-                rd.snapshot.is_some(),
-                &rd.entries,
-                rd.hard_state,
-                self.written_hard_state,
-            );
-            if let Some(hs) = rd.hard_state {
-                self.written_hard_state = hs;
-            }
+            // The engine says whether this Ready promises anything that must
+            // survive a crash (a commit-index-only hard state does not).
+            let sync = rd.must_sync;
             let op = WriteOp::Write(WriteBatch {
                 number: rd.number,
                 snapshot: rd.snapshot.clone(),
@@ -1343,23 +1305,6 @@ mod tests {
 
     fn hs(term: Term, vote: Option<u64>, commit: LogIndex) -> HardState {
         HardState { term, vote, commit }
-    }
-
-    #[test]
-    fn only_commit_advances_skip_the_sync() {
-        let written = hs(2, Some(1), 5);
-        assert!(!needs_sync(false, &[], Some(hs(2, Some(1), 9)), written));
-        assert!(!needs_sync(false, &[], None, written));
-        assert!(needs_sync(false, &[], Some(hs(3, None, 9)), written));
-        assert!(needs_sync(false, &[], Some(hs(2, Some(3), 5)), written));
-        assert!(needs_sync(false, &[entry(6)], None, written));
-        assert!(needs_sync(
-            false,
-            &[entry(6)],
-            Some(hs(2, Some(1), 6)),
-            written
-        ));
-        assert!(needs_sync(true, &[], None, written));
     }
 
     /// One `write` call: snapshot index, entry indexes, hard state.

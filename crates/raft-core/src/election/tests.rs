@@ -202,6 +202,7 @@ fn election_one_vote_per_term_even_across_restart() {
     n.step(vote_request(1, 3, 5, 0, 0)).unwrap();
     let rd = n.ready().unwrap();
     assert_eq!(granted_votes(&rd), vec![(1, true)]);
+    assert!(rd.must_sync, "a vote must be synced");
     // The grant may leave only after the vote is durable.
     assert!(rd.messages.is_empty());
     assert_eq!(rd.hard_state.unwrap().vote, Some(1));
@@ -280,6 +281,7 @@ fn candidate(id: NodeId) -> RawNode<MemStorage> {
     assert_eq!(n.role(), Role::Candidate);
     assert_eq!(n.term(), 1);
     let rd = n.ready().unwrap();
+    assert!(rd.must_sync, "a new term and vote must be synced");
     assert_eq!(
         rd.persisted_messages.len(),
         2,
