@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::rng::Rng;
+use crate::storage::StorageKind;
 
 /// Virtual time, in microseconds since the start of the run.
 pub type Micros = u64;
@@ -196,6 +197,14 @@ pub struct SimConfig {
     pub bug: Option<PlantedBug>,
     /// Force this fault profile (see [`PROFILES`]) instead of drawing one.
     pub profile: Option<&'static str>,
+    /// The nodes' storage: the real store over a simulated disk, or the
+    /// in-memory stand-in.
+    pub storage: StorageKind,
+    /// For the simulator's own tests only: a broken driver that acknowledges
+    /// writes without syncing them (`--storage disk`). The durability check
+    /// must catch it.
+    #[doc(hidden)]
+    pub skip_sync: bool,
 }
 
 /// The fault profiles a seed may draw (see [`Params::profile`]).
@@ -221,6 +230,8 @@ impl SimConfig {
             record_trace: false,
             bug: None,
             profile: None,
+            storage: StorageKind::Disk,
+            skip_sync: false,
         }
     }
 
@@ -255,6 +266,9 @@ impl SimConfig {
         }
         if let Some(p) = self.profile {
             cmd.push_str(&format!(" --profile {p}"));
+        }
+        if self.storage != StorageKind::Disk {
+            cmd.push_str(&format!(" --storage {}", self.storage));
         }
         if let Some(b) = self.bug {
             cmd.push_str(&format!(" --bug {:?}", b.bug));
@@ -354,6 +368,12 @@ pub struct Params {
     pub snapshot_chunk_bytes: u64,
     /// Most AppendEntries in flight per follower.
     pub max_inflight_msgs: usize,
+    /// `--storage disk`: segment files rotate at this size (small, so that
+    /// rotation and segment deletion after compaction happen).
+    pub segment_bytes_max: u64,
+    /// `--storage disk`: budget of the store's entry cache (small, so that
+    /// reads from the segment files happen).
+    pub cache_bytes_max: u64,
 }
 
 impl Params {
@@ -431,6 +451,8 @@ impl Params {
             },
             snapshot_chunk_bytes: rng.range(32, 512),
             max_inflight_msgs: rng.range(2, 32) as usize,
+            segment_bytes_max: rng.range(4 << 10, 64 << 10),
+            cache_bytes_max: rng.range(0, 32 << 10),
         };
         match profile {
             "leader-churn" => {

@@ -1,7 +1,8 @@
 //! # raft-sim
 //!
 //! A deterministic simulator for whole raft-core clusters: 1 to 9 voters
-//! (plus spares for membership changes) running the real engine and the real
+//! (plus spares for membership changes) running the real engine, the real
+//! storage engine (`raft-storage` over its simulated disk) and the real
 //! key-value state machine (`raftkv-state`), with the network, the disks and
 //! the clocks simulated in virtual time. One `u64` seed decides everything;
 //! the same seed replays the same run bit for bit.
@@ -25,10 +26,12 @@ pub mod rng;
 mod runner;
 pub mod shadow;
 pub mod sim;
+pub mod storage;
 pub mod trace;
 
 pub use checker::Violation;
 pub use config::{Faults, Params, PlantedBug, SimConfig};
 pub use runner::{run_many, Failure, ManyOutcome};
-pub use sim::{run, LinVerdict, SeedOutcome, Stats, STAND_INS};
+pub use sim::{run, stand_ins, LinVerdict, SeedOutcome, Stats, STAND_INS, STAND_INS_MEM};
+pub use storage::StorageKind;
 pub use trace::{TraceEvent, TraceKind};

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use raft_sim::{run, run_many, Faults, PlantedBug, SimConfig, STAND_INS};
+use raft_sim::{run, run_many, stand_ins, Faults, PlantedBug, SimConfig, StorageKind};
 
 #[derive(Parser)]
 #[command(
@@ -78,6 +78,11 @@ struct Common {
     /// chaos, leader-churn, partitions, reconfig, elections, leases, figure8.
     #[arg(long)]
     profile: Option<String>,
+    /// Storage of the nodes: `disk` (raft-storage's Store over a simulated
+    /// disk) or `mem` (raft-core's MemStorage behind a simulated fsync;
+    /// faster, for protocol work).
+    #[arg(long, default_value = "disk")]
+    storage: String,
 }
 
 impl Common {
@@ -86,6 +91,7 @@ impl Common {
         cfg.steps = self.steps;
         cfg.faults = Faults::parse(&self.faults).map_err(anyhow::Error::msg)?;
         cfg.liveness = !self.no_liveness;
+        cfg.storage = StorageKind::parse(&self.storage).map_err(anyhow::Error::msg)?;
         if let Some(name) = &self.bug {
             if !cfg!(feature = "planted-bugs") {
                 bail!("--bug needs a build with `--features planted-bugs`");
@@ -159,7 +165,7 @@ fn real_main() -> Result<ExitCode> {
             let base = common.config(seeds.start)?;
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            eprintln!("stand-ins: {STAND_INS}");
+            eprintln!("stand-ins: {}", stand_ins(base.storage));
             let count = seeds.end - seeds.start;
             let bar = if std::io::stderr().is_terminal() {
                 let bar = ProgressBar::new(count);
@@ -250,7 +256,7 @@ fn real_main() -> Result<ExitCode> {
                 let doc = serde_json::json!({
                     "seed": cfg.seed,
                     "replay": cfg.replay_command(),
-                    "stand_ins": STAND_INS,
+                    "stand_ins": stand_ins(cfg.storage),
                     "params": out.params,
                     "stats": out.stats,
                     "trace_hash": format!("{:016x}", out.trace_hash),

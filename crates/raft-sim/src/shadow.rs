@@ -3,7 +3,7 @@
 //! hash) per index. The checkers read it instead of the engine's private
 //! log.
 
-use raft_core::{Entry, EntryPayload, LogIndex, LogStore, MemStorage, Term};
+use raft_core::{Entry, EntryPayload, LogIndex, LogStore, Term};
 
 use crate::rng::{fnv1a, FNV_OFFSET};
 
@@ -36,14 +36,15 @@ pub struct ShadowLog {
 }
 
 impl ShadowLog {
-    /// The log a store holds durably (after a crash or at start).
-    pub fn from_store(store: &MemStorage) -> ShadowLog {
+    /// The log a store holds (after a crash or at start).
+    pub fn from_store(store: &impl LogStore) -> ShadowLog {
         let snap_index = store.first_index() - 1;
         // The term of the snapshot index is always known to a store.
         let snap_term = store.term(snap_index).unwrap_or(0);
         let last = store.last_index();
         let entries = if last > snap_index {
-            // Reading a MemStorage within its bounds cannot fail.
+            // Reading a store within its bounds fails only on an I/O error,
+            // which a simulated disk does not inject on reads.
             store
                 .entries(snap_index + 1, last + 1, u64::MAX)
                 .unwrap_or_default()

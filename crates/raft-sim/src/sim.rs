@@ -10,11 +10,14 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
+use std::path::PathBuf;
+
 use raft_core::{
     Config, Entry, EntryPayload, HardState, LogIndex, LogStore, MemStorage, Membership,
     MembershipChange, Message, MessageBody, NodeId, ProposeError, RawNode, ReadError, Role,
     Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
 };
+use raft_storage::{FaultKind, SimDisk, Store, StoreConfig, WriteError};
 use raftkv_state::{CasAction, Command, Condition, KvConfig, KvStore, Response};
 
 use crate::checker::{Checker, Violation};
@@ -24,14 +27,31 @@ use crate::linearizability::{
 };
 use crate::rng::Rng;
 use crate::shadow::{payload_hash, ShadowLog};
+use crate::storage::{Acked, SimStore, StorageKind};
 use crate::trace::{Trace, TraceEvent, TraceKind};
 
-/// Which parts of the production stack are simulated by stand-ins in this
-/// build (printed by the CLI and recorded in every trace).
-pub const STAND_INS: &str = "storage: raft_core::MemStorage with simulated fsync \
+/// Which parts of the production stack are simulated by stand-ins with
+/// `--storage disk` (the default): only the disk, the network and the
+/// clocks. Printed by the CLI and recorded in every trace.
+pub const STAND_INS: &str = "storage: raft-storage Store (real) over SimDisk (simulated disk: \
+     unsynced writes lost on crash, the last one torn at a random byte; ENOSPC/EIO injected); \
+     engine: raft-core (real); state machine: raftkv-state KvStore (real); \
+     network and clocks: simulated";
+
+/// The stand-ins with `--storage mem`.
+pub const STAND_INS_MEM: &str = "storage: raft_core::MemStorage with simulated fsync \
      (writes durable only when their fsync completes; a crash keeps a random prefix \
-     of unsynced writes, torn at entry granularity), standing in for raft-storage + SimDisk; \
-     engine: raft-core (real); state machine: raftkv-state KvStore (real)";
+     of the unsynced writes, torn at entry granularity), standing in for raft-storage; \
+     engine: raft-core (real); state machine: raftkv-state KvStore (real); \
+     network and clocks: simulated";
+
+/// The stand-ins of a run with `storage`.
+pub fn stand_ins(storage: StorageKind) -> &'static str {
+    match storage {
+        StorageKind::Disk => STAND_INS,
+        StorageKind::Mem => STAND_INS_MEM,
+    }
+}
 
 /// Leader hints a client follows in a row before it tries a random node
 /// instead (hints from stale nodes can point at other stale nodes).
@@ -55,7 +75,10 @@ pub struct Stats {
     pub restarts: u64,
     pub pauses: u64,
     pub partitions: u64,
+    /// Disk faults armed.
     pub disk_faults: u64,
+    /// Armed disk faults that hit a write or an fsync (the node stopped).
+    pub storage_failures: u64,
     pub membership_changes: u64,
     pub transfers: u64,
     pub compactions: u64,
@@ -347,15 +370,18 @@ struct Proposal {
 
 /// A running node process.
 struct Running {
-    raft: RawNode<MemStorage>,
+    raft: RawNode<SimStore>,
     kv: KvStore,
     paused: bool,
     missed_ticks: u64,
     deferred: Vec<Event>,
-    pending: VecDeque<PendingWrite>,
-    /// An fsync is running; writes queued meanwhile join the next one
-    /// (group commit).
-    fsync_in_flight: bool,
+    /// Writes waiting for the next fsync (group commit).
+    queued: VecDeque<PendingWrite>,
+    /// Writes covered by the fsync in flight, if any.
+    syncing: Vec<PendingWrite>,
+    /// The writes in `syncing` were handed to the store (not yet, while
+    /// the disk stalls).
+    syncing_issued: bool,
     proposals: BTreeMap<LogIndex, Proposal>,
     /// ReadIndex reads waiting for their ReadState, by ctx.
     /// Each with its key and the highest index known committed anywhere
@@ -370,14 +396,30 @@ struct Running {
     soft: SoftState,
 }
 
+/// What a node that is down starts from.
+enum Down {
+    /// Its durable `MemStorage`.
+    Mem(MemStorage),
+    /// Its store: `Some` when just bootstrapped, `None` to recover it from
+    /// the node's disk.
+    Disk(Option<Box<Store<SimDisk>>>),
+}
+
 struct Node {
     id: NodeId,
     run: Option<Box<Running>>,
     /// Durable state while the node is down.
-    down_store: Option<MemStorage>,
+    down: Option<Down>,
+    /// The node's simulated disk (`--storage disk`); it outlives crashes.
+    disk: Option<SimDisk>,
+    /// What the node acknowledged as durable (`--storage disk`).
+    acked: Acked,
     epoch: u32,
     shadow: ShadowLog,
+    /// `--storage mem`: the next fsync fails.
     disk_fail_next: bool,
+    /// `--storage disk`: a write or sync fault is armed on the disk.
+    disk_fault_armed: bool,
     /// Highest commit index made durable (hard state), across restarts.
     durable_commit: LogIndex,
     /// Highest term in which this node was seen leading (checked).
@@ -540,6 +582,8 @@ struct Sim {
     trace: Trace,
     stats: Stats,
     kv_config: KvConfig,
+    store_config: StoreConfig,
+    cluster_id: u64,
 }
 
 impl Sim {
@@ -560,7 +604,7 @@ impl Sim {
                     params.spares,
                     cfg.steps,
                     cfg.faults,
-                    STAND_INS,
+                    stand_ins(cfg.storage),
                     serde_json::to_string(&params).unwrap_or_default()
                 ),
             },
@@ -586,6 +630,14 @@ impl Sim {
             trace,
             stats: Stats::default(),
             kv_config: KvConfig::default(),
+            store_config: StoreConfig {
+                segment_bytes_max: params.segment_bytes_max,
+                cache_bytes_max: params.cache_bytes_max,
+                ..StoreConfig::default()
+            },
+            // Derived from the seed without drawing from `rng`, so that both
+            // storage kinds see the same schedule up to their differences.
+            cluster_id: Rng::new(cfg.seed ^ 0x5EED_C1A5_7E12).next_u64() | 1,
             params,
             cfg,
         };
@@ -595,15 +647,39 @@ impl Sim {
             } else {
                 Membership::default()
             };
-            let store = MemStorage::new_with_membership(membership);
+            let (down, disk) = match sim.cfg.storage {
+                StorageKind::Mem => (Down::Mem(MemStorage::new_with_membership(membership)), None),
+                StorageKind::Disk => {
+                    let disk = SimDisk::new(
+                        Rng::new(sim.cfg.seed ^ id.wrapping_mul(0x9E37_79B9)).next_u64(),
+                    );
+                    match Store::bootstrap(
+                        disk.clone(),
+                        node_dir(id),
+                        sim.cluster_id,
+                        id,
+                        membership,
+                        sim.store_config.clone(),
+                    ) {
+                        Ok(store) => (Down::Disk(Some(Box::new(store))), Some(disk)),
+                        Err(e) => {
+                            sim.violation("storage", format!("n{id}: bootstrap failed: {e}"));
+                            return sim;
+                        }
+                    }
+                }
+            };
             let tick_us = ((TICK_US as f64) / sim.params.tick_skew[id as usize - 1]) as Micros;
             sim.nodes.push(Node {
                 id,
                 run: None,
-                down_store: Some(store),
+                down: Some(down),
+                disk,
+                acked: Acked::default(),
                 epoch: 0,
                 shadow: ShadowLog::default(),
                 disk_fail_next: false,
+                disk_fault_armed: false,
                 durable_commit: 0,
                 led_term: 0,
                 committed_as_leader_term: 0,
@@ -825,6 +901,11 @@ impl Sim {
         for id in ids {
             let node = self.node(id);
             node.disk_fail_next = false;
+            node.disk_fault_armed = false;
+            if let Some(disk) = &node.disk {
+                disk.fail_next_writes(0, FaultKind::Io);
+                disk.fail_next_syncs(0, FaultKind::Io);
+            }
             if node.run.is_none() {
                 self.start_node(id);
             } else if node.run.as_ref().is_some_and(|r| r.paused) {
@@ -869,10 +950,52 @@ impl Sim {
         c
     }
 
-    /// Starts (or restarts) node `id` from its durable state.
+    /// Starts (or restarts) node `id` from its durable state. With
+    /// `--storage disk` a restart recovers the store from the node's disk:
+    /// recovery must succeed and hold everything the node acknowledged.
     fn start_node(&mut self, id: NodeId) {
-        let Some(store) = self.node(id).down_store.take() else {
-            return;
+        let store = match self.node(id).down.take() {
+            None => return,
+            Some(Down::Mem(m)) => SimStore::Mem(m),
+            Some(Down::Disk(Some(store))) => {
+                let node = self.node(id);
+                node.acked = Acked {
+                    log: ShadowLog::from_store(&*store),
+                    hard_state: store.hard_state(),
+                    replaced_from: None,
+                };
+                SimStore::Disk(*store)
+            }
+            Some(Down::Disk(None)) => {
+                let Some(disk) = self.node(id).disk.clone() else {
+                    return self.violation("storage", format!("n{id}: no disk to recover"));
+                };
+                let store = match Store::open(
+                    disk,
+                    node_dir(id),
+                    self.cluster_id,
+                    id,
+                    self.store_config.clone(),
+                ) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let msg = format!("n{id}: the store does not recover after a crash: {e}");
+                        return self.violation("recovery", msg);
+                    }
+                };
+                let recovered = ShadowLog::from_store(&store);
+                let hs = store.hard_state();
+                if let Err(msg) = self.node(id).acked.check_recovered(&recovered, hs) {
+                    return self.violation("durability", format!("n{id}: {msg}"));
+                }
+                // What survived the crash is on disk now: the new baseline.
+                self.node(id).acked = Acked {
+                    log: recovered,
+                    hard_state: hs,
+                    replaced_from: None,
+                };
+                SimStore::Disk(store)
+            }
         };
         let snapshot = match store.snapshot() {
             Ok(s) => s,
@@ -924,8 +1047,9 @@ impl Sim {
             paused: false,
             missed_ticks: 0,
             deferred: Vec::new(),
-            pending: VecDeque::new(),
-            fsync_in_flight: false,
+            queued: VecDeque::new(),
+            syncing: Vec::new(),
+            syncing_issued: false,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             ready_reads: Vec::new(),
@@ -953,52 +1077,82 @@ impl Sim {
     }
 
     /// Stops node `id`: everything not durable is lost, except a random
-    /// prefix of its unsynced writes that reached the disk anyway.
+    /// prefix of the writes its fsync in flight covered that reached the
+    /// disk anyway (the last one torn). Writes not yet handed to the disk
+    /// are lost.
     fn crash(&mut self, id: NodeId, reason: &'static str) {
         let Some(run) = self.node(id).run.take() else {
             return;
         };
-        let Running { raft, pending, .. } = *run;
-        let mut store = raft.store().clone();
-        let lost = pending.len();
-        let mut land = self.rng.range(0, pending.len() as u64 + 1) as usize;
-        let mut tear = self.rng.chance(0.5);
-        if self.nodes[id as usize - 1].disk_stall_until > self.now {
-            // A stalled device wrote nothing of its queue.
-            (land, tear) = (0, false);
-        }
-        let mut durable_commit = 0;
-        for (k, w) in pending.into_iter().enumerate() {
-            if k < land {
-                if let Some(s) = w.snapshot {
-                    store.apply_snapshot(s);
+        let Running {
+            raft,
+            syncing,
+            queued,
+            ..
+        } = *run;
+        let lost = syncing.len() + queued.len();
+        let stalled = self.nodes[id as usize - 1].disk_stall_until > self.now;
+        let mem = match raft.store() {
+            SimStore::Mem(m) => Some(m.clone()),
+            SimStore::Disk(_) => None,
+        };
+        // The process is gone: its store (and its open files) with it.
+        drop(raft);
+        let down = match mem {
+            None => {
+                let node = self.node(id);
+                if let Some(disk) = &node.disk {
+                    // A fault armed but not hit dies with the process.
+                    disk.fail_next_writes(0, FaultKind::Io);
+                    disk.fail_next_syncs(0, FaultKind::Io);
+                    disk.crash();
                 }
-                if let Err(e) = store.append(&w.entries) {
-                    return self.violation(
-                        "contract",
-                        format!("n{id}: unsynced write does not fit the log: {e}"),
-                    );
-                }
-                if let Some(hs) = w.hard_state {
-                    store.set_hard_state(hs);
-                    durable_commit = hs.commit;
-                }
-            } else if k == land && tear && w.snapshot.is_none() && !w.entries.is_empty() {
-                // The write was torn: only some of its entries landed.
-                let n = self.rng.range(0, w.entries.len() as u64) as usize;
-                if let Err(e) = store.append(&w.entries[..n]) {
-                    return self.violation(
-                        "contract",
-                        format!("n{id}: torn write does not fit the log: {e}"),
-                    );
-                }
+                node.disk_fault_armed = false;
+                Down::Disk(None)
             }
-        }
+            Some(mut store) => {
+                let mut land = self.rng.range(0, syncing.len() as u64 + 1) as usize;
+                let mut tear = self.rng.chance(0.5);
+                if stalled {
+                    // A stalled device wrote nothing of its queue.
+                    (land, tear) = (0, false);
+                }
+                let mut durable_commit = 0;
+                for (k, w) in syncing.into_iter().enumerate() {
+                    if k < land {
+                        if let Some(s) = w.snapshot {
+                            store.apply_snapshot(s);
+                        }
+                        if let Err(e) = store.append(&w.entries) {
+                            return self.violation(
+                                "contract",
+                                format!("n{id}: unsynced write does not fit the log: {e}"),
+                            );
+                        }
+                        if let Some(hs) = w.hard_state {
+                            store.set_hard_state(hs);
+                            durable_commit = hs.commit;
+                        }
+                    } else if k == land && tear && w.snapshot.is_none() && !w.entries.is_empty() {
+                        // The write was torn: only some of its entries landed.
+                        let n = self.rng.range(0, w.entries.len() as u64) as usize;
+                        if let Err(e) = store.append(&w.entries[..n]) {
+                            return self.violation(
+                                "contract",
+                                format!("n{id}: torn write does not fit the log: {e}"),
+                            );
+                        }
+                    }
+                }
+                let node = self.node(id);
+                node.durable_commit = node.durable_commit.max(durable_commit);
+                node.shadow = ShadowLog::from_store(&store);
+                Down::Mem(store)
+            }
+        };
         let node = self.node(id);
-        node.durable_commit = node.durable_commit.max(durable_commit);
         node.disk_stall_until = 0;
-        node.shadow = ShadowLog::from_store(&store);
-        node.down_store = Some(store);
+        node.down = Some(down);
         node.epoch += 1;
         self.stats.crashes += 1;
         self.trace.push(
@@ -1122,20 +1276,36 @@ impl Sim {
         if node.disk_fail_next {
             node.disk_fail_next = false;
             // The fsync failed: the node must stop without acknowledging
-            // anything of this write. Restart it later (disk replaced).
+            // anything of this write. Restart it later.
+            self.stats.storage_failures += 1;
             self.crash(id, "fsync failed (EIO)");
             let after = self.rng.range(5 * TICK_US, 50 * TICK_US);
             self.schedule(after, Event::Restart { node: id });
             return;
         }
+        if self.cfg.storage == StorageKind::Disk {
+            // Writes held back by a stall go to the disk now, then the sync.
+            if !self.issue_writes(id) {
+                return;
+            }
+            let synced = match node_store(&self.nodes[id as usize - 1]) {
+                Some(_) if self.cfg.skip_sync => Ok(()),
+                Some(store) => store.sync(),
+                None => return,
+            };
+            if let Err(e) = synced {
+                return self.storage_failed(id, "sync", e);
+            }
+        }
         let mut msgs = Vec::new();
         let mut durable_commit = None;
         let mut installed = Vec::new();
+        let node = &mut self.nodes[id as usize - 1];
         {
             let run = node.run.as_mut().expect("checked above");
-            while run.pending.front().is_some_and(|w| w.number <= number) {
-                let w = run.pending.pop_front().expect("front exists");
-                if let Some(s) = w.snapshot {
+            for w in std::mem::take(&mut run.syncing) {
+                debug_assert!(w.number <= number);
+                if let Some(s) = &w.snapshot {
                     let idx = s.meta.last_index;
                     if let Err(e) = run.kv.restore(&s.data) {
                         let msg = format!(
@@ -1146,31 +1316,41 @@ impl Sim {
                     run.applied_config = s.meta.membership.clone();
                     run.proposals.retain(|&i, _| i > idx);
                     installed.push((idx, run.kv.digest()));
-                    run.raft.store_mut().apply_snapshot(s);
-                }
-                if let Err(e) = run.raft.store_mut().append(&w.entries) {
-                    let msg = format!("n{id}: Ready entries do not fit the durable log: {e}");
-                    return self.violation("contract", msg);
                 }
                 if let Some(hs) = w.hard_state {
-                    run.raft.store_mut().set_hard_state(hs);
                     durable_commit = Some(hs.commit);
+                }
+                match run.raft.store_mut() {
+                    SimStore::Mem(store) => {
+                        if let Some(s) = w.snapshot {
+                            store.apply_snapshot(s);
+                        }
+                        if let Err(e) = store.append(&w.entries) {
+                            let msg =
+                                format!("n{id}: Ready entries do not fit the durable log: {e}");
+                            return self.violation("contract", msg);
+                        }
+                        if let Some(hs) = w.hard_state {
+                            store.set_hard_state(hs);
+                        }
+                    }
+                    SimStore::Disk(_) => {
+                        node.acked
+                            .synced(w.snapshot.as_ref(), &w.entries, w.hard_state);
+                    }
                 }
                 msgs.extend(w.persisted_messages);
             }
+            node.acked.replaced_from = None;
             if let Err(e) = run.raft.on_persisted(number) {
                 return self.violation("contract", format!("n{id}: on_persisted failed: {e}"));
             }
             if let Some(c) = durable_commit {
                 node.durable_commit = node.durable_commit.max(c);
             }
+            run.syncing_issued = false;
         }
-        if let Some(run) = self.node(id).run.as_mut() {
-            run.fsync_in_flight = false;
-            if !run.pending.is_empty() {
-                self.start_fsync(id);
-            }
-        }
+        self.start_fsync(id);
         for (idx, digest) in installed {
             self.stats.snapshots_installed += 1;
             self.trace.push(
@@ -1190,18 +1370,22 @@ impl Sim {
         self.drive(id);
     }
 
-    /// Starts an fsync covering every queued write of node `id`.
+    /// Starts an fsync covering every queued write of node `id`, unless one
+    /// is running (then they wait for the next: group commit). With
+    /// `--storage disk` the writes go to the store now (unless the disk
+    /// stalls) and the sync completes after the fsync latency.
     fn start_fsync(&mut self, id: NodeId) {
-        let latency = self
-            .rng
-            .range(self.params.fsync_min_us, self.params.fsync_max_us + 1);
         let node = self.node(id);
         let epoch = node.epoch;
         let Some(run) = node.run.as_mut() else { return };
-        let Some(number) = run.pending.back().map(|w| w.number) else {
+        if !run.syncing.is_empty() || run.queued.is_empty() {
             return;
-        };
-        run.fsync_in_flight = true;
+        }
+        run.syncing.extend(run.queued.drain(..));
+        let number = run.syncing.last().map_or(0, |w| w.number);
+        let latency = self
+            .rng
+            .range(self.params.fsync_min_us, self.params.fsync_max_us + 1);
         self.schedule(
             latency,
             Event::DiskDone {
@@ -1210,6 +1394,76 @@ impl Sim {
                 number,
             },
         );
+        if self.nodes[id as usize - 1].disk_stall_until <= self.now {
+            self.issue_writes(id);
+        }
+    }
+
+    /// `--storage disk`: hands the writes of the fsync in flight to the
+    /// store (they are durable only once it syncs). False if the node
+    /// stopped (or the run failed).
+    fn issue_writes(&mut self, id: NodeId) -> bool {
+        if self.cfg.storage != StorageKind::Disk {
+            return true;
+        }
+        let node = &mut self.nodes[id as usize - 1];
+        let Some(run) = node.run.as_mut() else {
+            return false;
+        };
+        if run.syncing_issued {
+            return true;
+        }
+        run.syncing_issued = true;
+        let SimStore::Disk(store) = run.raft.store() else {
+            return true;
+        };
+        let mut failed = None;
+        for w in &run.syncing {
+            node.acked.issued(w.snapshot.as_ref(), &w.entries);
+            if let Err(e) = store.write(w.snapshot.as_ref(), &w.entries, w.hard_state) {
+                failed = Some(e);
+                break;
+            }
+        }
+        match failed {
+            None => true,
+            Some(e) => {
+                self.storage_failed(id, "write", e);
+                false
+            }
+        }
+    }
+
+    /// The store of node `id` refused an operation. An I/O failure (only
+    /// injected ones are expected) stops the node, as the runtime does:
+    /// nothing of the failed write is acknowledged, and after a restart its
+    /// disk must still hold everything acknowledged before. Any other
+    /// refusal means the engine asked for an impossible write.
+    fn storage_failed(&mut self, id: NodeId, op: &'static str, e: WriteError) {
+        let armed = self.nodes[id as usize - 1].disk_fault_armed;
+        if !e.is_fatal() {
+            return self.violation(
+                "storage-refused",
+                format!("n{id}: store refused a {op}: {e}"),
+            );
+        }
+        if !armed {
+            return self.violation(
+                "storage",
+                format!("n{id}: store failed a {op} without an injected fault: {e}"),
+            );
+        }
+        self.stats.storage_failures += 1;
+        self.trace.push(
+            self.now,
+            TraceKind::StorageFailed {
+                node: id,
+                error: format!("{op}: {e}"),
+            },
+        );
+        self.crash(id, "storage failed: the node stops");
+        let after = self.rng.range(5 * TICK_US, 50 * TICK_US);
+        self.schedule(after, Event::Restart { node: id });
     }
 
     // ------------------------------------------------------------------
@@ -1286,16 +1540,14 @@ impl Sim {
             }
             let node = self.node(id);
             let run = node.run.as_mut().expect("driving a running node");
-            run.pending.push_back(PendingWrite {
+            run.queued.push_back(PendingWrite {
                 number: rd.number,
                 snapshot: rd.snapshot,
                 entries: rd.entries,
                 hard_state: rd.hard_state,
                 persisted_messages: rd.persisted_messages,
             });
-            if !run.fsync_in_flight {
-                self.start_fsync(id);
-            }
+            self.start_fsync(id);
         }
         if !rd.committed_entries.is_empty() {
             self.apply_entries(id, rd.committed_entries);
@@ -1474,11 +1726,23 @@ impl Sim {
             },
             data: Bytes::from(data),
         };
-        if let Err(e) = run.raft.store_mut().compact(snapshot) {
-            return self.violation(
-                "contract",
-                format!("n{id}: compaction at {applied} refused: {e}"),
-            );
+        match run.raft.store_mut() {
+            SimStore::Mem(store) => {
+                if let Err(e) = store.compact(snapshot) {
+                    return self.violation(
+                        "contract",
+                        format!("n{id}: compaction at {applied} refused: {e}"),
+                    );
+                }
+            }
+            SimStore::Disk(store) => {
+                // Writes the snapshot file and syncs, before dropping the
+                // log it covers.
+                if let Err(e) = store.compact(&snapshot) {
+                    return self.storage_failed(id, "compaction", e);
+                }
+                self.node(id).acked.log.compact(applied);
+            }
         }
         self.node(id).shadow.compact(applied);
         self.stats.compactions += 1;
@@ -2651,9 +2915,42 @@ impl Sim {
         let Some(&id) = self.rng.pick(&up) else {
             return;
         };
-        self.node(id).disk_fail_next = true;
+        let fault = match self.cfg.storage {
+            StorageKind::Mem => {
+                self.node(id).disk_fail_next = true;
+                "the next fsync fails (EIO)"
+            }
+            StorageKind::Disk => {
+                let kind = if self.rng.chance(0.5) {
+                    FaultKind::NoSpace
+                } else {
+                    FaultKind::Io
+                };
+                let sync = self.rng.chance(0.5);
+                let node = self.node(id);
+                node.disk_fault_armed = true;
+                let Some(disk) = &node.disk else { return };
+                if sync {
+                    disk.fail_next_syncs(1, kind);
+                } else {
+                    disk.fail_next_writes(1, kind);
+                }
+                match (sync, kind) {
+                    (true, FaultKind::NoSpace) => "the next sync fails (ENOSPC)",
+                    (true, FaultKind::Io) => "the next sync fails (EIO)",
+                    (false, FaultKind::NoSpace) => "the next write fails (ENOSPC)",
+                    (false, FaultKind::Io) => "the next write fails (EIO)",
+                }
+            }
+        };
         self.stats.disk_faults += 1;
-        self.trace.push(self.now, TraceKind::DiskFault { node: id });
+        self.trace.push(
+            self.now,
+            TraceKind::DiskFault {
+                node: id,
+                fault: fault.into(),
+            },
+        );
     }
 
     fn nemesis_membership(&mut self) {
@@ -2950,4 +3247,17 @@ fn ctx_id(ctx: &Bytes) -> u64 {
         b.copy_from_slice(ctx);
     }
     u64::from_le_bytes(b)
+}
+
+/// The data directory of node `id` on its simulated disk.
+fn node_dir(id: NodeId) -> PathBuf {
+    PathBuf::from(format!("/n{id}"))
+}
+
+/// The `Store` of a running node with `--storage disk`.
+fn node_store(node: &Node) -> Option<&Store<SimDisk>> {
+    match node.run.as_ref()?.raft.store() {
+        SimStore::Disk(store) => Some(store),
+        SimStore::Mem(_) => None,
+    }
 }

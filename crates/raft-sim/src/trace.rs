@@ -75,8 +75,10 @@ pub enum TraceKind {
     },
     /// A message was duplicated.
     Duplicate { from: u64, to: u64, msg: String },
-    /// The next fsync of a node will fail.
-    DiskFault { node: u64 },
+    /// A disk fault was armed on a node (its next write or fsync fails).
+    DiskFault { node: u64, fault: String },
+    /// A node's store failed (an injected fault hit): the node stops.
+    StorageFailed { node: u64, error: String },
     /// A membership change was asked of the leader.
     Membership {
         leader: u64,
@@ -194,7 +196,10 @@ impl fmt::Display for TraceEvent {
                 write!(f, "dropped {msg} n{from}->n{to} ({reason})")
             }
             TraceKind::Duplicate { from, to, msg } => write!(f, "duplicated {msg} n{from}->n{to}"),
-            TraceKind::DiskFault { node } => write!(f, "n{node}: next fsync will fail"),
+            TraceKind::DiskFault { node, fault } => write!(f, "n{node}: {fault}"),
+            TraceKind::StorageFailed { node, error } => {
+                write!(f, "n{node}: STORAGE FAILED ({error}); the node stops")
+            }
             TraceKind::Membership {
                 leader,
                 change,

@@ -5,7 +5,7 @@
 //! `RAFT_SIM_SEEDS` to run more (e.g. `RAFT_SIM_SEEDS=5000 cargo test
 //! --release -p raft-sim --test sim`).
 
-use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig};
+use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig, StorageKind};
 
 fn seeds_per_config() -> u64 {
     std::env::var("RAFT_SIM_SEEDS")
@@ -102,6 +102,7 @@ fn faults_happen_when_enabled() {
         total.dropped += s.dropped;
         total.duplicated += s.duplicated;
         total.disk_faults += s.disk_faults;
+        total.storage_failures += s.storage_failures;
         total.membership_changes += s.membership_changes;
         total.transfers += s.transfers;
         total.compactions += s.compactions;
@@ -114,6 +115,7 @@ fn faults_happen_when_enabled() {
         ("dropped", total.dropped),
         ("duplicated", total.duplicated),
         ("disk faults", total.disk_faults),
+        ("storage failures", total.storage_failures),
         ("membership changes", total.membership_changes),
         ("transfers", total.transfers),
         ("compactions", total.compactions),
@@ -133,4 +135,35 @@ fn replay_command_names_the_run() {
     assert!(cmd.contains("--nodes 7"), "{cmd}");
     assert!(cmd.contains("--steps 999"), "{cmd}");
     assert!(cmd.contains("--faults crash,loss"), "{cmd}");
+}
+
+#[test]
+fn a_driver_that_acknowledges_unsynced_writes_is_caught() {
+    // The durability check compares what a crashed node's store recovers
+    // with what the node acknowledged; skipping the fsync must show.
+    let mut cfg = SimConfig::new(0, 3);
+    cfg.steps = 2_000;
+    cfg.skip_sync = true;
+    let out = run_many(&cfg, 0..200, threads(), true, &|_| {});
+    let f = out
+        .failures
+        .first()
+        .expect("acknowledging unsynced writes went unnoticed for 200 seeds");
+    println!("caught: {}", f.summary());
+    assert!(
+        matches!(f.violation.check, "durability" | "monotonic" | "lost-write"),
+        "{}",
+        f.summary()
+    );
+}
+
+#[test]
+fn in_memory_storage_finds_no_violation_either() {
+    let mut cfg = SimConfig::new(0, 5);
+    cfg.steps = 2_000;
+    cfg.storage = StorageKind::Mem;
+    let out = run_many(&cfg, 0..seeds_per_config() / 2, threads(), false, &|_| {});
+    let report: Vec<String> = out.failures.iter().map(|f| f.summary()).collect();
+    assert!(out.failures.is_empty(), "{}", report.join("\n"));
+    assert!(out.ops_completed > out.seeds_run);
 }
