@@ -22,6 +22,7 @@ pub mod checker;
 pub mod config;
 pub mod linearizability;
 mod panics;
+pub mod queue;
 pub mod rng;
 mod runner;
 pub mod shadow;

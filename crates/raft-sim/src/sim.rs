@@ -5,8 +5,7 @@
 //! `(virtual time, sequence number)`. All randomness comes from one
 //! [`Rng`] seeded by the run's seed, so a seed replays bit for bit.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
@@ -25,6 +24,7 @@ use crate::config::*;
 use crate::linearizability::{
     self, CheckOptions, CheckResult, History, KvInput, KvModel, KvOutput, OpId,
 };
+use crate::queue::EventQueue;
 use crate::rng::Rng;
 use crate::shadow::{payload_hash, ShadowLog};
 use crate::storage::{Acked, SimStore, StorageKind};
@@ -319,29 +319,6 @@ fn other_kind(body: &MessageBody) -> &'static str {
     }
 }
 
-struct Scheduled {
-    time: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Nodes
 // ---------------------------------------------------------------------------
@@ -560,8 +537,7 @@ struct Sim {
     params: Params,
     rng: Rng,
     now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: EventQueue<Event>,
     nodes: Vec<Node>,
     clients: Vec<Client>,
     history: KvHistory,
@@ -583,7 +559,6 @@ struct Sim {
     stats: Stats,
     kv_config: KvConfig,
     store_config: StoreConfig,
-    cluster_id: u64,
 }
 
 impl Sim {
@@ -612,8 +587,7 @@ impl Sim {
         let mut sim = Sim {
             rng,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             nodes: Vec::with_capacity(total),
             clients: Vec::new(),
             history: History::new(),
@@ -635,9 +609,6 @@ impl Sim {
                 cache_bytes_max: params.cache_bytes_max,
                 ..StoreConfig::default()
             },
-            // Derived from the seed without drawing from `rng`, so that both
-            // storage kinds see the same schedule up to their differences.
-            cluster_id: Rng::new(cfg.seed ^ 0x5EED_C1A5_7E12).next_u64() | 1,
             params,
             cfg,
         };
@@ -650,18 +621,24 @@ impl Sim {
             let (down, disk) = match sim.cfg.storage {
                 StorageKind::Mem => (Down::Mem(MemStorage::new_with_membership(membership)), None),
                 StorageKind::Disk => {
-                    let disk = SimDisk::new(
-                        Rng::new(sim.cfg.seed ^ id.wrapping_mul(0x9E37_79B9)).next_u64(),
-                    );
-                    match Store::bootstrap(
-                        disk.clone(),
-                        node_dir(id),
-                        sim.cluster_id,
-                        id,
-                        membership,
-                        sim.store_config.clone(),
-                    ) {
-                        Ok(store) => (Down::Disk(Some(Box::new(store))), Some(disk)),
+                    let founders = if id as usize <= sim.cfg.nodes {
+                        sim.cfg.nodes
+                    } else {
+                        0
+                    };
+                    let disk_seed =
+                        Rng::new(sim.cfg.seed ^ id.wrapping_mul(0x9E37_79B9)).next_u64();
+                    match bootstrapped_disk(id, founders, membership, disk_seed).and_then(|disk| {
+                        Store::open(
+                            disk.clone(),
+                            node_dir(id),
+                            SIM_CLUSTER_ID,
+                            id,
+                            sim.store_config.clone(),
+                        )
+                        .map(|store| (store, disk))
+                    }) {
+                        Ok((store, disk)) => (Down::Disk(Some(Box::new(store))), Some(disk)),
                         Err(e) => {
                             sim.violation("storage", format!("n{id}: bootstrap failed: {e}"));
                             return sim;
@@ -719,12 +696,7 @@ impl Sim {
     }
 
     fn schedule(&mut self, delay: Micros, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            time: self.now + delay,
-            seq: self.seq,
-            event,
-        }));
+        self.queue.push(self.now + delay, event);
     }
 
     fn node(&mut self, id: NodeId) -> &mut Node {
@@ -774,7 +746,7 @@ impl Sim {
                 if self.live_and_quiet() {
                     break;
                 }
-                let next_time = self.queue.peek().map(|Reverse(s)| s.time);
+                let next_time = self.queue.peek_time();
                 if next_time.is_none_or(|t| t > deadline) {
                     self.now = deadline;
                     let pending: Vec<String> = self
@@ -815,14 +787,14 @@ impl Sim {
 
     /// Processes the next event; false if the queue is empty.
     fn step_event(&mut self) -> bool {
-        let Some(Reverse(s)) = self.queue.pop() else {
+        let Some((time, event)) = self.queue.pop() else {
             return false;
         };
-        debug_assert!(s.time >= self.now);
-        self.now = s.time;
+        debug_assert!(time >= self.now);
+        self.now = time;
         self.stats.events += 1;
-        self.trace.mix(&[s.time, s.event.code()]);
-        let res = panic::catch_unwind(AssertUnwindSafe(|| self.handle(s.event)));
+        self.trace.mix(&[time, event.code()]);
+        let res = panic::catch_unwind(AssertUnwindSafe(|| self.handle(event)));
         if let Err(payload) = res {
             let msg = crate::panics::message(payload);
             self.violation("panic", msg);
@@ -973,7 +945,7 @@ impl Sim {
                 let store = match Store::open(
                     disk,
                     node_dir(id),
-                    self.cluster_id,
+                    SIM_CLUSTER_ID,
                     id,
                     self.store_config.clone(),
                 ) {
@@ -1202,13 +1174,19 @@ impl Sim {
         let Some(run) = node.run.as_mut() else {
             return;
         };
-        if run.paused {
+        let ready = if run.paused {
             run.missed_ticks += 1;
+            false
         } else {
             run.raft.tick();
-        }
+            run.raft.has_ready()
+        };
         self.schedule(tick_us, Event::Tick { node: id, epoch });
-        self.drive(id);
+        // Most ticks only advance timers and produce nothing: the checks
+        // run after the next input that does (or that produces output).
+        if ready {
+            self.drive(id);
+        }
     }
 
     fn on_deliver(&mut self, m: Message) {
@@ -3260,4 +3238,47 @@ fn node_store(node: &Node) -> Option<&Store<SimDisk>> {
         SimStore::Disk(store) => Some(store),
         SimStore::Mem(_) => None,
     }
+}
+
+/// The cluster id in every simulated node's store (one cluster per run).
+const SIM_CLUSTER_ID: u64 = 0x5151_C1A5_7E12;
+
+thread_local! {
+    /// Freshly bootstrapped disks by (node id, founding voters; 0 for a
+    /// spare): bootstrapping writes and fsyncs several files, so each run
+    /// starts from a copy of one made earlier on this thread.
+    static BOOTSTRAPPED: std::cell::RefCell<BTreeMap<(NodeId, usize), SimDisk>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// A disk on which node `id`'s store was bootstrapped with `membership`
+/// (the voters `1..=founders`, or none for a spare); its random choices
+/// (crash tears, short writes) come from `seed`.
+fn bootstrapped_disk(
+    id: NodeId,
+    founders: usize,
+    membership: Membership,
+    seed: u64,
+) -> Result<SimDisk, raft_storage::OpenError> {
+    BOOTSTRAPPED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let template = match cache.get(&(id, founders)) {
+            Some(d) => d.clone(),
+            None => {
+                let d = SimDisk::new(0);
+                Store::bootstrap(
+                    d.clone(),
+                    node_dir(id),
+                    SIM_CLUSTER_ID,
+                    id,
+                    membership,
+                    StoreConfig::default(),
+                )?;
+                cache.insert((id, founders), d.clone());
+                d
+            }
+        };
+        // Everything a bootstrap writes is synced: the copy is exact.
+        Ok(template.crashed_copy(seed))
+    })
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::Micros;
-use crate::rng::{fnv1a, FNV_OFFSET};
+use crate::rng::FNV_OFFSET;
 
 /// One line of the readable timeline.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -266,8 +266,12 @@ impl Trace {
 
     /// Mixes raw words into the hash.
     pub fn mix(&mut self, words: &[u64]) {
-        for w in words {
-            self.hash = fnv1a(self.hash, &w.to_le_bytes());
+        // One multiply per word (it runs for every event): an FNV-style step
+        // on whole words, with a rotation so that high bits feed back.
+        for &w in words {
+            self.hash = (self.hash ^ w)
+                .wrapping_mul(0x0000_0100_0000_01B3)
+                .rotate_left(29);
         }
     }
 
