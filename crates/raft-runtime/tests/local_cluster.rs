@@ -169,11 +169,16 @@ async fn commit_index_advances_need_no_fsync_of_their_own() {
             "node {}: {synced} fsyncs for {N} proposals",
             h.id()
         );
-        assert!(
-            synced >= N / 2,
-            "node {}: only {synced} fsyncs for {N} proposals",
-            h.id()
-        );
+        // Only the leader is paced by the proposals (each waits for the
+        // previous one to apply); a lagging follower may rightly fold
+        // several appends into one fsync.
+        if h.id() == leader {
+            assert!(
+                synced >= N / 2,
+                "leader {}: only {synced} fsyncs for {N} proposals",
+                h.id()
+            );
+        }
         assert!(skipped >= 1, "node {}: no commit-only write group", h.id());
     }
     for h in &hs {
