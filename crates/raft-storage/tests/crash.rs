@@ -196,8 +196,8 @@ fn run(seed: u64, steps: u64) -> u64 {
                     .map(|i| {
                         // Now and then a payload large enough to be written
                         // in place (not copied into the encoding buffer).
-                        let len = if rng.below(20) == 0 {
-                            rng.range(4096, 5000)
+                        let len = if rng.below(40) == 0 {
+                            rng.range(4096, 4600)
                         } else {
                             rng.below(300)
                         };
