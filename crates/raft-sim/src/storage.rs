@@ -127,8 +127,11 @@ impl Acked {
     /// A write was handed to the disk (not yet synced).
     pub(crate) fn issued(&mut self, snapshot: Option<&Snapshot>, entries: &[Entry]) {
         let from = match (snapshot, entries.first()) {
-            // Entries after a snapshot the log does not match are dropped.
-            (Some(s), _) => Some(s.meta.last_index + 1),
+            // A snapshot from the leader replaces every entry it covers
+            // (an acknowledged but uncommitted one may differ from the
+            // leader's at the same index), and the entries after it unless
+            // the log matches it there.
+            (Some(_), _) => Some(self.log.snap_index + 1),
             (None, Some(e)) => Some(e.index),
             (None, None) => None,
         };
@@ -272,5 +275,33 @@ mod tests {
         // ... but not entry 2.
         let one = log(&[e(1, 1, "a")]);
         assert!(a.check_recovered(&one, hs).is_err());
+    }
+
+    #[test]
+    fn an_unsynced_snapshot_may_replace_acknowledged_entries() {
+        let mut a = Acked::default();
+        let hs = HardState {
+            term: 3,
+            vote: None,
+            commit: 1,
+        };
+        a.synced(None, &[e(1, 1, "a"), e(2, 2, "b")], Some(hs));
+        // Entry 2@t2 was never committed; the leader of term 3 sends a
+        // snapshot at 2@t3, whose install lands before the crash.
+        let mut snap = ShadowLog::default();
+        snap.install_snapshot(2, 3);
+        assert!(a.check_recovered(&snap, hs).is_err());
+        let s = Snapshot {
+            meta: raft_core::SnapshotMeta {
+                last_index: 2,
+                last_term: 3,
+                membership: Default::default(),
+            },
+            data: Bytes::new(),
+        };
+        a.issued(Some(&s), &[]);
+        a.check_recovered(&snap, hs).unwrap();
+        // Without it landing, the old log is still there.
+        a.check_recovered(&log(&[e(1, 1, "a"), e(2, 2, "b")]), hs).unwrap();
     }
 }
