@@ -302,6 +302,7 @@ mod tests {
         a.issued(Some(&s), &[]);
         a.check_recovered(&snap, hs).unwrap();
         // Without it landing, the old log is still there.
-        a.check_recovered(&log(&[e(1, 1, "a"), e(2, 2, "b")]), hs).unwrap();
+        a.check_recovered(&log(&[e(1, 1, "a"), e(2, 2, "b")]), hs)
+            .unwrap();
     }
 }
