@@ -1488,6 +1488,11 @@ impl Sim {
             if let Some(run) = self.node(id).run.as_mut() {
                 run.soft = ss;
             }
+            if ss.role == Role::Leader {
+                // Before this Ready's writes (the new leader's no-op) go to
+                // the disk: the schedule may stall it.
+                self.figure8_elected(id, ss.term);
+            }
             if self.trace.recording() {
                 self.trace.push(
                     self.now,
@@ -1835,7 +1840,6 @@ impl Sim {
         }
         if is_leader && term > led_term {
             self.nodes[id as usize - 1].led_term = term;
-            self.figure8_elected(id, term);
             self.maybe_deafen_old_leader(id, term);
             self.stats.leaders += 1;
             if self.phase == Phase::Faults && self.rng.chance(self.params.crash_after_elected_prob)
