@@ -185,7 +185,8 @@ enum Event {
         node: NodeId,
         epoch: u32,
     },
-    Deliver(Message),
+    /// Boxed: messages are large and events move through the queue.
+    Deliver(Box<Message>),
     DiskDone {
         node: NodeId,
         epoch: u32,
@@ -197,7 +198,8 @@ enum Event {
     },
     Reply {
         client: usize,
-        reply: ClientReply,
+        /// Boxed, like messages: replies carry whole responses.
+        reply: Box<ClientReply>,
     },
     ClientSend {
         client: usize,
@@ -814,14 +816,14 @@ impl Sim {
         }
         match event {
             Event::Tick { node, epoch } => self.on_tick(node, epoch),
-            Event::Deliver(m) => self.on_deliver(m),
+            Event::Deliver(m) => self.on_deliver(*m),
             Event::DiskDone {
                 node,
                 epoch,
                 number,
             } => self.on_disk_done(node, epoch, number),
             Event::Request { node, req } => self.on_request(node, req),
-            Event::Reply { client, reply } => self.on_reply(client, reply),
+            Event::Reply { client, reply } => self.on_reply(client, *reply),
             Event::ClientSend {
                 client,
                 op,
@@ -1928,10 +1930,10 @@ impl Sim {
                 );
             }
             let d = self.net_delay() + self.slow_link_us(m.from);
-            self.schedule(d, Event::Deliver(m.clone()));
+            self.schedule(d, Event::Deliver(Box::new(m.clone())));
         }
         let d = self.net_delay() + self.slow_link_us(m.from);
-        self.schedule(d, Event::Deliver(m));
+        self.schedule(d, Event::Deliver(Box::new(m)));
     }
 
     /// Extra delay of messages sent by `from` now (a congested link).
@@ -2179,7 +2181,7 @@ impl Sim {
             d,
             Event::Reply {
                 client: w.client,
-                reply,
+                reply: Box::new(reply),
             },
         );
     }
