@@ -516,11 +516,22 @@ impl Replay {
     }
 
     fn entry(&mut self, index: LogIndex, loc: Loc) -> Result<(), String> {
-        let Some((base, _)) = self.base else {
+        let Some((base, base_term)) = self.base else {
             return Err("entry before any snapshot marker".into());
         };
         if index <= base {
-            return Ok(()); // inside the snapshot
+            if base_term.is_some() {
+                return Ok(()); // inside the snapshot
+            }
+            // The base only marks a hole (entries of deleted segments), so
+            // this entry is not covered by a snapshot yet: it truncates the
+            // log from its index on, including the entries after the hole,
+            // and a later marker must cover what comes before it. (Skipping
+            // it would resurrect the truncated suffix.)
+            self.locs.clear();
+            self.base = Some((index - 1, None));
+            self.locs.push_back(loc);
+            return Ok(());
         }
         if index <= self.last() + 1 {
             self.locs.truncate((index - base - 1) as usize);

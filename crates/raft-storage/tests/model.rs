@@ -173,3 +173,105 @@ proptest! {
         run(ops, seed)?;
     }
 }
+
+/// Found by CI (proptest seed 4684722451038870561): installing a snapshot
+/// that matches an entry in the middle of the log after a reopen and a
+/// compaction.
+#[test]
+fn regression_install_matching_after_reopen_and_compact() {
+    use Op::*;
+    let ops = vec![
+        Install {
+            back: 0,
+            ahead: 0,
+            matching: false,
+        },
+        Append {
+            back: 0,
+            n: 5,
+            len: 0,
+        },
+        Append {
+            back: 0,
+            n: 2,
+            len: 4096,
+        },
+        Hard {
+            bump_term: false,
+            commit_pct: 15,
+        },
+        Append {
+            back: 0,
+            n: 1,
+            len: 0,
+        },
+        Append {
+            back: 0,
+            n: 1,
+            len: 4096,
+        },
+        Append {
+            back: 2,
+            n: 2,
+            len: 0,
+        },
+        Append {
+            back: 0,
+            n: 5,
+            len: 0,
+        },
+        Append {
+            back: 0,
+            n: 1,
+            len: 0,
+        },
+        Compact { pct: 0 },
+        Reopen,
+        Hard {
+            bump_term: false,
+            commit_pct: 86,
+        },
+        Compact { pct: 46 },
+        Append {
+            back: 0,
+            n: 9,
+            len: 4096,
+        },
+        Append {
+            back: 5,
+            n: 1,
+            len: 4096,
+        },
+        Append {
+            back: 2,
+            n: 1,
+            len: 0,
+        },
+        Append {
+            back: 2,
+            n: 3,
+            len: 0,
+        },
+        Append {
+            back: 3,
+            n: 5,
+            len: 4096,
+        },
+        Append {
+            back: 4,
+            n: 1,
+            len: 0,
+        },
+        Install {
+            back: 2,
+            ahead: 2,
+            matching: true,
+        },
+        Read {
+            lo_pct: 0,
+            hi_pct: 0,
+            max_bytes: 1,
+        },
+    ];
+    run(ops, 4684722451038870561).unwrap();
+}
