@@ -96,9 +96,13 @@ impl<S: LogStore> RawNode<S> {
     ) -> Result<(), StepError> {
         // At most one vote per term; a pre-vote for a future term may be
         // granted regardless of our current vote since it binds nothing.
+        // A new vote is also withheld while a leader's lease may be relying
+        // on this node (checked in `step` for higher terms; here for a
+        // candidate of the term this node just learned without a leader).
         let can_vote = self.vote == Some(from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (req.pre_vote && term > self.term);
+            || ((self.vote.is_none() && self.leader.is_none())
+                || (req.pre_vote && term > self.term))
+                && (req.transfer || !self.in_leader_lease());
         let up_to_date = self.bug(Bug::VoteWithoutUpToDateCheck)
             || (req.last_log_term, req.last_log_index)
                 >= (self.log.last_term()?, self.log.last_index());

@@ -139,6 +139,12 @@ pub struct RawNode<S: LogStore> {
     pub(crate) votes: BTreeMap<NodeId, bool>,
 
     pub(crate) now_tick: u64,
+    /// When this node last accepted a message from a leader (of any term):
+    /// the start of its vote guard (see [`RawNode::in_leader_lease`]). Kept
+    /// across term changes on purpose: a term learned from, say, a refused
+    /// pre-vote must not release a promise made to an earlier leader whose
+    /// lease reads count on it. A restarted node starts guarded (tick 0).
+    pub(crate) leader_contact_tick: Option<u64>,
     pub(crate) election_elapsed: u32,
     pub(crate) heartbeat_elapsed: u32,
     pub(crate) randomized_election_timeout: u32,
@@ -237,6 +243,10 @@ impl<S: LogStore> RawNode<S> {
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             now_tick: 0,
+            // A node restarting with state may have acknowledged a leader's
+            // heartbeat just before it went down; it keeps the promise for
+            // one election timeout. A fresh node has promised nothing.
+            leader_contact_tick: (hs.term > 0).then_some(0),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: timeout,
@@ -811,6 +821,21 @@ impl<S: LogStore> RawNode<S> {
         index
     }
 
+    /// The vote guard of CheckQuorum (etcd's "in lease"): a leader, or a
+    /// node that heard from a leader of any term within the minimum election
+    /// timeout, grants no (pre-)vote except to a leadership transfer. A
+    /// leader's lease reads rely on the quorum that acknowledged it keeping
+    /// this promise, whatever terms they learn in between.
+    pub(crate) fn in_leader_lease(&self) -> bool {
+        if !self.cfg.check_quorum || self.bug(crate::bugs::Bug::IgnoreLease) {
+            return false;
+        }
+        self.role == Role::Leader
+            || self
+                .leader_contact_tick
+                .is_some_and(|t| self.now_tick < t + u64::from(self.cfg.election_timeout_ticks))
+    }
+
     fn single_voter_leader(&self) -> bool {
         self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1
     }
@@ -834,10 +859,7 @@ impl<S: LogStore> RawNode<S> {
                 // a leader within the minimum election timeout ignores vote
                 // requests, so a node rejoining from a partition cannot
                 // unseat a healthy leader. Transfers are exempt.
-                let in_lease = self.cfg.check_quorum
-                    && self.leader.is_some()
-                    && self.election_elapsed < self.cfg.election_timeout_ticks;
-                if in_lease && !req.transfer && !self.bug(crate::bugs::Bug::IgnoreLease) {
+                if self.in_leader_lease() && !req.transfer {
                     return Ok(());
                 }
             }

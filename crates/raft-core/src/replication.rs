@@ -303,6 +303,7 @@ impl<S: LogStore> RawNode<S> {
         }
         self.leader = Some(from);
         self.election_elapsed = 0;
+        self.leader_contact_tick = Some(self.now_tick);
         Ok(())
     }
 

@@ -71,11 +71,11 @@ fn seed_29936_5_nodes_unsynced_snapshot_replaces_acknowledged_entry() {
 /// n2 adopts term 4 with no leader, so the lease guard no longer applies,
 /// and it grants n3's vote request (241.491 ms). n3 leads term 4 at
 /// 243.689 ms while n1 still serves lease reads on the lease n2 renewed.
-/// The lease guard only covers vote requests; any other message with a
-/// higher term clears `leader` and with it the guard. Found by
-/// `raft-sim run --seeds 40000..80000 --nodes 3`.
+/// The lease guard only covered vote requests; any other message with a
+/// higher term cleared `leader` and with it the guard. Found by
+/// `raft-sim run --seeds 40000..80000 --nodes 3`; fixed in raft-core by
+/// keeping the guard's start (`leader_contact_tick`) across term changes.
 #[test]
-#[ignore = "raft-core: a refused pre-vote carrying a higher term ends the lease guard (reported)"]
 fn seed_40639_3_nodes_lease_read_after_term_from_refused_pre_vote() {
     seed_passes(40639, 3);
 }

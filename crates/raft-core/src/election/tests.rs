@@ -247,7 +247,13 @@ fn election_vote_requires_up_to_date_log() {
         vote: None,
         commit: 0,
     });
-    let mut n = RawNode::new(no_prevote(3), store).unwrap();
+    // Without CheckQuorum: a restarted node (term 2) would otherwise refuse
+    // every vote for one election timeout (tested below).
+    let cfg = Config {
+        check_quorum: false,
+        ..no_prevote(3)
+    };
+    let mut n = RawNode::new(cfg, store).unwrap();
     // Lower last term loses even with a longer log (§5.4.1).
     n.step(vote_request(1, 3, 3, 10, 1)).unwrap();
     assert_eq!(granted_votes(&n.ready().unwrap()), vec![(1, false)]);
@@ -430,4 +436,77 @@ fn election_learner_never_campaigns() {
     assert_eq!(n.role(), Role::Follower);
     assert_eq!(n.term(), 0);
     assert!(n.ready().unwrap().messages.is_empty());
+}
+
+#[test]
+fn election_vote_guard_survives_a_term_learned_without_a_leader() {
+    // Found by the simulator (seed 40639, 3 nodes): a follower acknowledged
+    // leader 1's heartbeat, then learned a higher term from a refused
+    // pre-vote response, which cleared its leader; it then voted for node 3
+    // while leader 1, partitioned, still served lease reads counting on it.
+    let et = Config::new(2).election_timeout_ticks;
+    let storage = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
+    let mut n = RawNode::new(no_prevote(2), storage).unwrap();
+    n.step(heartbeat(1, 2, 1)).unwrap();
+    assert_eq!(n.leader(), Some(1));
+    n.ready().unwrap();
+    n.step(Message {
+        from: 3,
+        to: 2,
+        term: 3,
+        body: MessageBody::VoteResponse(VoteResponse {
+            pre_vote: true,
+            granted: false,
+        }),
+    })
+    .unwrap();
+    assert_eq!((n.term(), n.leader()), (3, None));
+    // A candidate of the term just learned: refused.
+    n.step(vote_request(3, 2, 3, 0, 0)).unwrap();
+    assert_eq!(granted_votes(&n.ready().unwrap()), vec![(3, false)]);
+    // A candidate of a later term: ignored, the term does not move.
+    n.step(vote_request(3, 2, 4, 0, 0)).unwrap();
+    assert!(granted_votes(&n.ready().unwrap()).is_empty());
+    assert_eq!(n.term(), 3);
+    // One election timeout after the heartbeat the promise has expired.
+    for _ in 0..et {
+        n.tick();
+    }
+    n.step(vote_request(3, 2, 10, 0, 0)).unwrap();
+    assert_eq!(granted_votes(&n.ready().unwrap()), vec![(3, true)]);
+}
+
+#[test]
+fn election_restarted_node_keeps_the_vote_guard_for_one_election_timeout() {
+    // It may have acknowledged a leader's heartbeat just before crashing.
+    let et = Config::new(3).election_timeout_ticks;
+    let mut store = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
+    store.set_hard_state(HardState {
+        term: 2,
+        vote: None,
+        commit: 0,
+    });
+    let mut n = RawNode::new(no_prevote(3), store).unwrap();
+    n.step(vote_request(1, 3, 3, 0, 0)).unwrap();
+    assert!(granted_votes(&n.ready().unwrap()).is_empty());
+    assert_eq!(n.term(), 2);
+    for _ in 0..et {
+        n.tick();
+    }
+    n.step(vote_request(1, 3, 10, 0, 0)).unwrap();
+    assert_eq!(granted_votes(&n.ready().unwrap()), vec![(1, true)]);
+    // A leadership transfer's election is never held back.
+    let mut store = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
+    store.set_hard_state(HardState {
+        term: 2,
+        vote: None,
+        commit: 0,
+    });
+    let mut n = RawNode::new(no_prevote(3), store).unwrap();
+    let mut m = vote_request(1, 3, 3, 0, 0);
+    if let MessageBody::VoteRequest(req) = &mut m.body {
+        req.transfer = true;
+    }
+    n.step(m).unwrap();
+    assert_eq!(granted_votes(&n.ready().unwrap()), vec![(1, true)]);
 }
