@@ -449,7 +449,7 @@ fn election_vote_guard_survives_a_term_learned_without_a_leader() {
     let mut n = RawNode::new(no_prevote(2), storage).unwrap();
     n.step(heartbeat(1, 2, 1)).unwrap();
     assert_eq!(n.leader(), Some(1));
-    n.ready().unwrap();
+    let _ = n.ready().unwrap();
     n.step(Message {
         from: 3,
         to: 2,
