@@ -79,7 +79,7 @@ pub mod quorum;
 mod read;
 pub mod ready;
 mod replication;
-mod rng;
+pub mod rng;
 mod snapshot;
 pub mod state_machine;
 pub mod storage;

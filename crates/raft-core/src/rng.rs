@@ -1,5 +1,7 @@
 //! The engine's only source of randomness: a SplitMix64 generator seeded
-//! from [`Config::rng_seed`](crate::Config::rng_seed).
+//! from [`Config::rng_seed`](crate::Config::rng_seed). Public so that the
+//! other crates' deterministic pieces (the simulated disk, the simulator,
+//! the load generator) share this one definition.
 //!
 //! Why hand-written instead of `rand`: the engine needs exactly one thing
 //! (a uniform number in a small range for election timeouts), must be
@@ -8,16 +10,18 @@
 //! output is fixed by its definition, not by a library's version.
 
 #[derive(Clone, Debug)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator whose whole output is decided by `seed`.
+    pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -27,9 +31,14 @@ impl SplitMix64 {
 
     /// Uniform in `[lo, hi)`; `hi > lo`. The modulo bias is below 2^-32 for
     /// the small ranges used here, which is irrelevant for timeouts.
-    pub(crate) fn range(&mut self, lo: u32, hi: u32) -> u32 {
+    pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
         debug_assert!(hi > lo);
         lo + (self.next_u64() % u64::from(hi - lo)) as u32
+    }
+
+    /// Uniform in `[0, 1)`, from the top 53 bits (an f64's mantissa).
+    pub fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64) * (1.0 / (1u64 << 53) as f64)
     }
 }
 
@@ -49,5 +58,14 @@ mod tests {
         let mut c = SplitMix64::new(8);
         let differs = (0..100).any(|_| a.next_u64() != c.next_u64());
         assert!(differs);
+        let mut buckets = [0u32; 10];
+        for _ in 0..100_000 {
+            buckets[(a.next_u64() % 10) as usize] += 1;
+            assert!((0.0..1.0).contains(&a.unit()));
+        }
+        assert!(
+            buckets.iter().all(|b| (9_000..11_000).contains(b)),
+            "{buckets:?}"
+        );
     }
 }

@@ -1,27 +1,23 @@
-//! The simulator's only source of randomness: SplitMix64, seeded from the
-//! run's seed. Hand-written so that a seed replays bit for bit on every
+//! The simulator's only source of randomness: raft-core's SplitMix64,
+//! seeded from the run's seed, so that a seed replays bit for bit on every
 //! platform and with every dependency version.
+
+use raft_core::rng::SplitMix64;
 
 /// A SplitMix64 generator. Every random choice of a simulation comes from
 /// one of these, derived from the run's seed.
 #[derive(Clone, Debug)]
-pub struct Rng {
-    state: u64,
-}
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator whose whole output is decided by `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng { state: seed }
+        Rng(SplitMix64::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[lo, hi)`; returns `lo` if the range is empty. The modulo
@@ -38,13 +34,12 @@ impl Rng {
         if p <= 0.0 {
             return false;
         }
-        // 53 random bits give a uniform f64 in [0, 1).
-        ((self.next_u64() >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
+        self.0.unit() < p
     }
 
     /// Uniform f64 in `[lo, hi)`.
     pub fn float(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + ((self.next_u64() >> 11) as f64) * (1.0 / (1u64 << 53) as f64) * (hi - lo)
+        lo + self.0.unit() * (hi - lo)
     }
 
     /// A uniformly chosen element, or `None` if `items` is empty.

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::disk::{Disk, DiskFile};
+use raft_core::rng::SplitMix64;
 
 /// Linux's errno for "no space left on device".
 const ENOSPC: i32 = 28;
@@ -178,17 +179,13 @@ struct SimDir {
     pending: Vec<DirOp>,
 }
 
-/// SplitMix64: tiny, good enough, and the same everywhere.
+/// raft-core's SplitMix64, so a seed means the same everywhere.
 #[derive(Clone, Debug)]
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..=max`.
@@ -216,7 +213,7 @@ struct SimState {
 impl SimState {
     fn clone_without_hook(&self, seed: u64) -> SimState {
         SimState {
-            rng: Rng(seed),
+            rng: Rng(SplitMix64::new(seed)),
             generation: self.generation,
             next_inode: self.next_inode,
             inodes: self.inodes.clone(),
@@ -326,7 +323,7 @@ impl SimDisk {
     pub fn new(seed: u64) -> Self {
         SimDisk {
             state: Arc::new(Mutex::new(SimState {
-                rng: Rng(seed),
+                rng: Rng(SplitMix64::new(seed)),
                 generation: 0,
                 next_inode: 1,
                 inodes: BTreeMap::new(),

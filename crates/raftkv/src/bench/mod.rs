@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use raft_core::rng::SplitMix64;
 use serde::Serialize;
 
 use crate::cli::{parse_duration, ConnOpts};
@@ -164,23 +165,6 @@ fn new_histogram() -> Histogram<u64> {
     // Bounds are constants that satisfy the constructor's rules
     // (low >= 1, high >= 2 * low, sigfig <= 5).
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
-}
-
-/// splitmix64: a tiny fast PRNG for key and operation choice.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Entry point of `raftkv bench`.
@@ -357,7 +341,7 @@ struct Worker {
     targets: Arc<Targets>,
     conn: http1::Conn,
     index: usize,
-    rng: Rng,
+    rng: SplitMix64,
     /// The value as a JSON string literal, quotes included.
     value_json: String,
     client_id: u64,
@@ -385,9 +369,9 @@ struct ErrorDetail {
 
 impl Worker {
     fn new(args: &BenchArgs, targets: Arc<Targets>, worker: usize) -> Worker {
-        let mut rng = Rng(crate::client::random_u64() ^ worker as u64);
+        let mut rng = SplitMix64::new(crate::client::random_u64() ^ worker as u64);
         let value: String = (0..args.value_size)
-            .map(|_| char::from(b'a' + (rng.next() % 26) as u8))
+            .map(|_| char::from(b'a' + (rng.next_u64() % 26) as u8))
             .collect();
         let index = targets.first % targets.addrs.len().max(1);
         let conn = http1::Conn::new(targets.addrs[index].clone(), args.conn.timeout);
@@ -416,7 +400,7 @@ impl Worker {
     /// failed (its kind counted).
     async fn one_op(&mut self, args: &BenchArgs) -> Result<(), ()> {
         use std::fmt::Write as _;
-        let key = self.rng.next() % args.keys;
+        let key = self.rng.next_u64() % args.keys;
         let read = args.read_ratio > 0.0 && self.rng.unit() < args.read_ratio;
         self.path.clear();
         self.body.clear();
@@ -596,21 +580,6 @@ pub fn print_report(r: &BenchReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_is_roughly_uniform() {
-        let mut rng = Rng(1);
-        let mut buckets = [0u32; 10];
-        for _ in 0..100_000 {
-            buckets[(rng.next() % 10) as usize] += 1;
-        }
-        assert!(
-            buckets.iter().all(|b| (9_000..11_000).contains(b)),
-            "{buckets:?}"
-        );
-        let u = rng.unit();
-        assert!((0.0..1.0).contains(&u));
-    }
 
     #[test]
     fn stats_come_from_the_histogram() {
