@@ -165,8 +165,16 @@ fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     check_same(&reopen(&disk, "/data", config), &model)
 }
 
+/// 128 cases unless `PROPTEST_CASES` asks for more (a soak).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_mem_storage(ops in prop::collection::vec(op(), 1..120), seed in any::<u64>()) {
