@@ -476,17 +476,22 @@ fn election_vote_guard_survives_a_term_learned_without_a_leader() {
     assert_eq!(granted_votes(&n.ready().unwrap()), vec![(3, true)]);
 }
 
-#[test]
-fn election_restarted_node_keeps_the_vote_guard_for_one_election_timeout() {
-    // It may have acknowledged a leader's heartbeat just before crashing.
-    let et = Config::new(3).election_timeout_ticks;
+/// Node 3 of {1, 2, 3}, restarting with term 2 and no vote.
+fn restarted_at_term_2() -> RawNode<MemStorage> {
     let mut store = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
     store.set_hard_state(HardState {
         term: 2,
         vote: None,
         commit: 0,
     });
-    let mut n = RawNode::new(no_prevote(3), store).unwrap();
+    RawNode::new(no_prevote(3), store).unwrap()
+}
+
+#[test]
+fn election_restarted_node_keeps_the_vote_guard_for_one_election_timeout() {
+    // It may have acknowledged a leader's heartbeat just before crashing.
+    let et = Config::new(3).election_timeout_ticks;
+    let mut n = restarted_at_term_2();
     n.step(vote_request(1, 3, 3, 0, 0)).unwrap();
     assert!(granted_votes(&n.ready().unwrap()).is_empty());
     assert_eq!(n.term(), 2);
@@ -496,13 +501,7 @@ fn election_restarted_node_keeps_the_vote_guard_for_one_election_timeout() {
     n.step(vote_request(1, 3, 10, 0, 0)).unwrap();
     assert_eq!(granted_votes(&n.ready().unwrap()), vec![(1, true)]);
     // A leadership transfer's election is never held back.
-    let mut store = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
-    store.set_hard_state(HardState {
-        term: 2,
-        vote: None,
-        commit: 0,
-    });
-    let mut n = RawNode::new(no_prevote(3), store).unwrap();
+    let mut n = restarted_at_term_2();
     let mut m = vote_request(1, 3, 3, 0, 0);
     if let MessageBody::VoteRequest(req) = &mut m.body {
         req.transfer = true;
