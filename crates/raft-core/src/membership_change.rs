@@ -111,15 +111,10 @@ impl<S: LogStore> RawNode<S> {
             self.membership_index = *index;
         }
         if self.role == Role::Leader {
-            let members = self.membership.members();
-            self.progress.retain(|id, _| members.contains(id));
+            let membership = &self.membership;
+            self.progress.retain(|&id, _| membership.contains(id));
             let next = self.log.last_index() + 1;
-            for id in members {
-                if id != self.id && !self.progress.contains_key(&id) {
-                    let p = self.new_progress(next);
-                    self.progress.insert(id, p);
-                }
-            }
+            self.track_members(next);
         }
     }
 

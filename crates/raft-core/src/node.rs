@@ -623,7 +623,7 @@ impl<S: LogStore> RawNode<S> {
                 if self.leader != Some(self.id) || self.vote != Some(self.id) {
                     return Err("leader has not voted for itself or does not know it leads".into());
                 }
-                for member in self.membership.members() {
+                for member in self.membership.member_ids() {
                     if member != self.id && !self.progress.contains_key(&member) {
                         return Err(format!("leader tracks no progress for member {member}"));
                     }
@@ -748,24 +748,35 @@ impl<S: LogStore> RawNode<S> {
         self.leader = Some(self.id);
         self.counters.elections_won += 1;
         let last = self.log.last_index();
-        for member in self.membership.members() {
-            if member != self.id {
-                self.progress.insert(member, self.new_progress(last + 1));
-            }
-        }
+        self.track_members(last + 1);
         // Raft §8: a new leader commits a no-op of its own term, which also
         // commits everything before it (Figure 8).
         self.append_entry_as_leader(EntryPayload::Blank);
         Ok(())
     }
 
-    pub(crate) fn new_progress(&self, next: LogIndex) -> Progress {
-        Progress::new(
-            next,
-            self.cfg.max_inflight_msgs,
-            self.cfg.max_inflight_bytes,
-            self.now_tick,
-        )
+    /// Leader: starts tracking every member of the configuration in force
+    /// that it does not track yet, from `next`.
+    pub(crate) fn track_members(&mut self, next: LogIndex) {
+        let RawNode {
+            id,
+            membership,
+            progress,
+            cfg,
+            now_tick,
+            ..
+        } = self;
+        for member in membership.member_ids() {
+            if member != *id && !progress.contains_key(&member) {
+                let p = Progress::new(
+                    next,
+                    cfg.max_inflight_msgs,
+                    cfg.max_inflight_bytes,
+                    *now_tick,
+                );
+                progress.insert(member, p);
+            }
+        }
     }
 
     pub(crate) fn propose_payload(

@@ -107,12 +107,18 @@ impl Membership {
 
     /// Every node that must receive the log: voters of both halves and learners.
     pub fn members(&self) -> BTreeSet<NodeId> {
+        self.member_ids().collect()
+    }
+
+    /// The ids of [`members`](Self::members) without building a set: a node
+    /// that votes in both halves of a joint configuration comes twice. For
+    /// hot paths (the engine checks its invariants after every input).
+    pub fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.voters
             .iter()
             .chain(&self.voters_outgoing)
             .chain(&self.learners)
             .copied()
-            .collect()
     }
 
     pub fn node_count(&self) -> usize {
