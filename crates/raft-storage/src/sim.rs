@@ -113,17 +113,26 @@ impl std::fmt::Debug for SimDisk {
     }
 }
 
-#[derive(Clone, Debug)]
+/// An unsynced file operation. A write's data is
+/// `Inode::pending_data[start..start + len]` (one buffer per file, reused
+/// from sync to sync, instead of an allocation per write).
+#[derive(Clone, Copy, Debug)]
 enum FileOp {
-    Write { offset: u64, data: Vec<u8> },
+    Write {
+        offset: u64,
+        start: usize,
+        len: usize,
+    },
     SetLen(u64),
 }
 
 impl FileOp {
-    fn apply(&self, content: &mut Vec<u8>) {
-        match self {
-            FileOp::Write { offset, data } => write_into(content, *offset, data),
-            FileOp::SetLen(len) => content.resize(*len as usize, 0),
+    fn apply(&self, pending_data: &[u8], content: &mut Vec<u8>) {
+        match *self {
+            FileOp::Write { offset, start, len } => {
+                write_into(content, offset, &pending_data[start..start + len])
+            }
+            FileOp::SetLen(len) => content.resize(len as usize, 0),
         }
     }
 }
@@ -145,6 +154,29 @@ struct Inode {
     durable: Vec<u8>,
     /// Operations since the last successful sync, in order.
     pending: Vec<FileOp>,
+    /// The data of the pending writes, one after the other.
+    pending_data: Vec<u8>,
+}
+
+impl Inode {
+    /// Records an unsynced write of `data` at `offset` (after applying it
+    /// to what reads see).
+    fn push_write(&mut self, offset: u64, data: &[u8]) {
+        write_into(&mut self.data, offset, data);
+        let start = self.pending_data.len();
+        self.pending_data.extend_from_slice(data);
+        self.pending.push(FileOp::Write {
+            offset,
+            start,
+            len: data.len(),
+        });
+    }
+
+    /// Forgets the pending operations (keeping the buffers' memory).
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_data.clear();
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -230,15 +262,16 @@ impl SimState {
             let n = inode.pending.len() as u64;
             let keep = self.rng.upto(n) as usize;
             for op in &inode.pending[..keep] {
-                op.apply(&mut inode.durable);
+                op.apply(&inode.pending_data, &mut inode.durable);
             }
-            if let Some(FileOp::Write { offset, data }) = inode.pending.get(keep) {
-                let torn = self.rng.upto(data.len() as u64) as usize;
+            if let Some(&FileOp::Write { offset, start, len }) = inode.pending.get(keep) {
+                let torn = self.rng.upto(len as u64) as usize;
                 if torn > 0 {
-                    write_into(&mut inode.durable, *offset, &data[..torn]);
+                    let data = &inode.pending_data[start..start + torn];
+                    write_into(&mut inode.durable, offset, data);
                 }
             }
-            inode.pending.clear();
+            inode.clear_pending();
             inode.data = inode.durable.clone();
         }
         for dir in self.dirs.values_mut() {
@@ -270,16 +303,55 @@ impl SimState {
     }
 
     fn dir_mut(&mut self, dir: &Path) -> io::Result<&mut SimDir> {
+        let bytes = dir.as_os_str().as_encoded_bytes();
+        let exact = self
+            .dirs
+            .keys()
+            .position(|k| k.as_os_str().as_encoded_bytes() == bytes);
+        match exact {
+            Some(i) => self.dirs.values_mut().nth(i),
+            None => self.dirs.get_mut(dir),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))
+    }
+
+    /// Like [`split`](Self::split), without copying.
+    fn split_ref(path: &Path) -> io::Result<(&Path, &str)> {
+        // Fast path for the plain `dir/name` the store uses: the parent is
+        // the same directory (component for component) and the name is the
+        // same as `Path::parent` and `Path::file_name` give, without their
+        // component parsing. Anything unusual takes the slow path.
+        if let Some(s) = path.to_str() {
+            if let Some((dir, name)) = s.rsplit_once('/') {
+                if !dir.is_empty() && !name.is_empty() && name != "." && name != ".." {
+                    return Ok((Path::new(dir), name));
+                }
+            }
+        }
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad file name"))?;
+        Ok((parent, name))
+    }
+
+    /// The directory `dir`. Directories are few and usually named exactly
+    /// as they were created, so a byte comparison finds them before the
+    /// component-wise search of the map.
+    fn dir(&self, dir: &Path) -> Option<&SimDir> {
+        let bytes = dir.as_os_str().as_encoded_bytes();
         self.dirs
-            .get_mut(dir)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))
+            .iter()
+            .find(|(k, _)| k.as_os_str().as_encoded_bytes() == bytes)
+            .map(|(_, d)| d)
+            .or_else(|| self.dirs.get(dir))
     }
 
     fn lookup(&self, path: &Path) -> io::Result<u64> {
-        let (dir, name) = Self::split(path)?;
-        self.dirs
-            .get(&dir)
-            .and_then(|d| d.live.get(&name))
+        let (dir, name) = Self::split_ref(path)?;
+        self.dir(dir)
+            .and_then(|d| d.live.get(name))
             .copied()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }
@@ -304,13 +376,14 @@ impl SimState {
     }
 
     fn after_op(&mut self, kind: SimOpKind, path: &Path) {
-        let op = SimOp {
-            number: self.op_count,
-            kind,
-            path: path.to_path_buf(),
-        };
+        let number = self.op_count;
         self.op_count += 1;
         if let Some(mut hook) = self.hook.take() {
+            let op = SimOp {
+                number,
+                kind,
+                path: path.to_path_buf(),
+            };
             hook(&op, &CrashFork { state: self });
             self.hook = Some(hook);
         }
@@ -544,8 +617,7 @@ impl Disk for SimDisk {
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let s = self.lock();
         let d = s
-            .dirs
-            .get(dir)
+            .dir(dir)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))?;
         // BTreeMap keys are already sorted.
         Ok(d.live.keys().cloned().collect())
@@ -606,21 +678,13 @@ impl DiskFile for SimFile {
                 };
                 if part > 0 {
                     let inode = s.inodes.get_mut(&self.inode).expect("checked by lock()");
-                    write_into(&mut inode.data, offset, &buf[..part]);
-                    inode.pending.push(FileOp::Write {
-                        offset,
-                        data: buf[..part].to_vec(),
-                    });
+                    inode.push_write(offset, &buf[..part]);
                 }
                 Err(kind.error())
             }
             None => {
                 let inode = s.inodes.get_mut(&self.inode).expect("checked by lock()");
-                write_into(&mut inode.data, offset, buf);
-                inode.pending.push(FileOp::Write {
-                    offset,
-                    data: buf.to_vec(),
-                });
+                inode.push_write(offset, buf);
                 Ok(())
             }
         };
@@ -651,13 +715,14 @@ impl DiskFile for SimFile {
             Some(kind) => {
                 // fsyncgate: the kernel drops the dirty pages' error state;
                 // the data stays readable but will never be written.
-                inode.pending.clear();
+                inode.clear_pending();
                 Err(kind.error())
             }
             None => {
-                for op in std::mem::take(&mut inode.pending) {
-                    op.apply(&mut inode.durable);
+                for op in &inode.pending {
+                    op.apply(&inode.pending_data, &mut inode.durable);
                 }
+                inode.clear_pending();
                 Ok(())
             }
         };
