@@ -28,12 +28,23 @@ pub fn majority_value(voters: &BTreeSet<NodeId>, value_of: impl Fn(NodeId) -> u6
     if voters.is_empty() {
         return u64::MAX;
     }
-    // Bounded by the configuration size; a small stack array would do, but
-    // membership is a handful of nodes and this is not the per-entry path.
-    let mut values: Vec<u64> = voters.iter().map(|&v| value_of(v)).collect();
+    // Runs on every acknowledgement a leader receives: configurations of
+    // up to 16 voters are sorted on the stack, larger ones on the heap.
+    let n = voters.len();
+    let mut small = [0u64; 16];
+    let mut large = Vec::new();
+    let values: &mut [u64] = if n <= small.len() {
+        for (slot, &v) in small.iter_mut().zip(voters) {
+            *slot = value_of(v);
+        }
+        &mut small[..n]
+    } else {
+        large.extend(voters.iter().map(|&v| value_of(v)));
+        &mut large
+    };
     values.sort_unstable_by(|a, b| b.cmp(a));
     // With n voters, the (n/2)-th largest (0-based) is held by n/2 + 1 of them.
-    values[voters.len() / 2]
+    values[n / 2]
 }
 
 /// Like [`majority_value`] for a possibly joint configuration.
@@ -92,6 +103,16 @@ mod tests {
 
     type ValueCase<'a> = (&'a [NodeId], &'a [(NodeId, u64)], u64);
     type VoteCase<'a> = (&'a [NodeId], &'a [(NodeId, bool)], VoteResult);
+
+    #[test]
+    fn majority_value_of_large_configurations() {
+        // Past the stack buffer (16 voters) the heap path gives the same.
+        for n in [15u64, 16, 17, 20, 33] {
+            let voters: BTreeSet<NodeId> = (1..=n).collect();
+            // Voter i has value i: a majority (n/2 + 1 voters) holds n - n/2.
+            assert_eq!(majority_value(&voters, |id| id), n - n / 2, "{n} voters");
+        }
+    }
 
     #[test]
     fn majority_value_table() {
