@@ -194,7 +194,8 @@ enum Event {
     },
     Request {
         node: NodeId,
-        req: ClientReq,
+        /// Boxed, like messages: a request carries a whole command.
+        req: Box<ClientReq>,
     },
     Reply {
         client: usize,
@@ -571,21 +572,23 @@ impl Sim {
         let stride = total + 1;
         let voters = Membership::new_voters(1..=cfg.nodes as u64);
         let mut trace = Trace::new(cfg.record_trace);
-        trace.push(
-            0,
-            TraceKind::Start {
-                description: format!(
-                    "seed {}, {} voters + {} spares, {} steps, faults {}; {}; params {}",
-                    cfg.seed,
-                    cfg.nodes,
-                    params.spares,
-                    cfg.steps,
-                    cfg.faults,
-                    stand_ins(cfg.storage),
-                    serde_json::to_string(&params).unwrap_or_default()
-                ),
-            },
-        );
+        if trace.recording() {
+            trace.push(
+                0,
+                TraceKind::Start {
+                    description: format!(
+                        "seed {}, {} voters + {} spares, {} steps, faults {}; {}; params {}",
+                        cfg.seed,
+                        cfg.nodes,
+                        params.spares,
+                        cfg.steps,
+                        cfg.faults,
+                        stand_ins(cfg.storage),
+                        serde_json::to_string(&params).unwrap_or_default()
+                    ),
+                },
+            );
+        }
         let mut sim = Sim {
             rng,
             now: 0,
@@ -822,7 +825,7 @@ impl Sim {
                 epoch,
                 number,
             } => self.on_disk_done(node, epoch, number),
-            Event::Request { node, req } => self.on_request(node, req),
+            Event::Request { node, req } => self.on_request(node, *req),
             Event::Reply { client, reply } => self.on_reply(client, *reply),
             Event::ClientSend {
                 client,
@@ -2097,7 +2100,13 @@ impl Sim {
             return;
         }
         let d = self.net_delay();
-        self.schedule(d, Event::Request { node, req });
+        self.schedule(
+            d,
+            Event::Request {
+                node,
+                req: Box::new(req),
+            },
+        );
     }
 
     /// Where client `c` sends its next attempt after a refusal, a drop or
