@@ -30,6 +30,15 @@ pub mod sim;
 pub mod storage;
 pub mod trace;
 
+/// Every binary that runs the simulator (the CLI, its tests and benchmarks)
+/// allocates through mimalloc: the simulated nodes allocate for every
+/// message, entry and Ready: with the system allocator, allocating and
+/// freeing took about 16% of the simulator's instructions, with mimalloc
+/// about 6%. Nothing depends on `raft-sim`, so no other binary inherits
+/// this.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use checker::Violation;
 pub use config::{Faults, Params, PlantedBug, SimConfig};
 pub use runner::{run_many, Failure, ManyOutcome};
