@@ -623,19 +623,38 @@ impl<S: LogStore> RawNode<S> {
                 if self.leader != Some(self.id) || self.vote != Some(self.id) {
                     return Err("leader has not voted for itself or does not know it leads".into());
                 }
-                for member in self.membership.member_ids() {
-                    if member != self.id && !self.progress.contains_key(&member) {
-                        return Err(format!("leader tracks no progress for member {member}"));
+                // One walk over the progress map (its ids copied to the
+                // stack when there are up to 16), then the same checks in
+                // the same order as with lookups: this runs after every
+                // input.
+                let last = self.log.last_index();
+                let mut ids = [0; 16];
+                let mut n = 0;
+                let mut broken = None;
+                for (&id, p) in &self.progress {
+                    if let Some(slot) = ids.get_mut(n) {
+                        *slot = id;
+                    }
+                    n += 1;
+                    if broken.is_none() && (p.match_index > last || p.next_index <= p.match_index) {
+                        broken = Some((id, p.match_index, p.next_index));
                     }
                 }
-                let last = self.log.last_index();
-                for (id, p) in &self.progress {
-                    if p.match_index > last || p.next_index <= p.match_index {
-                        return Err(format!(
-                            "progress of {id}: match {} next {} last {last}",
-                            p.match_index, p.next_index
-                        ));
+                let ids = ids.get(..n);
+                let m = &self.membership;
+                for set in [&m.voters, &m.voters_outgoing, &m.learners] {
+                    for &member in set {
+                        let tracked = match ids {
+                            Some(ids) => ids.contains(&member),
+                            None => self.progress.contains_key(&member),
+                        };
+                        if member != self.id && !tracked {
+                            return Err(format!("leader tracks no progress for member {member}"));
+                        }
                     }
+                }
+                if let Some((id, m, n)) = broken {
+                    return Err(format!("progress of {id}: match {m} next {n} last {last}"));
                 }
             }
             Role::Candidate => {
