@@ -5,7 +5,7 @@
 //! `(virtual time, sequence number)`. All randomness comes from one
 //! [`Rng`] seeded by the run's seed, so a seed replays bit for bit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
@@ -355,8 +355,8 @@ struct Running {
     paused: bool,
     missed_ticks: u64,
     deferred: Vec<Event>,
-    /// Writes waiting for the next fsync (group commit).
-    queued: VecDeque<PendingWrite>,
+    /// Writes waiting for the next fsync (group commit), oldest first.
+    queued: Vec<PendingWrite>,
     /// Writes covered by the fsync in flight, if any.
     syncing: Vec<PendingWrite>,
     /// The writes in `syncing` were handed to the store (not yet, while
@@ -1024,7 +1024,7 @@ impl Sim {
             paused: false,
             missed_ticks: 0,
             deferred: Vec::new(),
-            queued: VecDeque::new(),
+            queued: Vec::new(),
             syncing: Vec::new(),
             syncing_issued: false,
             proposals: BTreeMap::new(),
@@ -1286,7 +1286,9 @@ impl Sim {
         let node = &mut self.nodes[id as usize - 1];
         {
             let run = node.run.as_mut().expect("checked above");
-            for w in std::mem::take(&mut run.syncing) {
+            // Drained in place: the vector's memory serves the next fsync.
+            let mut syncing = std::mem::take(&mut run.syncing);
+            for w in syncing.drain(..) {
                 debug_assert!(w.number <= number);
                 if let Some(s) = &w.snapshot {
                     let idx = s.meta.last_index;
@@ -1322,8 +1324,13 @@ impl Sim {
                             .synced(w.snapshot.as_ref(), &w.entries, w.hard_state);
                     }
                 }
-                msgs.extend(w.persisted_messages);
+                if msgs.is_empty() {
+                    msgs = w.persisted_messages;
+                } else {
+                    msgs.extend(w.persisted_messages);
+                }
             }
+            run.syncing = syncing;
             node.acked.replaced_from = None;
             if let Err(e) = run.raft.on_persisted(number) {
                 return self.violation("contract", format!("n{id}: on_persisted failed: {e}"));
@@ -1364,7 +1371,9 @@ impl Sim {
         if !run.syncing.is_empty() || run.queued.is_empty() {
             return;
         }
-        run.syncing.extend(run.queued.drain(..));
+        // `syncing` is empty: the queued writes become the fsync's, and the
+        // empty vector takes the next ones.
+        std::mem::swap(&mut run.syncing, &mut run.queued);
         let number = run.syncing.last().map_or(0, |w| w.number);
         let latency = self
             .rng
@@ -1528,7 +1537,7 @@ impl Sim {
             }
             let node = self.node(id);
             let run = node.run.as_mut().expect("driving a running node");
-            run.queued.push_back(PendingWrite {
+            run.queued.push(PendingWrite {
                 number: rd.number,
                 snapshot: rd.snapshot,
                 entries: rd.entries,
