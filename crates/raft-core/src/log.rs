@@ -195,12 +195,17 @@ impl<S: LogStore> RaftLog<S> {
     /// Unstable entries not yet handed out.
     pub(crate) fn take_unemitted(&mut self) -> Vec<Entry> {
         let start = (self.emitted_index + 1).max(self.unstable_offset);
-        let out: Vec<Entry> = self
-            .unstable
-            .range((start - self.unstable_offset) as usize..)
-            .cloned()
-            .collect();
-        self.emitted_index = self.last_index();
+        let last = self.last_index();
+        // Most Readies carry no new entries: skip building an empty range.
+        let out: Vec<Entry> = if start > last {
+            Vec::new()
+        } else {
+            self.unstable
+                .range((start - self.unstable_offset) as usize..)
+                .cloned()
+                .collect()
+        };
+        self.emitted_index = last;
         out
     }
 
