@@ -139,6 +139,11 @@ impl FileOp {
 
 fn write_into(content: &mut Vec<u8>, offset: u64, data: &[u8]) {
     let offset = offset as usize;
+    if offset == content.len() {
+        // An append (the WAL's usual write): no zero-filling first.
+        content.extend_from_slice(data);
+        return;
+    }
     let end = offset + data.len();
     if content.len() < end {
         content.resize(end, 0);
