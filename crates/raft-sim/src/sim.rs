@@ -819,7 +819,7 @@ impl Sim {
         }
         match event {
             Event::Tick { node, epoch } => self.on_tick(node, epoch),
-            Event::Deliver(m) => self.on_deliver(*m),
+            Event::Deliver(m) => self.on_deliver(m),
             Event::DiskDone {
                 node,
                 epoch,
@@ -1194,7 +1194,9 @@ impl Sim {
         }
     }
 
-    fn on_deliver(&mut self, m: Message) {
+    /// Delivers a message (left in its box until the engine takes it: a
+    /// dropped message is never copied).
+    fn on_deliver(&mut self, m: Box<Message>) {
         let to = m.to;
         let from = m.from;
         if to == 0 || to as usize > self.total_nodes() {
@@ -1224,7 +1226,7 @@ impl Sim {
         let Some(run) = self.node(to).run.as_mut() else {
             return;
         };
-        match run.raft.step(m) {
+        match run.raft.step(*m) {
             Ok(()) => {}
             Err(StepError::Storage(e)) => {
                 return self.violation(
