@@ -439,6 +439,11 @@ struct Client {
     /// [`HINTS_FOLLOWED_MAX`] the client stops trusting hints for one
     /// attempt and tries a random node.
     hints_followed: u32,
+    /// Bit `n - 1` set: node `n` has not been tried yet in this sweep. A
+    /// client with no leader hint goes to a random untried node, so it
+    /// reaches every node within one sweep (a random walk could keep
+    /// missing the few nodes still in the configuration; seed 112502).
+    untried: u64,
     seq: u64,
     current: Option<ClientOp>,
     /// Last value this client saw per key (to aim compare-and-swaps).
@@ -679,6 +684,7 @@ impl Sim {
                 guess,
                 prev_guess: guess,
                 hints_followed: 0,
+                untried: 0,
                 seq: 0,
                 current: None,
                 known: BTreeMap::new(),
@@ -2139,12 +2145,31 @@ impl Sim {
             }
             _ => {
                 self.clients[c].hints_followed = 0;
-                // Uniform over the nodes other than the current one.
-                let mut g = self.rng.range(1, total.max(2));
-                if total > 1 && g >= cur {
-                    g += 1;
+                // Uniform over the untried nodes other than the current one;
+                // a new sweep once every node has been tried.
+                debug_assert!(total <= 64, "the untried set is a u64");
+                let all = if total >= 64 {
+                    u64::MAX
+                } else {
+                    (1 << total) - 1
+                };
+                let cur_bit = 1u64 << (cur - 1);
+                let mut untried = self.clients[c].untried & all & !cur_bit;
+                if untried == 0 {
+                    untried = all & !cur_bit;
                 }
-                g.min(total)
+                if untried == 0 {
+                    cur // a single node: nowhere else to go
+                } else {
+                    let k = self.rng.range(0, u64::from(untried.count_ones()));
+                    let mut bits = untried;
+                    for _ in 0..k {
+                        bits &= bits - 1; // drop the lowest set bit
+                    }
+                    let g = u64::from(bits.trailing_zeros()) + 1;
+                    self.clients[c].untried = untried & !(1 << (g - 1));
+                    g
+                }
             }
         };
         let client = &mut self.clients[c];
@@ -3307,4 +3332,26 @@ fn bootstrapped_disk(
         // Everything a bootstrap writes is synced: the copy is exact.
         Ok(template.crashed_copy(seed))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Seed 112502 (7 nodes) ended in a liveness violation: the two nodes
+    /// left in the configuration led on, but a client kept drawing removed
+    /// nodes (which never learn a leader) for 20 election timeouts.
+    #[test]
+    fn a_client_without_hints_tries_every_node_within_one_sweep() {
+        let mut sim = Sim::new(SimConfig::new(112502, 7));
+        let total = sim.total_nodes() as u64;
+        assert!(total >= 7);
+        for sweep in 0..5 {
+            let start = sim.clients[0].guess;
+            let tried: BTreeSet<NodeId> = (1..total).map(|_| sim.rotate(0, None)).collect();
+            let others: BTreeSet<NodeId> = (1..=total).filter(|&n| n != start).collect();
+            assert_eq!(tried, others, "sweep {sweep} from node {start}");
+        }
+    }
 }
