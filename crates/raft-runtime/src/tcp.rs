@@ -46,7 +46,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use raft_core::{Message, NodeId};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -62,6 +62,8 @@ use crate::transport::{inbound_channel, Inbound, Transport};
 const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 /// A read buffer grown beyond this by one large frame is released after it.
 const READ_BUFFER_KEEP_BYTES: usize = 1 << 20;
+/// Bytes an inbound connection reads from its socket at a time.
+const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// Configuration of the TCP transport.
 #[derive(Clone, Debug)]
@@ -362,7 +364,7 @@ async fn accept_loop(
 
 /// Reads one inbound connection until it closes or misbehaves.
 async fn serve_inbound(
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: SocketAddr,
     cfg: &TcpConfig,
     known: &RwLock<BTreeMap<NodeId, Arc<Notify>>>,
@@ -371,6 +373,12 @@ async fn serve_inbound(
 ) {
     let max = cfg.max_frame_bytes;
     let mut buf = Vec::new();
+    // Frames are read through a buffer: one `recv` takes every frame that
+    // arrived (a length prefix, then the body, then the next prefix),
+    // instead of three system calls per frame (prefix, body, and a prefix
+    // read that finds nothing yet). A frame larger than the buffer is read
+    // into `buf` directly.
+    let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let hello = match tokio::time::timeout(
         cfg.handshake_timeout,
         read_frame(&mut stream, max, &mut buf),
