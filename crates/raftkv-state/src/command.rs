@@ -238,10 +238,16 @@ pub enum DecodeError {
 
 /// Encodes `value` as version byte + postcard.
 fn encode_versioned<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_versioned_after(value, Vec::new())
+}
+
+/// Appends the version byte and `value` to `out`.
+fn encode_versioned_after<T: Serialize>(value: &T, mut out: Vec<u8>) -> Vec<u8> {
+    out.push(FORMAT_VERSION);
     // Serializing into a Vec cannot fail for these types: they are plain
     // derived structs and enums with no maps of unknown length, and a Vec
     // grows as needed.
-    postcard::to_extend(value, vec![FORMAT_VERSION]).expect("postcard into a Vec cannot fail")
+    postcard::to_extend(value, out).expect("postcard into a Vec cannot fail")
 }
 
 fn decode_versioned<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -339,6 +345,12 @@ impl Command {
     /// The entry payload bytes: [`FORMAT_VERSION`] then postcard.
     pub fn encode(&self) -> Bytes {
         Bytes::from(encode_versioned(self))
+    }
+
+    /// Appends [`Command::encode`]'s output to `out` and returns it (for a
+    /// caller that wraps the command in an envelope: one buffer, no copy).
+    pub fn encode_after(&self, out: Vec<u8>) -> Vec<u8> {
+        encode_versioned_after(self, out)
     }
 
     /// Decodes [`Command::encode`]'s output. Never panics on any input.
@@ -471,6 +483,10 @@ mod tests {
             let bytes = c.encode();
             assert_eq!(bytes[0], FORMAT_VERSION);
             assert_eq!(Command::decode(&bytes).unwrap(), c);
+            // After a prefix: the prefix, then exactly the same bytes.
+            let after = c.encode_after(vec![0xAB, 0xCD]);
+            assert_eq!(after[..2], [0xAB, 0xCD]);
+            assert_eq!(after[2..], bytes[..]);
         }
     }
 

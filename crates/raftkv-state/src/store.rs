@@ -1,6 +1,6 @@
 //! The store itself: data, sessions, applying entries, reads.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -287,15 +287,31 @@ impl KvStore {
                 value,
                 prev_kv,
             } => {
-                let (create_revision, version, prev) = match self.data.get(key) {
-                    Some(old) => (
-                        old.create_revision,
-                        old.version + 1,
-                        prev_kv.then(|| old.to_kv(key)),
-                    ),
-                    None => (index, 1, None),
+                // One search of the map (a put is the most common command,
+                // and on a large store each search is a chain of cache
+                // misses); the stored key is kept, as `insert` would.
+                let (create_revision, version, prev) = match self.data.entry(key.clone()) {
+                    btree_map::Entry::Occupied(mut slot) => {
+                        let old = slot.get_mut();
+                        let prev = prev_kv.then(|| old.to_kv(key));
+                        self.data_bytes -= old.value.len() as u64;
+                        self.data_bytes += value.len() as u64;
+                        old.value = value.clone();
+                        old.mod_revision = index;
+                        old.version += 1;
+                        (old.create_revision, old.version, prev)
+                    }
+                    btree_map::Entry::Vacant(slot) => {
+                        self.data_bytes += (key.len() + value.len()) as u64;
+                        slot.insert(Record {
+                            value: value.clone(),
+                            create_revision: index,
+                            mod_revision: index,
+                            version: 1,
+                        });
+                        (index, 1, None)
+                    }
                 };
-                self.insert(key, value, create_revision, version, index);
                 Response::Put(PutResponse {
                     revision: index,
                     create_revision,
