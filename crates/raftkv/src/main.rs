@@ -3,6 +3,15 @@
 
 use clap::{Parser, Subcommand};
 
+/// The server allocates for every request (hyper's and axum's request and
+/// response types, the command, the log entry, the messages to followers)
+/// from several threads at once: with glibc's allocator, malloc, free and
+/// realloc were about 11% of a leader's CPU under load. mimalloc's
+/// thread-local free lists make them much cheaper. Only this binary uses
+/// it (the library's tests keep the system allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "raftkv",

@@ -171,6 +171,116 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(c.get(follower, "keep").json()["value"], "original");
 }
 
+/// The value of the `raftkv_http_requests_total` series with these labels
+/// in a `/metrics` page (0 if absent).
+fn requests_counted(metrics: &str, method: &str, route: &str, status: u16) -> u64 {
+    let series = format!(
+        "raftkv_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// `PUT /v1/kv/{key}` without a query string takes the server's direct
+/// path; with `?prev=false` (same meaning) it goes through the router. The
+/// two must answer every request identically and count it under the same
+/// metric labels.
+#[test]
+fn the_direct_put_path_answers_exactly_like_the_router() {
+    let mut c = Cluster::start_with(ClusterOptions {
+        extra_args: [
+            "--max-key-bytes",
+            "16",
+            "--max-value-bytes",
+            "64",
+            "--max-body-bytes",
+            "256",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ClusterOptions::default()
+    });
+    let leader = c.leader();
+    let follower = c.followers()[0];
+    let metrics_before = c.request(leader, "GET", "/metrics", None).body;
+    let big = json!({"value": "v", "padding": "p".repeat(300)}).to_string();
+    let long_value = json!({"value": "v".repeat(65)}).to_string();
+    let failing: [(&str, &str); 10] = [
+        ("k", r#"{"value": "#),
+        ("k", r#"{"valu": "x"}"#),
+        ("k", r#"{"value": 5}"#),
+        ("k", ""),
+        ("k", r#"{"value":"x","client_id":1}"#),
+        ("k", r#"{"value":"x","seq":1}"#),
+        ("k", &long_value),
+        ("k", &big),
+        ("kkkkkkkkkkkkkkkkk", r#"{"value":"x"}"#),
+        // Decodes to invalid UTF-8: the direct path leaves it to the router.
+        ("%FF%FE", r#"{"value":"x"}"#),
+    ];
+    let mut direct_errors = 0;
+    for node in [leader, follower] {
+        for (key, body) in failing {
+            let direct = c.request(node, "PUT", &format!("/v1/kv/{key}"), Some(body));
+            let routed = c.request(node, "PUT", &format!("/v1/kv/{key}?prev=false"), Some(body));
+            assert!(direct.status >= 400, "{key} {body}: {}", direct.body);
+            assert_eq!(direct.status, routed.status, "{key} {body}");
+            assert_eq!(direct.json(), routed.json(), "{key} {body}");
+            assert_eq!(
+                direct.header("content-type"),
+                routed.header("content-type"),
+                "{key} {body}"
+            );
+            if node == leader && direct.status == 400 {
+                direct_errors += 1;
+            }
+        }
+        // Writes (the follower's are forwarded): the same answers, revisions
+        // aside, and the key percent-decoded the same way.
+        for (i, key) in ["plain", "a%2Fb", "%C3%A9t%C3%A9"].into_iter().enumerate() {
+            let body =
+                json!({"value": format!("v{i}"), "client_id": 9 + node, "seq": 1 + i}).to_string();
+            let direct = c.request(node, "PUT", &format!("/v1/kv/{key}"), Some(&body));
+            let routed = c.request(
+                node,
+                "PUT",
+                &format!("/v1/kv/{key}?prev=false"),
+                Some(&body),
+            );
+            assert_eq!(
+                (direct.status, routed.status),
+                (200, 200),
+                "{}",
+                direct.body
+            );
+            let (d, r) = (direct.json(), routed.json());
+            // The retry through the router is answered from the session:
+            // the same write, not applied again.
+            assert_eq!(d, r, "{key}");
+            assert_eq!(direct.header("content-type"), routed.header("content-type"));
+        }
+    }
+    let g = c.get(leader, "a/b");
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.json()["value"], "v1");
+    assert_eq!(c.get(leader, "été").json()["value"], "v2");
+
+    // Both paths count under the route pattern.
+    let metrics = c.request(leader, "GET", "/metrics", None).body;
+    let counted = |status| {
+        requests_counted(&metrics, "PUT", "/v1/kv/{key}", status)
+            - requests_counted(&metrics_before, "PUT", "/v1/kv/{key}", status)
+    };
+    // Every 400 on the leader, both paths (the invalid UTF-8 key included:
+    // the router counts it under the pattern too).
+    assert_eq!(counted(400), 2 * direct_errors, "\n{metrics}");
+    assert!(counted(413) >= 6, "\n{metrics}");
+    assert!(counted(200) >= 6, "\n{metrics}");
+}
+
 #[test]
 fn garbage_on_the_peer_port_is_refused_and_the_node_keeps_serving() {
     let mut c = Cluster::start(3);

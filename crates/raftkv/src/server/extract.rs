@@ -5,9 +5,10 @@
 //! The contract wants `{"error": {...}}` everywhere, so these wrappers run
 //! the stock logic and turn every rejection into an [`ApiError`].
 
+use axum::body::HttpBody as Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
@@ -34,7 +35,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestInfo {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(RequestInfo {
+        Ok(RequestInfo::from_parts(parts))
+    }
+}
+
+impl RequestInfo {
+    /// What forwarding needs, from a request's head.
+    pub fn from_parts(parts: &Parts) -> RequestInfo {
+        RequestInfo {
             method: parts.method.clone(),
             path_and_query: parts
                 .uri
@@ -42,7 +50,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestInfo {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| parts.uri.path().to_string()),
             forwarded: parts.headers.contains_key(FORWARDED_HEADER),
-        })
+        }
     }
 }
 
@@ -58,27 +66,38 @@ impl FromRequest<SharedApp> for LimitedBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &SharedApp) -> Result<Self, ApiError> {
-        let max = app.cfg.max_body_bytes;
-        let too_large = || ApiError::TooLarge(format!("request body exceeds {max} bytes"));
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-            let len: u64 = len
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ApiError::BadRequest("invalid Content-Length".into()))?;
-            if len > max {
-                return Err(too_large());
-            }
+        let (parts, body) = req.into_parts();
+        read_limited_body(&parts.headers, body, app.cfg.max_body_bytes)
+            .await
+            .map(LimitedBody)
+    }
+}
+
+/// Reads a request body of at most `max` bytes (see [`LimitedBody`]).
+pub async fn read_limited_body<B>(headers: &HeaderMap, body: B, max: u64) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || ApiError::TooLarge(format!("request body exceeds {max} bytes"));
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::BadRequest("invalid Content-Length".into()))?;
+        if len > max {
+            return Err(too_large());
         }
-        // `max` is at most BODY_BYTES_CEILING (64 MiB), so it fits a usize.
-        let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => Ok(LimitedBody(collected.to_bytes())),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-            Err(e) => Err(ApiError::BadRequest(format!(
-                "could not read the request body: {e}"
-            ))),
-        }
+    }
+    // `max` is at most BODY_BYTES_CEILING (64 MiB), so it fits a usize.
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 

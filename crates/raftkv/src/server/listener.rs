@@ -34,16 +34,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::metrics::HttpMetrics;
+use super::routes::ApiService;
 
 /// Limits of the accept loop.
 #[derive(Clone, Copy, Debug)]
@@ -61,10 +60,10 @@ pub struct ListenerLimits {
 /// retrying at once would spin the CPU while the condition lasts.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains.
+/// Serves `service` on `listener` until `shutdown` completes, then drains.
 pub async fn run(
     listener: TcpListener,
-    router: Router,
+    service: ApiService,
     limits: ListenerLimits,
     metrics: HttpMetrics,
     shutdown: impl Future<Output = ()>,
@@ -110,8 +109,7 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         // 3. Serve it on its own task; the permit goes back when the task
         //    ends, whatever way the connection ended.
-        let service = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
         let conn = graceful.watch(conn);
         let metrics = metrics.clone();
         tokio::spawn(async move {

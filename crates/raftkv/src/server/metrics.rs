@@ -1,6 +1,8 @@
 //! HTTP-level metrics, rendered by `GET /metrics` next to the runtime's
 //! `raft_*` metrics in one Prometheus text page.
 
+use std::borrow::Cow;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,17 +13,17 @@ use prometheus_client::registry::Registry;
 /// Labels of one answered request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The matched route pattern (`/v1/kv/{key}`), never the raw path, so
     /// the number of label sets stays bounded whatever clients send.
-    pub route: String,
+    pub route: Cow<'static, str>,
     pub status: u16,
 }
 
 /// Label of a latency series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
+    pub route: Cow<'static, str>,
 }
 
 fn latency_histogram() -> Histogram {

@@ -166,10 +166,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     eprintln!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
     info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
 
-    let router = routes::router(app);
     listener::run(
         client_listener,
-        router,
+        routes::ApiService::new(app),
         limits,
         http_metrics,
         shutdown_signal(signals, fatal_rx.clone()),

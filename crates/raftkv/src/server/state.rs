@@ -94,11 +94,11 @@ impl ServerCommand {
     pub fn encode(&self) -> Bytes {
         match self {
             ServerCommand::Kv(cmd) => {
-                let inner = cmd.encode();
-                let mut out = Vec::with_capacity(1 + inner.len());
+                // Room for the envelope and a typical small command, so the
+                // encoding rarely grows the buffer.
+                let mut out = Vec::with_capacity(ENVELOPE_BYTES_GUESS + payload_bytes(cmd));
                 out.push(TAG_KV);
-                out.extend_from_slice(&inner);
-                Bytes::from(out)
+                Bytes::from(cmd.encode_after(out))
             }
             ServerCommand::Members(op) => {
                 // Serializing a plain enum into a Vec cannot fail: the Vec
@@ -108,6 +108,39 @@ impl ServerCommand {
                 Bytes::from(out)
             }
         }
+    }
+}
+
+/// Bytes of an encoded key-value command besides its keys and values: the
+/// tag, the version, enum tags, varint lengths and the session. A guess
+/// that sizes the encoding buffer; a larger command only grows it.
+const ENVELOPE_BYTES_GUESS: usize = 40;
+
+/// Bytes of the keys and values a command carries.
+fn payload_bytes(cmd: &Command) -> usize {
+    use raftkv_state::{CasAction, Condition, ReadCommand, WriteOp};
+    match cmd {
+        Command::Write(w) => match &w.op {
+            WriteOp::Put { key, value, .. } => key.len() + value.len(),
+            WriteOp::Delete { key, .. } => key.len(),
+            WriteOp::CompareAndSwap {
+                key,
+                condition,
+                action,
+            } => {
+                let expected = match condition {
+                    Condition::ValueEquals(v) => v.len(),
+                    Condition::Absent | Condition::ModRevisionEquals(_) => 0,
+                };
+                let new = match action {
+                    CasAction::Put(v) => v.len(),
+                    CasAction::Delete => 0,
+                };
+                key.len() + expected + new
+            }
+        },
+        Command::Read(ReadCommand::Get { key }) => key.len(),
+        Command::Read(ReadCommand::List { prefix, .. }) => prefix.len(),
     }
 }
 

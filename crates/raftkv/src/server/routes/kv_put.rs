@@ -8,11 +8,12 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use raftkv_state::{Command, Response as KvResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{session, KvJson};
-use crate::server::app::{Outcome, SharedApp};
+use crate::server::app::{App, Outcome, SharedApp};
 use crate::server::error::ApiError;
 use crate::server::extract::{parse_json, KeyPath, LimitedBody, QueryParams, RequestInfo};
 
@@ -44,6 +45,18 @@ pub async fn handle(
     QueryParams(query): QueryParams<PutQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
+    put(&app, &info, key, query, body).await
+}
+
+/// The route's work once the request is taken apart (also called by the
+/// direct path, see [`super::ApiService`]).
+pub async fn put(
+    app: &App,
+    info: &RequestInfo,
+    key: String,
+    query: PutQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: PutBody = parse_json(&body)?;
     let mut cmd = Command::put(key, req.value);
     if query.prev {
@@ -52,7 +65,7 @@ pub async fn handle(
     if let Some((client_id, seq)) = session(req.client_id, req.seq)? {
         cmd = cmd.with_session(client_id, seq);
     }
-    match app.write_kv(&info, &body, cmd).await? {
+    match app.write_kv(info, &body, cmd).await? {
         Outcome::Forwarded(r) => Ok(r),
         Outcome::Local(KvResponse::Put(p)) => Ok(Json(PutJson {
             revision: p.revision,
