@@ -298,6 +298,17 @@ impl<S: LogStore> RawNode<S> {
             }
             next = batch.last().map_or(last + 1, |e| e.index + 1);
         }
+        // Raft keeps the current term at or above the last entry's term.
+        // A crash can break that on disk: a write torn at a random byte
+        // keeps the entries of a new term (they come first) and loses the
+        // hard state that raised the term. Raise it again (a term may always
+        // grow; there is no vote in it yet), or this node would take a stale
+        // leader's entries over ones of a later term (simulator seed 252186).
+        let last_term = node.log.last_term()?;
+        if last_term > node.term {
+            node.term = last_term;
+            node.vote = None;
+        }
         node.refresh_membership();
         node.prune_configs();
         node.check_invariants();
@@ -605,6 +616,14 @@ impl<S: LogStore> RawNode<S> {
         self.membership.check().map_err(|e| e.to_string())?;
         if self.vote == Some(0) || self.leader == Some(0) {
             return Err("node id 0 used as vote or leader".into());
+        }
+        if let Ok(last_term) = self.log.last_term() {
+            if last_term > self.term {
+                return Err(format!(
+                    "last entry's term {last_term} is above the current term {}",
+                    self.term
+                ));
+            }
         }
         if self.term < self.prev_hard.term {
             return Err(format!(

@@ -90,3 +90,15 @@ fn seed_40639_3_nodes_lease_read_after_term_from_refused_pre_vote() {
 fn seed_112502_7_nodes_client_stuck_on_removed_nodes() {
     seed_passes(112502, 7);
 }
+
+/// State machine safety: learner n5 crashed while writing entries of term 4
+/// together with the hard state that raised its term to 4; the torn write
+/// kept the entries (committed 15@t4 among them) and lost the hard state. It
+/// restarted at term 3 and took a delayed append from n2, deposed leader of
+/// term 3, over 15@t4. raft-core now raises the term to the last entry's on
+/// restart (and `validate()` checks term >= last log term). Found by
+/// `raft-sim run --seeds 200000..500000 --nodes 3`.
+#[test]
+fn seed_252186_3_nodes_torn_write_kept_entries_of_a_lost_term() {
+    seed_passes(252186, 3);
+}

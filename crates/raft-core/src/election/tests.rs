@@ -509,3 +509,73 @@ fn election_restarted_node_keeps_the_vote_guard_for_one_election_timeout() {
     n.step(m).unwrap();
     assert_eq!(granted_votes(&n.ready().unwrap()), vec![(1, true)]);
 }
+
+#[test]
+fn election_restart_raises_the_term_to_the_last_entrys() {
+    // Found by the simulator (seed 252186, 3 nodes): a crash tore the write
+    // that held entries of term 4 and the hard state raising the term to 4;
+    // the entries survived, the hard state did not. Back at term 3, the node
+    // took a delayed append from the deposed leader of term 3 over a
+    // committed entry of term 4.
+    let mut store = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
+    store
+        .append(&[
+            Entry {
+                term: 3,
+                index: 1,
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                term: 4,
+                index: 2,
+                payload: EntryPayload::Blank,
+            },
+        ])
+        .unwrap();
+    store.set_hard_state(HardState {
+        term: 3,
+        vote: Some(1),
+        commit: 1,
+    });
+    let mut n = RawNode::new(no_prevote(3), store).unwrap();
+    assert_eq!(n.term(), 4);
+    assert_eq!(n.hard_state().vote, None, "no vote cast in term 4 yet");
+    let rd = n.ready().unwrap();
+    assert_eq!(
+        rd.hard_state.map(|hs| hs.term),
+        Some(4),
+        "the raise is persisted"
+    );
+    // The deposed leader of term 3 is refused with the current term.
+    let mut stale = heartbeat(1, 3, 3);
+    if let MessageBody::AppendRequest(req) = &mut stale.body {
+        req.prev_log_index = 1;
+        req.prev_log_term = 3;
+        req.entries = vec![Entry {
+            term: 3,
+            index: 2,
+            payload: EntryPayload::Blank,
+        }];
+    }
+    n.step(stale).unwrap();
+    let rd = n.ready().unwrap();
+    let replies: Vec<_> = rd
+        .messages
+        .iter()
+        .chain(&rd.persisted_messages)
+        .map(|m| (m.to, m.term, m.body.clone()))
+        .collect();
+    assert_eq!(
+        replies,
+        vec![(
+            1,
+            4,
+            MessageBody::AppendResponse(AppendResponse {
+                outcome: AppendOutcome::StaleTerm,
+                round: 0,
+            })
+        )]
+    );
+    assert_eq!(n.last_index(), 2);
+    assert_eq!(crate::LogStore::term(n.store(), 2), Ok(4));
+}
