@@ -8,7 +8,7 @@
 use axum::body::HttpBody as Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, Method, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
@@ -26,8 +26,9 @@ pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
 #[derive(Clone, Debug)]
 pub struct RequestInfo {
     pub method: Method,
-    /// Path and query exactly as received (still percent-encoded).
-    pub path_and_query: String,
+    /// The request target as received (a cheap clone of the request's:
+    /// most requests are never forwarded).
+    pub uri: Uri,
     pub forwarded: bool,
 }
 
@@ -44,13 +45,17 @@ impl RequestInfo {
     pub fn from_parts(parts: &Parts) -> RequestInfo {
         RequestInfo {
             method: parts.method.clone(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| parts.uri.path().to_string()),
+            uri: parts.uri.clone(),
             forwarded: parts.headers.contains_key(FORWARDED_HEADER),
         }
+    }
+
+    /// Path and query exactly as received (still percent-encoded).
+    pub fn path_and_query(&self) -> &str {
+        self.uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or_else(|| self.uri.path())
     }
 }
 

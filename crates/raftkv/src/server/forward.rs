@@ -63,7 +63,7 @@ pub async fn to_leader(
         ));
     };
     app.metrics.forwarded.inc();
-    let url = format!("http://{addr}{}", info.path_and_query);
+    let url = format!("http://{addr}{}", info.path_and_query());
     let mut req = app
         .http
         .request(info.method.clone(), &url)
