@@ -25,6 +25,12 @@ use crate::transport::{Inbound, Transport};
 const INBOUND_BATCH_MAX: usize = 256;
 /// Most reads taken in one turn of the loop.
 const READ_BATCH_MAX: usize = 1024;
+/// Most yields to the scheduler in one turn while proposals keep arriving
+/// (see `Driver::turn`). With 64 HTTP clients on a 3-node cluster, going
+/// from one yield to up to four raised the entries per AppendEntries from
+/// 8 to 12.5 and cut the servers' CPU per write by about 8%; sixteen added
+/// latency at 256 clients without a clear gain.
+const PROPOSAL_YIELDS_MAX: usize = 4;
 /// Every this many ticks, forget waiters whose caller gave up (timed out).
 const PRUNE_INTERVAL_TICKS: u64 = 10;
 
@@ -35,7 +41,7 @@ struct Budget {
     reads_left: usize,
     admin_left: usize,
     /// Proposals the engine accepted this turn (so the driver leads and
-    /// more may be on their way: worth one yield before the Ready).
+    /// more may be on their way: worth a yield before the Ready).
     proposals_accepted: usize,
 }
 
@@ -561,13 +567,18 @@ where
     /// concurrent proposals share one append, one AppendEntries per follower
     /// and one write. Proposals from an application (e.g. HTTP handlers on
     /// other tasks) arrive one by one, so when this turn accepted proposals,
-    /// the driver yields to the scheduler once before taking the Ready: the
+    /// the driver yields to the scheduler before taking the Ready: the
     /// tasks that are runnable now (woken by the same I/O poll) get to
-    /// enqueue theirs, and they join this batch. The cost is one trip
-    /// through the run queue (microseconds when idle: tokio polls the I/O
-    /// driver without blocking and resumes the driver), far below an fsync.
-    /// Readies are never held back while the writer is busy: the leader's
-    /// AppendEntries must leave at once to overlap its own fsync.
+    /// enqueue theirs, and they join this batch. It yields again while the
+    /// last yield brought more proposals, at most [`PROPOSAL_YIELDS_MAX`]
+    /// times: under load the handlers' tasks run in several rounds (two
+    /// workers, each with its own queue), and one yield caught only the
+    /// first. Each yield costs one trip through the run queue (microseconds
+    /// when idle: tokio polls the I/O driver without blocking and resumes
+    /// the driver), far below an fsync; at low load the first yield finds
+    /// nothing and the Ready goes at once. Readies are never held back
+    /// while the writer is busy: the leader's AppendEntries must leave at
+    /// once to overlap its own fsync.
     async fn turn(
         &mut self,
         input: Input<SM::Response>,
@@ -576,9 +587,18 @@ where
         let mut budget = Budget::new(&self.cfg);
         self.handle_input(input, rx, &mut budget)?;
         self.drain(rx, &mut budget)?;
-        if budget.proposals_accepted > 0 && budget.proposals_left > 0 {
+        let mut yields = 0;
+        while budget.proposals_accepted > 0
+            && budget.proposals_left > 0
+            && yields < PROPOSAL_YIELDS_MAX
+        {
+            let before = budget.proposals_accepted;
             tokio::task::yield_now().await;
             self.drain(rx, &mut budget)?;
+            yields += 1;
+            if budget.proposals_accepted == before {
+                break; // nothing more is on its way
+            }
         }
         self.process_readies()
     }

@@ -54,9 +54,10 @@
 //! other input already queued without waiting (each kind up to a per-turn
 //! limit), then takes the Readies. So concurrent proposals share one Ready:
 //! one append, one AppendEntries per follower, one write, one fsync. When a
-//! turn accepted proposals it first yields to the scheduler once and drains
-//! the proposal queue again, so that application tasks woken by the same
-//! I/O poll (e.g. HTTP handlers) can join the batch; this costs a trip
+//! turn accepted proposals it first yields to the scheduler and drains the
+//! proposal queue again (and again, up to four times, while each yield
+//! brought more), so that application tasks woken by the same I/O poll
+//! (e.g. HTTP handlers) can join the batch; each yield costs a trip
 //! through tokio's run queue (microseconds), not a timer. Readies are never
 //! held back waiting for the writer: the leader's AppendEntries leave at
 //! once and overlap its own fsync. For each `Ready`:
