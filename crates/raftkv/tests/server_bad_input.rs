@@ -53,9 +53,10 @@ fn assert_error(r: &HttpResponse, status: u16, code: &str) {
     );
 }
 
-#[test]
-fn bad_requests_get_clear_errors_and_change_nothing() {
-    let mut c = Cluster::start_with(ClusterOptions {
+/// A cluster with small limits: keys of 16 bytes, values of 64, bodies of
+/// 256.
+fn small_limits_cluster() -> Cluster {
+    Cluster::start_with(ClusterOptions {
         extra_args: [
             "--max-key-bytes",
             "16",
@@ -67,7 +68,12 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         .map(String::from)
         .to_vec(),
         ..ClusterOptions::default()
-    });
+    })
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let mut c = small_limits_cluster();
     let leader = c.leader();
     let follower = c.followers()[0];
     assert_eq!(c.put(leader, "keep", "original").status, 200);
@@ -190,19 +196,7 @@ fn requests_counted(metrics: &str, method: &str, route: &str, status: u16) -> u6
 /// metric labels.
 #[test]
 fn the_direct_put_path_answers_exactly_like_the_router() {
-    let mut c = Cluster::start_with(ClusterOptions {
-        extra_args: [
-            "--max-key-bytes",
-            "16",
-            "--max-value-bytes",
-            "64",
-            "--max-body-bytes",
-            "256",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..ClusterOptions::default()
-    });
+    let mut c = small_limits_cluster();
     let leader = c.leader();
     let follower = c.followers()[0];
     let metrics_before = c.request(leader, "GET", "/metrics", None).body;
