@@ -84,7 +84,7 @@ fn seed_40639_3_nodes_lease_read_after_term_from_refused_pre_vote() {
 /// led, but client c3 drew only removed nodes (which never learn a leader)
 /// for 20 election timeouts. The simulated client now tries every node once
 /// per sweep when it has no leader hint (`a_client_without_hints_tries_every_
-/// node_within_one_sweep` in `sim.rs`). Found by
+/// node_within_one_sweep` in `sim/clients.rs`). Found by
 /// `raft-sim run --seeds 60000..400000 --nodes 7`.
 #[test]
 fn seed_112502_7_nodes_client_stuck_on_removed_nodes() {
