@@ -168,19 +168,7 @@ impl Sim {
                 }
             }
         }
-        for &(a, b) in &cut {
-            self.cut[a as usize * self.stride + b as usize] = true;
-        }
-        self.stats.partitions += 1;
-        self.partition_gen += 1;
-        cut.sort_unstable();
-        self.trace.push(
-            self.now,
-            TraceKind::Partition {
-                kind: name.into(),
-                cut,
-            },
-        );
+        self.cut_links(name, cut);
         let heal = if kind == 6 {
             // A broken link lasts long enough for the cut-off node to time
             // out and campaign.
@@ -194,6 +182,24 @@ impl Sim {
         self.schedule(heal, Event::Heal { generation });
     }
 
+    /// Cuts the directed links `cut` (on top of those already cut), starts a
+    /// new partition generation and records it in the trace.
+    fn cut_links(&mut self, name: &str, mut cut: Vec<(NodeId, NodeId)>) {
+        for &(a, b) in &cut {
+            self.cut[a as usize * self.stride + b as usize] = true;
+        }
+        self.stats.partitions += 1;
+        self.partition_gen += 1;
+        cut.sort_unstable();
+        self.trace.push(
+            self.now,
+            TraceKind::Partition {
+                kind: name.into(),
+                cut,
+            },
+        );
+    }
+
     /// Cuts every link to and from `id` (replacing any partition in force)
     /// and schedules the heal.
     pub(super) fn isolate(&mut self, id: NodeId, why: &'static str, heal: bool) {
@@ -205,19 +211,7 @@ impl Sim {
                 cut.push((o, id));
             }
         }
-        for &(a, b) in &cut {
-            self.cut[a as usize * self.stride + b as usize] = true;
-        }
-        self.stats.partitions += 1;
-        self.partition_gen += 1;
-        cut.sort_unstable();
-        self.trace.push(
-            self.now,
-            TraceKind::Partition {
-                kind: why.into(),
-                cut,
-            },
-        );
+        self.cut_links(why, cut);
         if heal {
             let after = self
                 .rng
