@@ -132,18 +132,22 @@ impl Sim {
                 attempt,
             },
         );
+        self.client_hop(Event::Request {
+            node,
+            req: Box::new(req),
+        });
+    }
+
+    /// Sends a request or a reply between a client and a node: lost with
+    /// the seed's drop probability during the fault phase, else delivered
+    /// after a network delay.
+    fn client_hop(&mut self, event: Event) {
         if self.phase == Phase::Faults && self.rng.chance(self.params.drop_prob) {
             self.stats.dropped += 1;
             return;
         }
         let d = self.net_delay();
-        self.schedule(
-            d,
-            Event::Request {
-                node,
-                req: Box::new(req),
-            },
-        );
+        self.schedule(d, event);
     }
 
     /// Where client `c` sends its next attempt after a refusal, a drop or
@@ -237,18 +241,10 @@ impl Sim {
             attempt: w.attempt,
             result,
         };
-        if self.phase == Phase::Faults && self.rng.chance(self.params.drop_prob) {
-            self.stats.dropped += 1;
-            return;
-        }
-        let d = self.net_delay();
-        self.schedule(
-            d,
-            Event::Reply {
-                client: w.client,
-                reply: Box::new(reply),
-            },
-        );
+        self.client_hop(Event::Reply {
+            client: w.client,
+            reply: Box::new(reply),
+        });
     }
 
     pub(super) fn on_request(&mut self, id: NodeId, req: ClientReq) {
