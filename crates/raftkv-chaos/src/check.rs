@@ -60,34 +60,64 @@ pub struct CheckReport {
     pub final_values: BTreeMap<String, Option<String>>,
 }
 
-type Input = KvInput<String, String>;
-type Output = KvOutput<String>;
+// Keys and values are interned to integers for the search: states and
+// inputs are hashed and cloned millions of times, and a `u64` costs a
+// fraction of a `String` there. Explanations use the records themselves.
+type Input = KvInput<u64, u64>;
+type Output = KvOutput<u64>;
 
-fn input_of(op: &OpRecord) -> Input {
-    let key = op.key.clone();
+/// Strings to dense integers, and back.
+#[derive(Default)]
+struct Interner {
+    ids: std::collections::HashMap<String, u64>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u64 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u64;
+        self.ids.insert(s.to_string(), id);
+        self.names.push(s.to_string());
+        id
+    }
+
+    fn opt(&mut self, s: &Option<String>) -> Option<u64> {
+        s.as_deref().map(|s| self.id(s))
+    }
+
+    fn name(&self, id: u64) -> &str {
+        self.names.get(id as usize).map_or("?", String::as_str)
+    }
+}
+
+fn input_of(op: &OpRecord, keys: &mut Interner, values: &mut Interner) -> Input {
+    let key = keys.id(&op.key);
     match &op.kind {
         OpKind::Put { value } => KvInput::Put {
             key,
-            value: value.clone(),
+            value: values.id(value),
         },
         OpKind::Get { .. } => KvInput::Get { key },
         OpKind::Delete => KvInput::Delete { key },
         OpKind::Cas { expected, new } => KvInput::Cas {
             key,
-            expected: expected.clone(),
-            new: new.clone(),
+            expected: values.opt(expected),
+            new: values.opt(new),
         },
     }
 }
 
-fn output_of(result: &OpResult) -> Output {
+fn output_of(result: &OpResult, values: &mut Interner) -> Output {
     match result {
         OpResult::Put => KvOutput::Put,
-        OpResult::Value { value } => KvOutput::Get(value.clone()),
+        OpResult::Value { value } => KvOutput::Get(values.opt(value)),
         OpResult::Deleted { existed } => KvOutput::Delete { existed: *existed },
         OpResult::Swapped => KvOutput::Cas { succeeded: true },
         OpResult::CasMismatch { current } => KvOutput::CasMismatch {
-            current: current.clone(),
+            current: values.opt(current),
         },
     }
 }
@@ -130,6 +160,7 @@ pub fn check(ops: &[OpRecord], faults: &[FaultEvent], steps_per_key_max: u64) ->
 
     // The linearizability check.
     let mut history: History<Input, Output> = History::new();
+    let (mut keys, mut values) = (Interner::default(), Interner::default());
     let mut index_of: Vec<usize> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         if is_stale_read(op) {
@@ -145,12 +176,12 @@ pub fn check(ops: &[OpRecord], faults: &[FaultEvent], steps_per_key_max: u64) ->
             }
             Outcome::Ok { result } => LinOutcome::Returned {
                 time: op.complete_us,
-                output: output_of(result),
+                output: output_of(result, &mut values),
             },
         };
         let pushed = history.push(Operation {
             client: op.client,
-            input: input_of(op),
+            input: input_of(op, &mut keys, &mut values),
             call_time: op.invoke_us,
             outcome,
         });
@@ -175,22 +206,28 @@ pub fn check(ops: &[OpRecord], faults: &[FaultEvent], steps_per_key_max: u64) ->
             report.explanation = Some(format!(
                 "the checker ran out of budget ({steps_per_key_max} steps per key) on key(s) {}; \
                  no violation was found before that",
-                partitions.join(", ")
+                partitions
+                    .iter()
+                    .map(|&k| keys.name(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         CheckResult::Illegal(v) => {
             report.verdict = Verdict::NotLinearizable;
             let rec = |id: OpId| &ops[index_of[id.index()]];
+            let key = keys.name(v.partition);
+            let state = v.state.map(|x| values.name(x).to_string());
             let mut out = String::new();
             let blocked = rec(v.blocked);
             let headline = if blocked.phase == Phase::Final {
                 format!(
                     "key {}: the final state is not explained by the history \
                      (an acknowledged write was lost, or an overwritten value came back)",
-                    v.partition
+                    key
                 )
             } else {
-                format!("key {} is not linearizable", v.partition)
+                format!("key {} is not linearizable", key)
             };
             let _ = writeln!(out, "{headline}.");
             let _ = writeln!(
@@ -198,17 +235,18 @@ pub fn check(ops: &[OpRecord], faults: &[FaultEvent], steps_per_key_max: u64) ->
                 "This operation returned, but its answer fits no order of the operations before it:"
             );
             let _ = writeln!(out, "  {}", describe(blocked));
+            out.push_str(&context(blocked, ops));
             let _ = writeln!(
                 out,
                 "The longest order the checker could build for {} ({} ops) ends with:",
-                v.partition,
+                key,
                 v.prefix.len()
             );
-            let tail = v.prefix.len().saturating_sub(8);
+            let tail = v.prefix.len().saturating_sub(5);
             for &id in &v.prefix[tail..] {
                 let _ = writeln!(out, "  {}", describe(rec(id)));
             }
-            let _ = writeln!(out, "after which {} holds {}.", v.partition, show(&v.state));
+            let _ = writeln!(out, "after which {} holds {}.", key, show(&state));
             let others: Vec<OpId> = v
                 .pending
                 .iter()
@@ -290,6 +328,53 @@ fn check_values_were_written(ops: &[OpRecord], faults: &[FaultEvent]) -> Option<
         return Some(out);
     }
     None
+}
+
+/// What a human wants to see next to a blocked operation: who wrote the
+/// value it saw, and what was already acknowledged (or read) before it was
+/// even invoked.
+fn context(blocked: &OpRecord, ops: &[OpRecord]) -> String {
+    let mut out = String::new();
+    let same_key = || {
+        ops.iter()
+            .filter(move |o| o.key == blocked.key && !std::ptr::eq(*o, blocked))
+    };
+    if let Outcome::Ok { result } = &blocked.outcome {
+        if let Some(Some(seen)) = result.observed_value() {
+            for w in same_key().filter(|o| o.kind.written_value() == Some(seen.as_str())) {
+                let _ = writeln!(out, "The value it saw was written by:\n  {}", describe(w));
+            }
+        }
+    }
+    let mut before: Vec<&OpRecord> = same_key()
+        .filter(|o| o.complete_us < blocked.invoke_us && !is_stale_read(o))
+        .filter(|o| matches!(o.outcome, Outcome::Ok { .. }))
+        .collect();
+    before.sort_by_key(|o| o.complete_us);
+    let writes: Vec<&&OpRecord> = before.iter().filter(|o| o.kind.is_write()).collect();
+    if !writes.is_empty() {
+        let _ = writeln!(
+            out,
+            "Acknowledged before it was invoked (the last {} writes of {}):",
+            writes.len().min(3),
+            blocked.key
+        );
+        for w in &writes[writes.len().saturating_sub(3)..] {
+            let _ = writeln!(out, "  {}", describe(w));
+        }
+    }
+    let reads: Vec<&&OpRecord> = before.iter().filter(|o| !o.kind.is_write()).collect();
+    if !reads.is_empty() {
+        let _ = writeln!(
+            out,
+            "The last reads of {} answered before it was invoked:",
+            blocked.key
+        );
+        for r in &reads[reads.len().saturating_sub(2)..] {
+            let _ = writeln!(out, "  {}", describe(r));
+        }
+    }
+    out
 }
 
 fn show(v: &Option<String>) -> String {
@@ -487,6 +572,11 @@ mod tests {
         assert!(e.contains("key k0 is not linearizable"), "{e}");
         assert!(e.contains("lease read of k0 -> returned \"a\""), "{e}");
         assert!(e.contains("pause node 1 (the leader)"), "{e}");
+        assert!(
+            e.contains("The value it saw was written by:\n  [0.000s .. 0.000s] client 1"),
+            "{e}"
+        );
+        assert!(e.contains("the last 2 writes of k0"), "{e}");
         // The same read with stale consistency is allowed.
         let mut ops = ops;
         ops[2].kind = get(ReadConsistency::Stale);

@@ -96,6 +96,10 @@ struct ErrorBody {
 struct ErrorDetail {
     #[serde(default)]
     code: String,
+    /// The cause of a 5xx (`no_leader`, `timeout`...), when the server
+    /// names one.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +170,10 @@ fn outcome_of(kind: &OpKind, reply: &Reply) -> Outcome {
     }
     let err: ErrorBody = serde_json::from_slice(&reply.body).unwrap_or_default();
     let code = err.error.code.as_str();
+    let why = match &err.error.reason {
+        Some(r) => format!("HTTP {status} {code} ({r})"),
+        None => format!("HTTP {status} {code}"),
+    };
     match (status, code, kind) {
         (404, "key_not_found", OpKind::Get { .. }) => Outcome::Ok {
             result: OpResult::Value { value: None },
@@ -178,21 +186,11 @@ fn outcome_of(kind: &OpKind, reply: &Reply) -> Outcome {
                 current: err.current.map(|c| c.value),
             },
         },
-        (400..=499, _, _) => Outcome::Fail {
-            reason: format!("HTTP {status} {code}"),
-        },
-        (500..=599, "not_applied", _) => Outcome::Fail {
-            reason: format!("HTTP {status} not_applied"),
-        },
-        (500..=599, "indeterminate", _) => Outcome::Unknown {
-            reason: format!("HTTP {status} indeterminate"),
-        },
-        _ if kind.is_write() => Outcome::Unknown {
-            reason: format!("HTTP {status} {code}"),
-        },
-        _ => Outcome::Fail {
-            reason: format!("HTTP {status} {code}"),
-        },
+        (400..=499, _, _) => Outcome::Fail { reason: why },
+        (500..=599, "not_applied", _) => Outcome::Fail { reason: why },
+        (500..=599, "indeterminate", _) => Outcome::Unknown { reason: why },
+        _ if kind.is_write() => Outcome::Unknown { reason: why },
+        _ => Outcome::Fail { reason: why },
     }
 }
 
@@ -281,6 +279,12 @@ mod tests {
         assert_eq!(name(&put(), err(503, "no_leader")), "unknown");
         assert_eq!(name(&get(), err(503, "no_leader")), "fail");
         assert_eq!(name(&get(), err(503, "indeterminate")), "unknown");
+        assert_eq!(
+            classify(&put(), err(503, "not_applied")).outcome,
+            Outcome::Fail {
+                reason: "HTTP 503 not_applied (x)".into()
+            }
+        );
         assert_eq!(
             name(&put(), Err(HttpError::NotSent("refused".into()))),
             "fail"

@@ -166,7 +166,8 @@ pub struct OpRecord {
     pub outcome: Outcome,
     /// HTTP status, when an answer came.
     pub status: Option<u16>,
-    /// The node that produced the answer (`x-raftkv-node`), when present.
+    /// `x-raftkv-node` of the answer (the node that answered), when
+    /// present.
     pub served_by: Option<u64>,
     /// Workload or final read.
     pub phase: Phase,

@@ -21,8 +21,9 @@ const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// answer is a few hundred bytes).
 const BODY_BYTES_MAX: usize = 1 << 20;
 
-/// The header every raftkv answer will carry: the id of the node that
-/// produced it (the leader, for a forwarded request).
+/// The header every raftkv answer carries (once the error-contract change
+/// is in): the id of the node that answered, also when it relayed the
+/// leader's answer to a forwarded request.
 pub const NODE_HEADER: &str = "x-raftkv-node";
 
 /// A complete answer.

@@ -65,16 +65,28 @@ struct Args {
     /// Where run directories go (kept for failed runs).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Client request timeout, milliseconds (longer than any pause, so
-    /// reads queued at a paused node are answered after it resumes).
+    /// Timeout of reads and heartbeat writes, milliseconds (longer than any
+    /// pause, so reads queued at a paused node are answered after it
+    /// resumes).
     #[arg(long, default_value_t = 8000)]
-    request_timeout_ms: u64,
+    read_timeout_ms: u64,
+    /// Timeout of the clients' writes, milliseconds (short, so clients stuck
+    /// at a paused leader move on).
+    #[arg(long, default_value_t = 2000)]
+    write_timeout_ms: u64,
     /// Keep every run's directory (logs, history), not only failed ones.
     #[arg(long)]
     keep: bool,
     /// Write a JSON summary of all runs here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run nothing: check a history a run left behind (its history.json;
+    /// faults.json next to it is used for the explanation if present).
+    #[arg(long, value_name = "HISTORY_JSON")]
+    check_history: Option<PathBuf>,
+    /// Checker budget: model steps per key before giving up (inconclusive).
+    #[arg(long, default_value_t = 20_000_000)]
+    checker_steps: u64,
 }
 
 fn main() -> ExitCode {
@@ -97,9 +109,16 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=64).contains(&args.clients), "--clients must be 1..=64");
     anyhow::ensure!((1..=100).contains(&args.keys), "--keys must be 1..=100");
     anyhow::ensure!(
-        (1000..=60_000).contains(&args.request_timeout_ms),
-        "--request-timeout-ms must be 1000..=60000"
+        (1000..=60_000).contains(&args.read_timeout_ms),
+        "--read-timeout-ms must be 1000..=60000"
     );
+    anyhow::ensure!(
+        (500..=60_000).contains(&args.write_timeout_ms),
+        "--write-timeout-ms must be 500..=60000"
+    );
+    if let Some(path) = &args.check_history {
+        return check_history(path, args.checker_steps);
+    }
     let say = |s: &str| eprintln!("{s}");
     let bin = raftkv_chaos::locate::raftkv_binary(args.raftkv_bin.clone(), say)
         .context("cannot find the raftkv binary")?;
@@ -154,8 +173,10 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             NetArg::Netns => NetChoice::Netns,
             NetArg::Loopback => NetChoice::Loopback,
         };
-        cfg.request_timeout = Duration::from_millis(args.request_timeout_ms);
+        cfg.read_timeout = Duration::from_millis(args.read_timeout_ms);
+        cfg.write_timeout = Duration::from_millis(args.write_timeout_ms);
         cfg.keep = args.keep;
+        cfg.checker_steps = args.checker_steps;
         let result = runtime.block_on(run_once(&cfg, cancel.clone(), &say));
         match result {
             Ok(s) => {
@@ -197,6 +218,41 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(code)
+}
+
+/// `--check-history`: checks a saved history and prints the verdict.
+fn check_history(path: &std::path::Path, steps: u64) -> anyhow::Result<ExitCode> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let ops: Vec<raftkv_chaos::history::OpRecord> = serde_json::from_slice(&read(path)?)
+        .with_context(|| format!("{} is not a history", path.display()))?;
+    let faults_path = path.with_file_name("faults.json");
+    let faults: Vec<raftkv_chaos::history::FaultEvent> = if faults_path.is_file() {
+        serde_json::from_slice(&read(&faults_path)?)
+            .with_context(|| format!("{} is not a fault list", faults_path.display()))?
+    } else {
+        Vec::new()
+    };
+    let started = std::time::Instant::now();
+    let report = raftkv_chaos::check::check(&ops, &faults, steps);
+    println!(
+        "{} operations, {} checked on {} keys, {} steps in {:.1?}: {:?}",
+        ops.len(),
+        report.ops_checked,
+        report.keys,
+        report.steps,
+        started.elapsed(),
+        report.verdict
+    );
+    if let Some(e) = &report.explanation {
+        println!("{e}");
+    }
+    Ok(match report.verdict {
+        Verdict::Linearizable => ExitCode::SUCCESS,
+        Verdict::NotLinearizable => ExitCode::FAILURE,
+        Verdict::Inconclusive => ExitCode::from(2),
+    })
 }
 
 /// A seed from the clock and pid (not cryptographic; printed with every run).

@@ -64,6 +64,9 @@ pub struct RunSummary {
     pub final_reads: Counts,
     /// Answers that carried `x-raftkv-node`.
     pub answers_with_node_header: u64,
+    /// Of those, answers naming another node than the one asked (should be
+    /// none: the header names the node that answered).
+    pub node_header_mismatches: u64,
     /// Failure and unknown reasons, counted.
     pub reasons: BTreeMap<String, u64>,
     /// Faults by kind.
@@ -93,7 +96,7 @@ impl RunSummary {
         let mut by_kind: BTreeMap<String, Counts> = BTreeMap::new();
         let mut final_reads = Counts::default();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-        let mut with_header = 0;
+        let (mut with_header, mut mismatches) = (0, 0);
         for op in ops {
             match op.phase {
                 Phase::Workload => by_kind
@@ -103,6 +106,7 @@ impl RunSummary {
                 Phase::Final => final_reads.add(&op.outcome),
             }
             with_header += u64::from(op.served_by.is_some());
+            mismatches += u64::from(op.served_by.is_some_and(|n| n != op.node));
             let reason = match &op.outcome {
                 Outcome::Ok { .. } => None,
                 Outcome::Fail { reason } => Some(format!("fail: {}", reason_class(reason))),
@@ -128,6 +132,7 @@ impl RunSummary {
             ops: by_kind,
             final_reads,
             answers_with_node_header: with_header,
+            node_header_mismatches: mismatches,
             reasons,
             faults: fault_counts,
             recovery_ms: recovery_times(ops, faults),
@@ -170,8 +175,8 @@ impl RunSummary {
         }
         let _ = writeln!(
             out,
-            "  answers with x-raftkv-node: {}",
-            self.answers_with_node_header
+            "  answers with x-raftkv-node: {} ({} naming another node than the one asked)",
+            self.answers_with_node_header, self.node_header_mismatches
         );
         let c = &self.check;
         let _ = writeln!(

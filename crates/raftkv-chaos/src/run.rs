@@ -43,7 +43,10 @@ pub struct RunConfig {
     /// Run directories go here (`<pid>-run<n>-seed<s>`).
     pub work_dir: PathBuf,
     pub net: NetChoice,
-    pub request_timeout: Duration,
+    /// Timeout of reads and heartbeat writes (longer than any pause).
+    pub read_timeout: Duration,
+    /// Timeout of the clients' writes.
+    pub write_timeout: Duration,
     /// Keep the run directory even when the run passes.
     pub keep: bool,
     /// Checker budget per key.
@@ -63,7 +66,8 @@ impl RunConfig {
             raftkv_bin,
             work_dir: std::env::temp_dir().join("raftkv-chaos"),
             net: NetChoice::Auto,
-            request_timeout: Duration::from_secs(8),
+            read_timeout: Duration::from_secs(8),
+            write_timeout: Duration::from_secs(2),
             keep: false,
             checker_steps: 20_000_000,
         }
@@ -181,8 +185,9 @@ pub async fn run_once(
         mix: if lease { Mix::LEASE } else { Mix::MIXED },
         timeouts: Timeouts {
             connect: Duration::from_secs(1),
-            request: cfg.request_timeout,
+            request: cfg.read_timeout,
         },
+        write_timeout: cfg.write_timeout,
         think_ms_max: 20,
         writes_avoid_faulty: lease,
         reads_on_home_node: lease,
@@ -220,9 +225,14 @@ pub async fn run_once(
             )));
         }
     }
+    tasks.push(tokio::spawn(workload::heartbeat_writer(
+        wcfg.clone(),
+        shared.clone(),
+        cfg.seed,
+    )));
     let plan = nemesis::plan(cfg.scenario, cfg.seed, cfg.duration, netns.is_some());
     say(&format!(
-        "run {}: {} s of {} clients + {} probers, {} faults planned (seed {})",
+        "run {}: {} s of {} clients, {} read probers and a heartbeat writer, {} faults planned (seed {})",
         cfg.run,
         cfg.duration.as_secs(),
         cfg.clients,
@@ -266,9 +276,12 @@ pub async fn run_once(
         ..shared
     };
     let mut unreadable = Vec::new();
-    for k in 0..cfg.keys {
-        if !final_read(&final_shared, settled.unwrap_or(1), &key_name(k), cfg).await {
-            unreadable.push(key_name(k));
+    let keys = (0..cfg.keys)
+        .map(key_name)
+        .chain([workload::HEARTBEAT_KEY.to_string()]);
+    for key in keys {
+        if !final_read(&final_shared, settled.unwrap_or(1), &key, cfg).await {
+            unreadable.push(key);
         }
     }
     if *cancel.borrow() {
@@ -286,7 +299,19 @@ pub async fn run_once(
     drop(cluster);
     drop(netns);
 
-    // Check and summarize.
+    // Check and summarize. The history is on disk first, so a check that
+    // is interrupted (or too slow) can be redone with `--check-history`.
+    let write = |name: &str, v: &dyn erased::Json| {
+        let _ = std::fs::write(dir.join(name), v.to_json());
+    };
+    write("history.json", &ops);
+    write("faults.json", &faults);
+    say(&format!(
+        "run {}: checking {} operations (history in {})",
+        cfg.run,
+        ops.len(),
+        dir.join("history.json").display()
+    ));
     let mut report = check::check(&ops, &faults, cfg.checker_steps);
     if report.verdict == Verdict::Linearizable && (settled.is_none() || !unreadable.is_empty()) {
         report.verdict = Verdict::NotLinearizable;
@@ -319,11 +344,6 @@ pub async fn run_once(
         report,
     );
     if summary.check.verdict != Verdict::Linearizable || cfg.keep {
-        let write = |name: &str, v: &dyn erased::Json| {
-            let _ = std::fs::write(dir.join(name), v.to_json());
-        };
-        write("history.json", &ops);
-        write("faults.json", &faults);
         summary.kept = Some(dir.display().to_string());
         write("summary.json", &summary);
     } else {
@@ -350,7 +370,7 @@ mod erased {
 async fn final_read(shared: &Shared, leader: u64, key: &str, cfg: &RunConfig) -> bool {
     let timeouts = Timeouts {
         connect: Duration::from_secs(1),
-        request: cfg.request_timeout,
+        request: cfg.read_timeout,
     };
     for attempt in 0..20u64 {
         let node = (leader - 1 + attempt) % NODES + 1;

@@ -78,8 +78,14 @@ pub struct WorkloadConfig {
     pub keys: u64,
     /// Operation mix of the clients.
     pub mix: Mix,
-    /// Request timeouts.
+    /// Timeouts of reads and of the heartbeat writes: longer than any
+    /// pause, so a read queued at a paused node is answered (and checked)
+    /// once it resumes.
     pub timeouts: Timeouts,
+    /// Request timeout of the clients' writes: short, so a client whose
+    /// write hangs at a paused leader gives up (unknown) and goes on
+    /// writing through the new one.
+    pub write_timeout: Duration,
     /// Pause between one client's operations, drawn from `0..=think_ms_max`.
     pub think_ms_max: u64,
     /// Writes go only to nodes the nemesis is not currently faulting.
@@ -120,15 +126,16 @@ impl Shared {
         self.addrs.len() as u64
     }
 
-    fn pick_healthy(&self, rng: &mut SplitMix64) -> u64 {
-        let faulty = self.faulty.load(Ordering::Relaxed);
-        let healthy: Vec<u64> = (1..=self.nodes())
-            .filter(|id| faulty & (1 << (id - 1)) == 0)
+    /// A node drawn uniformly from those whose bit (`id - 1`) is clear in
+    /// `avoid`; from all of them if that leaves none.
+    fn pick_except(&self, rng: &mut SplitMix64, avoid: u64) -> u64 {
+        let allowed: Vec<u64> = (1..=self.nodes())
+            .filter(|id| avoid & (1 << (id - 1)) == 0)
             .collect();
-        if healthy.is_empty() {
+        if allowed.is_empty() {
             pick(rng, self.nodes())
         } else {
-            healthy[pick(rng, healthy.len() as u64) as usize - 1]
+            allowed[pick(rng, allowed.len() as u64) as usize - 1]
         }
     }
 
@@ -203,6 +210,15 @@ pub async fn client(id: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64
     // The value this client last saw in each key (for CAS expectations).
     let mut seen: Vec<Option<String>> = vec![None; cfg.keys as usize];
     let mut written = 0u64;
+    // Consecutive operations that did not end ok.
+    let mut failures = 0u32;
+    // Per node: no writes there until this instant, and how many answers
+    // in a row from it were not ok. A node that answers writes with 5xx
+    // (isolated, no leader known) is left alone for a while, doubling up
+    // to 2 s: with today's conservative classification each such answer is
+    // an unknown write, and every unknown write stays a candidate for the
+    // rest of the check.
+    let mut cooldown: Vec<(Instant, u32)> = vec![(Instant::now(), 0); shared.nodes() as usize];
     let home = id % shared.nodes() + 1;
     let m = cfg.mix;
     for _ in 0..cfg.ops_per_client_max {
@@ -253,12 +269,31 @@ pub async fn client(id: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64
             },
             Pick::Delete => OpKind::Delete,
         };
-        let node = if kind.is_write() && cfg.writes_avoid_faulty {
-            shared.pick_healthy(&mut rng)
-        } else if !kind.is_write() && cfg.reads_on_home_node {
+        let now = Instant::now();
+        let cooling = cooldown
+            .iter()
+            .enumerate()
+            .filter(|(_, (until, _))| *until > now)
+            .fold(0u64, |mask, (i, _)| mask | 1 << i);
+        let node = if kind.is_write() {
+            let faulty = if cfg.writes_avoid_faulty {
+                shared.faulty.load(Ordering::Relaxed)
+            } else {
+                0
+            };
+            shared.pick_except(&mut rng, faulty | cooling)
+        } else if cfg.reads_on_home_node {
             home
         } else {
             pick(&mut rng, shared.nodes())
+        };
+        let timeouts = if kind.is_write() {
+            Timeouts {
+                request: cfg.write_timeout,
+                ..cfg.timeouts
+            }
+        } else {
+            cfg.timeouts
         };
         let outcome = run_op(
             &shared,
@@ -266,10 +301,17 @@ pub async fn client(id: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64
             node,
             &key,
             kind.clone(),
-            cfg.timeouts,
+            timeouts,
             Phase::Workload,
         )
         .await;
+        let cool = &mut cooldown[(node - 1) as usize];
+        if matches!(outcome, Outcome::Ok { .. }) {
+            cool.1 = 0;
+        } else if kind.is_write() {
+            cool.1 = (cool.1 + 1).min(5);
+            cool.0 = Instant::now() + Duration::from_millis((100u64 << cool.1).min(2000));
+        }
         if let Outcome::Ok { result } = &outcome {
             match (result, &kind) {
                 (OpResult::Value { value }, _) | (OpResult::CasMismatch { current: value }, _) => {
@@ -280,11 +322,18 @@ pub async fn client(id: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64
                 (OpResult::Deleted { .. }, _) => seen[k as usize] = None,
                 _ => {}
             }
+            failures = 0;
         } else {
-            // After a failure (often an election) back off a little, so an
-            // election does not fill the history with failed attempts.
+            // After a failure (often an election) back off, doubling up to
+            // a second, so an election does not fill the history with
+            // failed or unknown attempts: every unknown write stays a
+            // candidate for the rest of the check and costs it time.
+            failures = (failures + 1).min(5);
+            let pause = (50u64 << failures).min(1000);
             shared
-                .sleep(Duration::from_millis(50 + rng.next_u64() % 100))
+                .sleep(Duration::from_millis(
+                    pause / 2 + rng.next_u64() % (pause / 2),
+                ))
                 .await;
         }
         if cfg.think_ms_max > 0 {
@@ -339,6 +388,58 @@ pub async fn prober(node: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u
     }
 }
 
+/// The key of the heartbeat writer.
+pub const HEARTBEAT_KEY: &str = "hb";
+
+/// Client id of the heartbeat writer.
+pub const HEARTBEAT_CLIENT: u64 = 99;
+
+/// Most heartbeat writes in flight.
+pub const HEARTBEATS_IN_FLIGHT_MAX: usize = 64;
+
+/// The heartbeat writer: a put of a fresh value to [`HEARTBEAT_KEY`] every
+/// 100 ms to a node the nemesis is not faulting, without waiting for
+/// earlier ones (at most [`HEARTBEATS_IN_FLIGHT_MAX`] in flight), until the
+/// deadline. Sequential clients all end up waiting on writes stuck at a
+/// paused leader; this one keeps knocking, so the first acknowledged write
+/// after a fault is found to within about 100 ms. Its own key keeps the
+/// writes that hang (unknown outcome) out of the other keys' histories.
+pub async fn heartbeat_writer(cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64) {
+    let mut rng = SplitMix64::new(seed ^ 0x6865_6172_7462_6561);
+    let slots = Arc::new(Semaphore::new(HEARTBEATS_IN_FLIGHT_MAX));
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    while !shared.over() {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            n += 1;
+            let node = shared.pick_except(&mut rng, shared.faulty.load(Ordering::Relaxed));
+            let shared2 = shared.clone();
+            let timeouts = cfg.timeouts;
+            tasks.push(tokio::spawn(async move {
+                let kind = OpKind::Put {
+                    value: format!("hb-{n}"),
+                };
+                run_op(
+                    &shared2,
+                    HEARTBEAT_CLIENT,
+                    node,
+                    HEARTBEAT_KEY,
+                    kind,
+                    timeouts,
+                    Phase::Workload,
+                )
+                .await;
+                drop(permit);
+            }));
+        }
+        shared.sleep(Duration::from_millis(100)).await;
+        tasks.retain(|t| !t.is_finished());
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,22 +457,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn healthy_nodes_are_preferred_for_writes() {
+    async fn avoided_nodes_are_skipped_unless_all_are() {
         let (_tx, cancel) = watch::channel(false);
         let shared = Shared {
             addrs: Arc::new(vec!["127.0.0.1:1".parse().unwrap(); 3]),
             clock: Clock::start(),
             deadline: Instant::now(),
             cancel,
-            faulty: Arc::new(AtomicU64::new(0b101)),
+            faulty: Arc::new(AtomicU64::new(0)),
             recorder: Recorder::new(),
         };
         let mut rng = SplitMix64::new(1);
         for _ in 0..50 {
-            assert_eq!(shared.pick_healthy(&mut rng), 2);
+            assert_eq!(shared.pick_except(&mut rng, 0b101), 2);
         }
-        shared.faulty.store(0b111, Ordering::Relaxed);
-        let n = shared.pick_healthy(&mut rng);
+        let n = shared.pick_except(&mut rng, 0b111);
         assert!((1..=3).contains(&n));
     }
 }
