@@ -77,6 +77,10 @@ struct Args {
     /// Keep every run's directory (logs, history), not only failed ones.
     #[arg(long)]
     keep: bool,
+    /// Send linearizable reads where lease reads would go (to test
+    /// everything else while a lease bug is open).
+    #[arg(long)]
+    no_lease_reads: bool,
     /// Write a JSON summary of all runs here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -177,6 +181,7 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         cfg.write_timeout = Duration::from_millis(args.write_timeout_ms);
         cfg.keep = args.keep;
         cfg.checker_steps = args.checker_steps;
+        cfg.lease_reads = !args.no_lease_reads;
         let result = runtime.block_on(run_once(&cfg, cancel.clone(), &say));
         match result {
             Ok(s) => {

@@ -51,6 +51,9 @@ pub struct RunConfig {
     pub keep: bool,
     /// Checker budget per key.
     pub checker_steps: u64,
+    /// Issue lease reads (off: they become linearizable reads, to test
+    /// everything else while a lease bug is open).
+    pub lease_reads: bool,
 }
 
 impl RunConfig {
@@ -70,6 +73,7 @@ impl RunConfig {
             write_timeout: Duration::from_secs(2),
             keep: false,
             checker_steps: 20_000_000,
+            lease_reads: true,
         }
     }
 }
@@ -182,7 +186,12 @@ pub async fn run_once(
     let wcfg = Arc::new(WorkloadConfig {
         clients: cfg.clients,
         keys: cfg.keys,
-        mix: if lease { Mix::LEASE } else { Mix::MIXED },
+        mix: match (lease, cfg.lease_reads) {
+            (true, true) => Mix::LEASE,
+            (true, false) => Mix::LEASE.without_lease(),
+            (false, true) => Mix::MIXED,
+            (false, false) => Mix::MIXED.without_lease(),
+        },
         timeouts: Timeouts {
             connect: Duration::from_secs(1),
             request: cfg.read_timeout,

@@ -46,6 +46,15 @@ pub struct Mix {
 }
 
 impl Mix {
+    /// This mix with its lease reads turned into linearizable ones.
+    pub fn without_lease(self) -> Mix {
+        Mix {
+            linearizable: self.linearizable + self.lease,
+            lease: 0,
+            ..self
+        }
+    }
+
     /// A bit of everything.
     pub const MIXED: Mix = Mix {
         put: 30,
@@ -346,7 +355,8 @@ pub async fn client(id: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64
     }
 }
 
-/// The prober of `node`: reads (70% lease, 30% linearizable) every
+/// The prober of `node`: reads (70% lease, 30% linearizable; only
+/// linearizable if the mix has no lease reads) every
 /// 100-250 ms without waiting for earlier ones, at most
 /// [`PROBES_IN_FLIGHT_MAX`] in flight, until the deadline.
 pub async fn prober(node: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u64) {
@@ -357,7 +367,7 @@ pub async fn prober(node: u64, cfg: Arc<WorkloadConfig>, shared: Shared, seed: u
     while !shared.over() {
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             let key = key_name(rng.next_u64() % cfg.keys.max(1));
-            let consistency = if rng.next_u64() % 10 < 7 {
+            let consistency = if cfg.mix.lease > 0 && rng.next_u64() % 10 < 7 {
                 ReadConsistency::Lease
             } else {
                 ReadConsistency::Linearizable
