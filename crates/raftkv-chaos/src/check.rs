@@ -16,9 +16,9 @@
 //!    Two sound reductions keep unknown writes (each a "maybe, at any time
 //!    later" candidate for the rest of the search) cheap: an unknown write
 //!    whose value a checked operation observed certainly happened by then
-//!    and is checked as such ([`resolved_by_observation`]), and values no
+//!    and is checked as such (`resolved_by_observation`), and values no
 //!    other operation ever mentions are checked as one value
-//!    ([`mentioned_values`]), so such unknown writes become interchangeable.
+//!    (`mentioned_values`), so such unknown writes become interchangeable.
 //! 3. **No acknowledged write lost.** The final linearizable read of every
 //!    key, after all faults are healed, is part of the checked history: if
 //!    it cannot be explained (the last acknowledged write vanished, or an
