@@ -225,7 +225,8 @@ pub struct FaultEvent {
     pub node: u64,
     /// Whether the node led (by its own status) when the fault started.
     pub was_leader: bool,
-    /// Microseconds since the run started, when the fault started.
+    /// Microseconds since the run started, when the fault was in place
+    /// (the signal sent, the link down).
     pub start_us: u64,
     /// When it was healed (restart, SIGCONT, link up).
     pub end_us: u64,

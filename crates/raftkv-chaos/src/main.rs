@@ -147,20 +147,26 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     runtime.spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
+        for n in 0u32.. {
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
                 }
-                None => std::future::pending::<()>().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Some(()) = sigterm => {}
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = sigterm => {}
+            if n > 0 {
+                // The nodes die with this process (their parent-death
+                // signal); namespaces left behind are removed by the next run.
+                eprintln!("interrupted again: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("interrupted: stopping clients, healing and tearing down...");
+            let _ = cancel_tx.send(true);
         }
-        eprintln!("interrupted: stopping clients, healing and tearing down...");
-        let _ = cancel_tx.send(true);
     });
 
     let mut summaries: Vec<RunSummary> = Vec::new();
@@ -213,6 +219,8 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // A check abandoned by Ctrl-C may still run on a blocking thread.
+    runtime.shutdown_timeout(Duration::from_millis(200));
     let totals = Totals::of(&summaries);
     if summaries.len() > 1 {
         println!("{}", totals.render());

@@ -190,8 +190,11 @@ impl Nemesis<'_> {
             let was_leader = leader == Some(node);
             let bit = 1u64 << (node - 1);
             self.faulty.fetch_or(bit, Ordering::Relaxed);
-            let start_us = self.clock.now_us();
             let injected = self.inject(f.kind, node);
+            // Taken once the fault is in place (an `ip` command takes a few
+            // milliseconds): a write acknowledged meanwhile is not a
+            // recovery.
+            let start_us = self.clock.now_us();
             let held = match injected {
                 Ok(()) => self.sleep(f.hold).await,
                 Err(_) => false,

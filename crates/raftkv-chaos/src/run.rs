@@ -128,6 +128,22 @@ pub async fn run_once(
         std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;
     }
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let result = run_in(cfg, &dir, cancel, say).await;
+    if matches!(result, Err(RunError::Cancelled)) {
+        // Nothing to look at: an interrupted run has no verdict.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+/// [`run_once`] in its run directory `dir`.
+async fn run_in(
+    cfg: &RunConfig,
+    dir: &std::path::Path,
+    cancel: watch::Receiver<bool>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<RunSummary, RunError> {
+    let dir = dir.to_path_buf();
 
     // The network.
     let (netns, notice) = match cfg.net {
@@ -321,7 +337,20 @@ pub async fn run_once(
         ops.len(),
         dir.join("history.json").display()
     ));
-    let mut report = check::check(&ops, &faults, cfg.checker_steps);
+    // On a blocking thread, so Ctrl-C is answered during a long check.
+    let steps = cfg.checker_steps;
+    let checking = tokio::task::spawn_blocking(move || {
+        let report = check::check(&ops, &faults, steps);
+        (ops, faults, report)
+    });
+    let mut cancelled = cancel.clone();
+    let (ops, faults, mut report) = tokio::select! {
+        done = checking => done.map_err(|e| RunError::Io {
+            what: "the checker".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+        _ = cancelled.wait_for(|c| *c) => return Err(RunError::Cancelled),
+    };
     if report.verdict == Verdict::Linearizable && (settled.is_none() || !unreadable.is_empty()) {
         report.verdict = Verdict::NotLinearizable;
         report.explanation = Some(format!(
