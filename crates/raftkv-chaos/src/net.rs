@@ -276,8 +276,16 @@ fn free_client_subnet(pid: u32) -> Result<u8, NetError> {
         .ok_or(NetError::NoSubnet)
 }
 
-/// Whether process `pid` exists.
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` exists and is not a zombie (a killed harness whose
+/// parent does not reap it stays a zombie, and its pid stays taken).
+pub fn alive(pid: u32) -> bool {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        return !matches!(state, Some("Z" | "X"));
+    }
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -351,5 +359,18 @@ mod tests {
     fn our_own_pid_is_alive_and_a_huge_one_is_not() {
         assert!(alive(std::process::id()));
         assert!(!alive(u32::MAX));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        // Not reaped yet: it stays a zombie once it exits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive(child.id()));
+        assert!(std::path::Path::new(&format!("/proc/{}", child.id())).exists());
+        child.wait().expect("reap");
     }
 }

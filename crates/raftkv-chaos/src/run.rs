@@ -448,7 +448,7 @@ pub fn cleanup_stale(work_dir: &std::path::Path) -> Vec<String> {
             let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
                 continue;
             };
-            let alive = pid == me || std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let alive = pid == me || net::alive(pid);
             if !alive
                 && !e.path().join("summary.json").exists()
                 && std::fs::remove_dir_all(e.path()).is_ok()
