@@ -210,6 +210,8 @@ struct Receivers<R> {
 
 struct Driver<St: RaftStorage, SM: StateMachine, T: Transport> {
     cfg: RuntimeConfig,
+    /// Origin of the engine's clock readings.
+    clock_origin: Instant,
     node: RawNode<Arc<St>>,
     sm: Arc<RwLock<SM>>,
     transport: T,
@@ -283,6 +285,9 @@ where
     }
     let mut raft_cfg = cfg.raft.clone();
     raft_cfg.applied = applied;
+    // The engine measures leases and CheckQuorum on the clock in units of
+    // this driver's tick.
+    raft_cfg.tick_interval_nanos = u64::try_from(cfg.tick_interval.as_nanos()).unwrap_or(u64::MAX);
     let node = RawNode::new(raft_cfg, storage.clone())?;
     let soft = node.soft_state();
     let commit = node.commit_index();
@@ -336,6 +341,7 @@ where
     let driver = Driver {
         counters: node.counters().clone(),
         node,
+        clock_origin: Instant::now(),
         sm,
         transport,
         metrics,
@@ -527,6 +533,13 @@ where
     SM::Response: Send + 'static,
     T: Transport,
 {
+    /// The monotonic clock as the engine reads it: nanoseconds since the
+    /// driver started (`Instant` never goes back; it keeps running while
+    /// the process is stopped).
+    fn clock_nanos(&self) -> raft_core::Nanos {
+        u64::try_from(self.clock_origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     async fn run(mut self, mut rx: Receivers<SM::Response>) {
         // Tells every handle that the driver is gone when this task ends,
         // even by a panic.
@@ -585,6 +598,11 @@ where
         rx: &mut Receivers<SM::Response>,
     ) -> Result<(), Stop> {
         let mut budget = Budget::new(&self.cfg);
+        // The clock first: after a pause (SIGSTOP, a starved runtime) the
+        // ticks missed never come, but the engine must see the time that
+        // passed before it handles anything (a leader cut off meanwhile
+        // steps down here).
+        self.node.observe_clock(self.clock_nanos());
         self.handle_input(input, rx, &mut budget)?;
         self.drain(rx, &mut budget)?;
         let mut yields = 0;
@@ -760,7 +778,15 @@ where
         self.next_read_ctx += 1;
         let bytes = Bytes::copy_from_slice(&ctx.to_be_bytes());
         let res = match r.consistency {
-            ReadConsistency::Lease => self.node.lease_read(bytes),
+            // Read the clock now, after the read arrived: a lease checked
+            // against an older reading could outlive a pause.
+            ReadConsistency::Lease => match self.node.lease_read(bytes.clone(), self.clock_nanos())
+            {
+                // No valid lease (just elected, or woken from a pause past
+                // it): confirm leadership with a heartbeat round instead.
+                Err(raft_core::ReadError::NoLease) => self.node.read_index(bytes),
+                res => res,
+            },
             _ => self.node.read_index(bytes),
         };
         match res {
