@@ -538,6 +538,65 @@ fn a_data_directory_of_another_node_or_cluster_is_refused_and_left_intact() {
     assert_eq!(c.get(1, "precious").json()["value"], "data");
 }
 
+/// Every file under `dir` with its bytes.
+fn dir_contents(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_data_directory_in_use_is_refused_and_left_untouched() {
+    let mut c = Cluster::start(1);
+    c.leader();
+    let w = c.put(1, "mine", "v1");
+    assert_eq!(w.status, 200, "{}", w.body);
+    settle(&mut c);
+    let data_dir = c.nodes[&1].data_dir.clone();
+    let dir = data_dir.display().to_string();
+    let pid = c.nodes[&1].pid().unwrap();
+    let before = dir_contents(&data_dir);
+    assert_eq!(
+        String::from_utf8_lossy(&before["LOCK"]).trim(),
+        pid.to_string(),
+        "the holder's pid is in the lock file"
+    );
+
+    // A second server on the same directory, same identity, other ports.
+    let p = free_ports(2);
+    assert_startup_error(
+        &single_node_args(1, c.opts.cluster_id, &dir, p[0], p[1]),
+        &format!(
+            "data directory {dir} is in use by another raftkv process (pid {pid}); stop it first"
+        ),
+    );
+    // It changed nothing in the directory.
+    assert_eq!(dir_contents(&data_dir), before);
+
+    // The first one still serves, from the same files.
+    assert_eq!(c.get(1, "mine").json()["value"], "v1");
+    let w = c.put(1, "mine", "v2");
+    assert_eq!(w.status, 200, "{}", w.body);
+    assert_eq!(c.get(1, "mine").json()["value"], "v2");
+
+    // Once it is gone, the directory is free again.
+    assert!(c.terminate(1).success());
+    c.restart(1);
+    c.leader();
+    assert_eq!(c.get(1, "mine").json()["value"], "v2");
+}
+
 #[test]
 fn config_file_and_environment_with_flag_precedence() {
     let p = free_ports(2);

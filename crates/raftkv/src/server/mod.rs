@@ -8,6 +8,7 @@
 //! | `node.rs`       | startup order, background tasks, shutdown                      |
 //! | `state.rs`      | [`ServerState`]: the replicated state machine (key-value store + member addresses) |
 //! | `listener.rs`   | accept loop: connection limit, graceful drain                  |
+//! | `lock.rs`       | the exclusive lock on the data directory (`LOCK`)              |
 //! | `routes/`       | one file per route, the router, timeout and metrics layers    |
 //! | `app.rs`        | shared handler state; the write path and the read path        |
 //! | `forward.rs`    | follower → leader forwarding (one hop)                         |
@@ -44,6 +45,7 @@ pub mod error;
 pub mod extract;
 pub mod forward;
 pub mod listener;
+pub mod lock;
 pub mod metrics;
 pub mod node;
 pub mod routes;
