@@ -33,7 +33,7 @@ use raftkv_state::KvConfig;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::app::App;
+use super::app::{App, RequestIds};
 use super::config::ServerConfig;
 use super::listener::{self, ListenerLimits};
 use super::lock::lock_data_dir;
@@ -163,6 +163,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         http,
         metrics: http_metrics.clone(),
         registry,
+        request_ids: RequestIds::new(id),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, fatal_rx) = watch::channel(None::<String>);

@@ -11,10 +11,11 @@ use serde_json::json;
 use super::members::ensure_leader;
 use crate::server::app::SharedApp;
 use crate::server::error::ApiError;
-use crate::server::extract::{parse_json, LimitedBody, RequestInfo};
+use crate::server::extract::{parse_json, LimitedBody, NoQuery, QueryParams, RequestInfo};
 use crate::server::forward;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransferBody {
     to: u64,
 }
@@ -22,6 +23,7 @@ pub struct TransferBody {
 pub async fn handle(
     State(app): State<SharedApp>,
     info: RequestInfo,
+    _: QueryParams<NoQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: TransferBody = parse_json(&body)?;
