@@ -44,7 +44,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ENDPOINTS: &str =
     "http://127.0.0.1:7700,http://127.0.0.1:7701,http://127.0.0.1:7702";
 
-/// Pause before the first retry after a 503 without a usable hint; doubles
+/// Pause before the first retry after a `not_applied` answer without a
+/// usable hint (or a retriable `indeterminate` one); doubles
 /// up to [`RETRY_PAUSE_MAX`]. An election takes a few hundred milliseconds
 /// with the default 100 ms tick, so 25 ms doubling to 400 ms finds the new
 /// leader quickly without hammering the nodes.
@@ -69,7 +70,8 @@ pub struct ClientConfig {
     /// Timeout of one TCP connect: short, because a dead local node refuses
     /// at once and a blackholed one should not eat the whole request budget.
     pub connect_timeout: Duration,
-    /// How long one call keeps retrying on 503s and timeouts.
+    /// How long one call keeps retrying on `not_applied` answers and (when
+    /// safe) on timeouts and `indeterminate` answers.
     pub retry_deadline: Duration,
 }
 
@@ -483,7 +485,8 @@ struct Request {
     /// Safe to send again after an ambiguous failure (reads, sessioned
     /// writes, idempotent admin calls).
     retry_ambiguous: bool,
-    /// Retry 503s on other endpoints; false for per-node status polls.
+    /// Retry 5xx answers on other endpoints; false for per-node status
+    /// polls.
     follow_leader: bool,
 }
 

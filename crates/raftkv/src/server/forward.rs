@@ -12,7 +12,7 @@
 //!   was appended), and linearizable or lease reads on a non-leader.
 //! - One hop: the forwarded request carries `x-raftkv-forwarded: 1`, and a
 //!   node never forwards a request that carries it; it answers 503
-//!   `not_leader` with its leader hint instead. Two nodes that briefly
+//!   `not_applied`/`not_leader` with its leader hint instead. Two nodes that briefly
 //!   disagree about who leads therefore cannot bounce a request around.
 //! - The leader's answer (status and JSON body) is relayed unchanged, with
 //!   `x-raftkv-forwarded-to: <leader id>`; the request's `x-request-id`

@@ -1,7 +1,7 @@
 //! `GET /healthz`: 200 while the process serves HTTP (liveness).
 //! `GET /readyz`: 200 when a leader is known and this node has applied
-//! everything it knows to be committed (readiness); 503 otherwise, with the
-//! reason.
+//! everything it knows to be committed (readiness); 503 `not_applied`
+//! otherwise, with the reason `no_leader` or `catching_up`.
 
 use axum::extract::State;
 use axum::Json;

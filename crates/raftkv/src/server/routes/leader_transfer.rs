@@ -1,5 +1,6 @@
 //! `POST /v1/leader/transfer` body `{"to": 2}` → 200 `{"leader": 2}` once
-//! node 2 leads (or 504 `timeout`). Runs on the leader; a follower forwards.
+//! node 2 leads (or 504 `indeterminate`/`timeout`: the target may still
+//! take over). Runs on the leader; a follower forwards.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};

@@ -2,7 +2,9 @@
 //! that ties them together with two cross-cutting layers:
 //!
 //! - **request timeout**: every request (body upload and answer included)
-//!   must finish within `--request-timeout-ms`, else 504 `timeout`;
+//!   must finish within `--request-timeout-ms`, else 504 with reason
+//!   `timeout`: `not_applied` for a `GET`, `indeterminate` for anything
+//!   else (a proposal the cancelled handler made may still commit);
 //! - **metrics**: count and time every request by its route pattern.
 //!
 //! and [`ApiService`] around both the router and the direct `PUT` path,
