@@ -38,7 +38,7 @@ pub const EXIT_NOT_RAFTKV: u8 = 6;
 
 /// What the CLI adds to an error no node could serve because no leader is
 /// known anywhere.
-pub const NO_MAJORITY_HINT: &str = "no leader is known: a majority of the cluster's nodes must be running (and able to reach each other) to elect one; see `raftkv status`";
+pub const NO_MAJORITY_HINT: &str = "a majority of the cluster's nodes must be running (and able to reach each other) to elect a leader";
 
 /// Largest `ls --limit` accepted: the server bounds pages too, this keeps a
 /// typo from asking for billions.
@@ -249,7 +249,7 @@ pub async fn run(cmd: ClientCommand) -> u8 {
         Ok(code) => code,
         Err(e) => {
             let hint = if e.reason() == Some("no_leader") {
-                format!(" — {NO_MAJORITY_HINT}")
+                format!(" — {NO_MAJORITY_HINT}; see `raftkv status`")
             } else if matches!(e, ClientError::Api { .. }) && e.is_indeterminate() {
                 " — the request may or may not have been applied".to_string()
             } else {
@@ -385,7 +385,7 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
                 }));
             }
             if answered.iter().all(|s| s.leader.is_none()) {
-                eprintln!("note: {NO_MAJORITY_HINT}");
+                eprintln!("note: no node knows a leader: {NO_MAJORITY_HINT}");
             }
         }
         ClientCommand::Member { command, conn } => {
