@@ -240,12 +240,11 @@ struct MembersBody {
 
 /// The header every raftkv answer carries: the id of the node that
 /// answered.
-pub const NODE_HEADER: &str = "x-raftkv-node";
+pub use crate::server::routes::NODE_HEADER;
 
-/// The code of a 5xx answer whose request certainly had no effect.
-pub const NOT_APPLIED: &str = "not_applied";
-/// The code of a 5xx answer whose request may or may not have been applied.
-pub const INDETERMINATE: &str = "indeterminate";
+/// The codes of a 5xx answer: the request certainly had no effect, or it
+/// may or may not have been applied.
+pub use crate::server::error::{INDETERMINATE, NOT_APPLIED};
 
 /// The error body every non-2xx raftkv answer carries. `code` and `message`
 /// are required: a body without them did not come from raftkv.
@@ -296,7 +295,7 @@ pub enum ClientError {
         endpoint: String,
         /// Its HTTP status.
         status: u16,
-        /// Its content type (`none` if it sent none).
+        /// Its content type (`no content type` if it sent none).
         content_type: String,
     },
     /// The server answered with an error status and code.
