@@ -180,7 +180,12 @@ fn kv_round_trips_forwarding_status_members_health_metrics() {
     assert_eq!(g.status, 404);
     assert_eq!(
         g.json(),
-        json!({"error": {"code": "key_not_found", "message": "key not found", "leader_hint": null}})
+        json!({"error": {
+            "code": "key_not_found",
+            "reason": null,
+            "message": "key not found",
+            "leader_hint": null,
+        }})
     );
 
     // Status: the contract's shape on every node.
