@@ -8,19 +8,22 @@
 //! | `node.rs`       | startup order, background tasks, shutdown                      |
 //! | `state.rs`      | [`ServerState`]: the replicated state machine (key-value store + member addresses) |
 //! | `listener.rs`   | accept loop: connection limit, graceful drain                  |
+//! | `lock.rs`       | the exclusive lock on the data directory (`LOCK`)              |
 //! | `routes/`       | one file per route, the router, timeout and metrics layers    |
 //! | `app.rs`        | shared handler state; the write path and the read path        |
 //! | `forward.rs`    | follower → leader forwarding (one hop)                         |
 //! | `extract.rs`    | extractors that answer bad input with JSON errors             |
-//! | `error.rs`      | [`ApiError`]: codes, statuses, and the runtime error mapping  |
+//! | `error.rs`      | [`ApiError`]: the error contract (codes, reasons, statuses) and the runtime error mapping |
 //! | `metrics.rs`    | HTTP metrics next to the runtime's                             |
 //!
 //! # A request's life
 //!
 //! `PUT /v1/kv/k` on a follower: the accept loop hands the connection to
-//! hyper; the router matches the route; the timeout layer starts the clock;
-//! the extractors read the key, the query and at most `--max-body-bytes` of
-//! body; the handler builds a [`raftkv_state::Command`], checks it against
+//! hyper; [`routes::ApiService`] notes the request id (or makes one) and
+//! will stamp it and this node's id on the answer; the router matches the
+//! route; the timeout layer starts the clock;
+//! the extractors read the key, the query (refusing parameters the route
+//! does not take) and at most `--max-body-bytes` of body; the handler builds a [`raftkv_state::Command`], checks it against
 //! the key and value limits (413), and proposes it. The runtime answers
 //! `NotLeader { leader_hint: 2 }` without appending anything, so the handler
 //! replays the request to node 2's client address with
@@ -44,6 +47,7 @@ pub mod error;
 pub mod extract;
 pub mod forward;
 pub mod listener;
+pub mod lock;
 pub mod metrics;
 pub mod node;
 pub mod routes;
@@ -111,7 +115,8 @@ pub struct ServeArgs {
     /// Most client connections served at once [default: 1024].
     #[arg(long, env = "RAFTKV_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// A request not answered within this is answered 504 [default: 5000].
+    /// A request not answered within this is answered 504 (reason
+    /// `timeout`) [default: 5000].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
     /// Raft tick length; elections take 10 to 20 ticks [default: 100].

@@ -4,6 +4,9 @@
 //! Startup order, each step failing with a clear message and nothing left
 //! half-started:
 //!
+//! 0. lock the data directory (`LOCK`, see [`super::lock`]) before anything
+//!    else touches it; a directory another process holds is refused with
+//!    the holder's pid, and nothing in it is changed;
 //! 1. open (or bootstrap) the data directory; a directory of another
 //!    cluster or node is refused;
 //! 2. bind the client listener, then start the peer transport (binds the
@@ -30,9 +33,10 @@ use raftkv_state::KvConfig;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::app::App;
+use super::app::{App, RequestIds};
 use super::config::ServerConfig;
 use super::listener::{self, ListenerLimits};
+use super::lock::lock_data_dir;
 use super::metrics::HttpMetrics;
 use super::routes;
 use super::state::{AddressBook, MemberAddrs, MemberOp, ServerCommand, ServerState};
@@ -50,6 +54,14 @@ const COMMAND_OVERHEAD_BYTES: u64 = 4096;
 /// `Ok(FAILURE)` if the driver stopped on a fatal error.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let id = cfg.id;
+    // 0. The data directory's lock, held until this function returns (after
+    //    the driver stopped and its writer finished).
+    let dir_lock = {
+        let dir = cfg.data_dir.clone();
+        tokio::task::spawn_blocking(move || lock_data_dir(&dir))
+            .await
+            .context("lock task panicked")??
+    };
     // 1. Storage.
     let membership = if cfg.join {
         Membership::default()
@@ -151,6 +163,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         http,
         metrics: http_metrics.clone(),
         registry,
+        request_ids: RequestIds::new(id),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
@@ -184,6 +197,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft node did not stop cleanly");
     }
+    // Only now may another process take the directory.
+    drop(dir_lock);
     match fatal {
         Some(reason) => {
             error!(%reason, "node stopped on a fatal error");

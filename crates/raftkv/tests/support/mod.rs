@@ -468,6 +468,21 @@ impl Cluster {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) node `id`'s process: a paused
+    /// node keeps its sockets open (the kernel still accepts connections
+    /// and buffers requests) but answers nothing.
+    pub fn pause(&mut self, id: u64, paused: bool) {
+        let pid = self.nodes[&id]
+            .pid()
+            .unwrap_or_else(|| panic!("node {id} not running"));
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts node `id` again with the same arguments (ports, data dir) and
     /// waits until it serves.
     pub fn restart(&mut self, id: u64) {
@@ -580,6 +595,11 @@ impl HttpResponse {
             .to_string()
     }
 
+    /// The `error.reason` of a JSON error body (`None` for 4xx answers).
+    pub fn error_reason(&self) -> Option<String> {
+        self.json()["error"]["reason"].as_str().map(str::to_string)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers
@@ -596,11 +616,25 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<HttpResponse> {
+    http_request_with(addr, method, path, body, &[])
+}
+
+/// [`http_request`] with more request headers.
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
     }

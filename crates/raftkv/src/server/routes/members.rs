@@ -19,9 +19,16 @@
 //!   addresses, so the node is reachable for as long as it is a member.
 //!
 //! One change at a time (the core refuses overlapping ones with
-//! `ChangeInProgress`, answered 503 `unavailable`). A learner is promoted
-//! only once it is close enough to the leader's log: a lagging one is
-//! refused with 503 `unavailable` and a message to retry later.
+//! `ChangeInProgress`, answered 503 `not_applied`/`change_in_progress`). A
+//! learner is promoted only once it is close enough to the leader's log: a
+//! lagging one is refused with 503 `not_applied`/`learner_lagging` and a
+//! message to retry later.
+//!
+//! An add whose address step committed but whose configuration change then
+//! failed has had an effect (the addresses are replicated), so that failure
+//! is `indeterminate`, never `not_applied`; likewise any failure after a
+//! configuration change committed. Retrying an add, promote or remove is
+//! safe either way: each converges on the asked-for state.
 
 use std::net::SocketAddr;
 
@@ -36,7 +43,9 @@ use serde::{Deserialize, Serialize};
 use crate::server::app::{unexpected, App, SharedApp};
 use crate::server::config::parse_addr;
 use crate::server::error::ApiError;
-use crate::server::extract::{parse_json, IdPath, LimitedBody, RequestInfo};
+use crate::server::extract::{
+    parse_json, IdPath, LimitedBody, NoBody, NoQuery, QueryParams, RequestInfo,
+};
 use crate::server::forward;
 use crate::server::state::{MemberAddrs, MemberOp, ServerCommand, ServerResponse};
 
@@ -62,6 +71,7 @@ pub struct MembersJson {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddBody {
     id: NodeId,
     peer_addr: String,
@@ -127,13 +137,18 @@ async fn members_json(app: &App) -> Result<Json<MembersJson>, ApiError> {
     Ok(Json(MembersJson { members }))
 }
 
-pub async fn list(State(app): State<SharedApp>) -> Result<Json<MembersJson>, ApiError> {
+pub async fn list(
+    State(app): State<SharedApp>,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
+) -> Result<Json<MembersJson>, ApiError> {
     members_json(&app).await
 }
 
 pub async fn add(
     State(app): State<SharedApp>,
     info: RequestInfo,
+    _: QueryParams<NoQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: AddBody = parse_json(&body)?;
@@ -180,20 +195,30 @@ pub async fn add(
         MemberRole::Learner if m.is_learner(req.id) => None,
         MemberRole::Learner => Some(MembershipChange::AddLearner(req.id)),
     };
+    // From here on the addresses are replicated: a failure is not
+    // "nothing happened".
     if let Some(change) = change {
-        if let Some(r) = change_membership(&app, &info, &body, change).await? {
+        if let Some(r) = change_membership(&app, &info, &body, change)
+            .await
+            .map_err(ApiError::after_partial_effect)?
+        {
             return Ok(r);
         }
     }
-    members_json(&app).await.map(IntoResponse::into_response)
+    members_json(&app)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(ApiError::after_partial_effect)
 }
 
 pub async fn promote(
     State(app): State<SharedApp>,
     info: RequestInfo,
     IdPath(id): IdPath,
-    LimitedBody(body): LimitedBody,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
+    let body = Bytes::new();
     if let Some(forwarded) = ensure_leader(&app, &info, &body).await? {
         return Ok(forwarded);
     }
@@ -201,22 +226,34 @@ pub async fn promote(
     if !st.membership.contains(id) {
         return Err(ApiError::BadRequest(format!("node {id} is not a member")));
     }
-    if st.membership.is_learner(id) {
+    let promoting = st.membership.is_learner(id);
+    if promoting {
         if let Some(r) =
             change_membership(&app, &info, &body, MembershipChange::AddVoter(id)).await?
         {
             return Ok(r);
         }
     }
-    members_json(&app).await.map(IntoResponse::into_response)
+    members_json(&app)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(|e| {
+            if promoting {
+                e.after_partial_effect()
+            } else {
+                e
+            }
+        })
 }
 
 pub async fn remove(
     State(app): State<SharedApp>,
     info: RequestInfo,
     IdPath(id): IdPath,
-    LimitedBody(body): LimitedBody,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
+    let body = Bytes::new();
     if let Some(forwarded) = ensure_leader(&app, &info, &body).await? {
         return Ok(forwarded);
     }
@@ -247,7 +284,10 @@ pub async fn remove(
     if let Err(e) = app.propose(&forget).await {
         tracing::warn!(node = id, error = %e, "removed member's addresses not forgotten");
     }
-    members_json(&app).await.map(IntoResponse::into_response)
+    members_json(&app)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(ApiError::after_partial_effect)
 }
 
 /// Runs one configuration change; `Some(response)` if it had to be
