@@ -800,7 +800,10 @@ where
                         ReadError::NotLeader { leader_hint }
                     }
                     raft_core::ReadError::Backpressure => ReadError::Backpressure,
-                    raft_core::ReadError::NoLease => ReadError::NoLease,
+                    // Only lease_read answers NoLease, and that became a
+                    // ReadIndex above; were it ever to reach here, the read
+                    // was simply not served: retry.
+                    raft_core::ReadError::NoLease => ReadError::Dropped,
                 };
                 let _ = r.reply.send(Err(err));
             }

@@ -85,9 +85,6 @@ pub enum ReadError {
     /// Lease reads are served by the leader only.
     #[error("not the leader (leader hint: {leader_hint:?})")]
     NotLeader { leader_hint: Option<NodeId> },
-    /// The leader holds no valid lease; use `Linearizable`.
-    #[error("no valid leader lease")]
-    NoLease,
     /// Too many reads are waiting; retry later.
     #[error("too many pending reads; retry later")]
     Backpressure,

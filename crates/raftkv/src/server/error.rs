@@ -29,7 +29,7 @@
 //!
 //! and a `reason` naming the cause ([`Reason`]): `no_leader`, `not_leader`,
 //! `leader_changed`, `transfer_in_progress`, `change_in_progress`,
-//! `learner_lagging`, `no_lease`, `catching_up`, `backpressure`, `timeout`,
+//! `learner_lagging`, `catching_up`, `backpressure`, `timeout`,
 //! `forward_failed`, `shutting_down`, `fatal`, `internal`. The status is
 //! 504 for `timeout`, 500 for `fatal` and `internal`, 503 otherwise.
 //! Reads (`GET`) never change anything, so their failures are always
@@ -79,8 +79,6 @@ pub enum Reason {
     ChangeInProgress,
     /// The learner to promote is too far behind; retry once it caught up.
     LearnerLagging,
-    /// A lease read found no valid lease; retry, or read linearizably.
-    NoLease,
     /// `/readyz`: this node has not applied everything committed yet.
     CatchingUp,
     /// Too many requests are pending; retry later.
@@ -107,7 +105,6 @@ impl Reason {
             Reason::TransferInProgress => "transfer_in_progress",
             Reason::ChangeInProgress => "change_in_progress",
             Reason::LearnerLagging => "learner_lagging",
-            Reason::NoLease => "no_lease",
             Reason::CatchingUp => "catching_up",
             Reason::Backpressure => "backpressure",
             Reason::Timeout => "timeout",
@@ -344,10 +341,6 @@ impl From<ReadError> for ApiError {
             ReadError::NotLeader {
                 leader_hint: Some(l),
             } => ApiError::not_leader(l, "request already forwarded once"),
-            ReadError::NoLease => ApiError::not_applied(
-                Reason::NoLease,
-                format!("{msg}; retry, or use consistency=linearizable"),
-            ),
             ReadError::Backpressure => ApiError::not_applied(Reason::Backpressure, msg),
             ReadError::Dropped => ApiError::not_applied(Reason::LeaderChanged, msg),
             ReadError::Timeout => ApiError::not_applied(Reason::Timeout, msg),
