@@ -213,6 +213,8 @@ struct Driver<St: RaftStorage, SM: StateMachine, T: Transport> {
     /// Origin of the engine's clock readings.
     clock_origin: Instant,
     node: RawNode<Arc<St>>,
+    /// The same store the engine reads, for writes done on this task.
+    storage: Arc<St>,
     sm: Arc<RwLock<SM>>,
     transport: T,
     metrics: Metrics,
@@ -342,6 +344,7 @@ where
         counters: node.counters().clone(),
         node,
         clock_origin: Instant::now(),
+        storage,
         sm,
         transport,
         metrics,
@@ -904,26 +907,7 @@ where
 
     fn on_writer_event(&mut self, ev: WriterEvent) -> Result<(), Stop> {
         match ev {
-            WriterEvent::Persisted { number } => {
-                let mut msgs = Vec::new();
-                while self.inflight.front().is_some_and(|f| f.number <= number) {
-                    let Some(f) = self.inflight.pop_front() else {
-                        break;
-                    };
-                    if let Some(snap) = f.snapshot {
-                        // Durable in storage now; restore the state machine
-                        // before telling the engine (which then counts the
-                        // snapshot as applied).
-                        self.restore_snapshot(snap)?;
-                    }
-                    msgs.extend(f.persisted_messages);
-                }
-                self.node.on_persisted(number)?;
-                // Only now: votes and acknowledgements promise what is durable.
-                for m in msgs {
-                    self.transport.send(m);
-                }
-            }
+            WriterEvent::Persisted { number } => self.on_persisted(number)?,
             WriterEvent::Compacted { index } => {
                 self.compacting = false;
                 self.metrics.snapshots_taken.inc();
@@ -932,6 +916,56 @@ where
             WriterEvent::Failed(reason) => return Err(Stop::Fatal(reason)),
         }
         Ok(())
+    }
+
+    /// Every Ready up to `number` is durable: restore the snapshots they
+    /// installed, tell the engine, then send the messages that promised
+    /// them.
+    fn on_persisted(&mut self, number: u64) -> Result<(), Stop> {
+        let mut msgs = Vec::new();
+        while self.inflight.front().is_some_and(|f| f.number <= number) {
+            let Some(f) = self.inflight.pop_front() else {
+                break;
+            };
+            if let Some(snap) = f.snapshot {
+                // Durable in storage now; restore the state machine before
+                // telling the engine (which then counts the snapshot as
+                // applied).
+                self.restore_snapshot(snap)?;
+            }
+            msgs.extend(f.persisted_messages);
+        }
+        self.node.on_persisted(number)?;
+        // Only now: votes and acknowledgements promise what is durable.
+        for m in msgs {
+            self.transport.send(m);
+        }
+        Ok(())
+    }
+
+    /// Writes one Ready on this task instead of the writer thread, when
+    /// that is cheaper and keeps the order: nothing is queued for the
+    /// writer (so this write cannot overtake one), no compaction runs, and
+    /// the write needs no fsync (a commit-index-only Ready) or the store's
+    /// fsync is a no-op. Then it is durable (or needs not be) on return:
+    /// no hand-over to the writer thread and no wake-up back, which at low
+    /// load was most of the runtime's CPU per write (issue 10).
+    fn try_write_inline(&mut self, must_sync: bool, parts: WriteParts<'_>) -> Result<bool, Stop> {
+        let cheap = !must_sync || self.storage.sync_is_noop();
+        if !cheap || !self.inflight.is_empty() || self.compacting {
+            return Ok(false);
+        }
+        if parts.snapshot.is_some() || !parts.entries.is_empty() || parts.hard_state.is_some() {
+            self.storage.write(parts)?;
+            self.metrics.readies_written.inc();
+            if must_sync {
+                self.storage.sync()?;
+                self.metrics.syncs.inc();
+            } else {
+                self.metrics.syncs_skipped.inc();
+            }
+        }
+        Ok(true)
     }
 
     fn sm_write(&self) -> RwLockWriteGuard<'_, SM> {
@@ -1010,32 +1044,47 @@ where
                 self.commit = hs.commit;
             }
         }
-        // 2. Writes go to the writer thread in Ready order; 3. their
-        // persisted messages wait in `inflight` for the ack.
+        // 2. Writes go to the writer thread in Ready order (or are done here
+        // when that is cheaper, see `try_write_inline`); 3. their persisted
+        // messages wait in `inflight` until durable.
         if must_write {
-            let Some(tx) = &self.writer_tx else {
-                return Err(Stop::Fatal("writer thread stopped".into()));
-            };
-            // The engine says whether this Ready promises anything that must
-            // survive a crash (a commit-index-only hard state does not).
-            let sync = rd.must_sync;
-            let op = WriteOp::Write(WriteBatch {
-                number: rd.number,
-                snapshot: rd.snapshot.clone(),
-                entries: rd.entries,
+            let parts = WriteParts {
+                snapshot: rd.snapshot.as_ref(),
+                entries: &rd.entries,
                 hard_state: rd.hard_state,
-                sync,
-            });
-            if tx.try_send(op).is_err() {
-                // Full cannot happen (see the queue's capacity); so the
-                // writer died and its Failed event is on its way.
-                return Err(Stop::Fatal("writer thread stopped".into()));
+            };
+            if self.try_write_inline(rd.must_sync, parts)? {
+                self.inflight.push_back(InFlight {
+                    number: rd.number,
+                    snapshot: rd.snapshot,
+                    persisted_messages: rd.persisted_messages,
+                });
+                self.on_persisted(rd.number)?;
+            } else {
+                let Some(tx) = &self.writer_tx else {
+                    return Err(Stop::Fatal("writer thread stopped".into()));
+                };
+                // The engine says whether this Ready promises anything that
+                // must survive a crash (a commit-index-only hard state does
+                // not).
+                let op = WriteOp::Write(WriteBatch {
+                    number: rd.number,
+                    snapshot: rd.snapshot.clone(),
+                    entries: rd.entries,
+                    hard_state: rd.hard_state,
+                    sync: rd.must_sync,
+                });
+                if tx.try_send(op).is_err() {
+                    // Full cannot happen (see the queue's capacity); so the
+                    // writer died and its Failed event is on its way.
+                    return Err(Stop::Fatal("writer thread stopped".into()));
+                }
+                self.inflight.push_back(InFlight {
+                    number: rd.number,
+                    snapshot: rd.snapshot,
+                    persisted_messages: rd.persisted_messages,
+                });
             }
-            self.inflight.push_back(InFlight {
-                number: rd.number,
-                snapshot: rd.snapshot,
-                persisted_messages: rd.persisted_messages,
-            });
         }
         // 4. Committed entries are durable locally: apply now.
         self.apply(rd.committed_entries)?;
