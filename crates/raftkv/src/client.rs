@@ -1205,8 +1205,8 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// The error and its sources on one line (reqwest's top-level message alone
-/// says only "error sending request").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// says only "error sending request"). Also the server's forwarding path.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -34,6 +34,7 @@ use raft_core::NodeId;
 use super::app::App;
 use super::error::{ApiError, Reason};
 use super::extract::{RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER};
+use crate::client::error_chain;
 
 /// Names, on a relayed answer, the leader that produced it.
 pub const FORWARDED_TO_HEADER: &str = "x-raftkv-forwarded-to";
@@ -153,20 +154,4 @@ pub async fn to_leader(
     out.headers_mut()
         .insert(FORWARDED_TO_HEADER, HeaderValue::from(leader));
     Ok(out)
-}
-
-/// The error and its sources on one line (reqwest's top-level message alone
-/// says only "error sending request").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
 }
