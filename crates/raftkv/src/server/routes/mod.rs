@@ -49,6 +49,7 @@ mod leader_transfer;
 mod members;
 mod metrics;
 mod status;
+mod version;
 
 // The route patterns, named once: the router is built from them and the
 // metrics label each request with one of them (a static string, so
@@ -64,7 +65,8 @@ const LEADER_TRANSFER: &str = "/v1/leader/transfer";
 const METRICS: &str = "/metrics";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
-const ROUTES: [&str; 11] = [
+const VERSION: &str = "/version";
+const ROUTES: [&str; 12] = [
     KV_LIST,
     KV_KEY,
     KV_CAS,
@@ -76,6 +78,7 @@ const ROUTES: [&str; 11] = [
     METRICS,
     HEALTHZ,
     READYZ,
+    VERSION,
 ];
 
 /// Builds the router of the client API.
@@ -97,6 +100,7 @@ pub fn router(app: SharedApp) -> Router {
         .route(METRICS, get(metrics::handle))
         .route(HEALTHZ, get(health::healthz))
         .route(READYZ, get(health::readyz))
+        .route(VERSION, get(version::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are limited by our own extractor (`LimitedBody`), which
