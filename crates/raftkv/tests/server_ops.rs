@@ -100,3 +100,82 @@ fn version_route_cli_and_build_and_process_metrics() {
     let cpu = sample(&m, "process_cpu_seconds_total").expect("cpu");
     assert!(cpu > 0.0, "cpu {cpu}");
 }
+
+/// Every line of a `--log-format json` log, parsed; panics on a line that
+/// is not a JSON object with string `timestamp`, `level`, `target` and
+/// `message`.
+fn json_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\nwhole log:\n{log}"));
+            for field in ["timestamp", "level", "target", "message"] {
+                assert!(v[field].is_string(), "no string `{field}` in {l}");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_flat_object_per_line() {
+    let mut c = Cluster::start_with(ClusterOptions {
+        nodes: 1,
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..ClusterOptions::default()
+    });
+    let leader = c.leader();
+    assert_eq!(c.put(leader, "k", "v").status, 200);
+    assert!(c.terminate(1).success());
+    let log = c.log(1);
+    let lines = json_lines(&log);
+    // Startup facts are fields of their own, not Debug dumps.
+    let open = lines
+        .iter()
+        .find(|v| v["message"] == "data directory open")
+        .unwrap_or_else(|| panic!("no `data directory open` line:\n{log}"));
+    assert!(open["segments"].is_u64(), "{open}");
+    assert!(open["records"].is_u64(), "{open}");
+    assert_eq!(open["node"], 1, "{open}");
+    assert!(
+        !log.contains("RecoveryReport") && !log.contains("Some("),
+        "Debug-formatted values in the log:\n{log}"
+    );
+    let leader_line = lines
+        .iter()
+        .find(|v| v["message"] == "leader changed")
+        .unwrap_or_else(|| panic!("no `leader changed` line:\n{log}"));
+    assert_eq!(leader_line["leader"], 1, "{leader_line}");
+    assert!(
+        lines.iter().any(|v| v["level"] == "INFO"
+            && v["target"] == "raftkv::server::node"
+            && v["message"].as_str().unwrap().contains(SERVING_LINE)),
+        "no serving line:\n{log}"
+    );
+}
+
+#[test]
+fn unknown_log_format_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node-1");
+    let (status, stderr) = run_to_exit(&[
+        "serve".into(),
+        "--id".into(),
+        "1".into(),
+        "--peers".into(),
+        "1=127.0.0.1:1".into(),
+        "--listen-client".into(),
+        "127.0.0.1:2".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--log-format".into(),
+        "yaml".into(),
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--log-format: `yaml` is not a log format; use text or json"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data directory was created");
+}

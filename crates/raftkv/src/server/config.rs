@@ -71,6 +71,40 @@ pub struct ServerConfig {
     /// A tracing filter (`info`, `raftkv=debug,raft_runtime=info`, ...);
     /// `None`: use `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json` (case-insensitive); anything else is an
+    /// error naming the setting and the accepted values.
+    pub fn parse(text: &str) -> Result<LogFormat, ConfigError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(invalid(
+                "--log-format",
+                format!("`{text}` is not a log format; use text or json"),
+            )),
+        }
+    }
+
+    /// The flag's value: `text` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Why the configuration was refused. Every variant names the setting.
@@ -125,6 +159,7 @@ pub struct FileConfig {
     pub tick_ms: Option<u64>,
     pub snapshot_entries: Option<u64>,
     pub log_level: Option<String>,
+    pub log_format: Option<String>,
 }
 
 /// `peers` / `clients` in a file: the flag's string
@@ -362,6 +397,10 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| invalid("--log-level", format!("`{level}`: {e}")))?;
     }
+    let log_format = match args.log_format.as_deref().or(file.log_format.as_deref()) {
+        Some(text) => LogFormat::parse(text)?,
+        None => LogFormat::default(),
+    };
     Ok(ServerConfig {
         id,
         cluster_id,
@@ -379,6 +418,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         tick: Duration::from_millis(tick_ms),
         snapshot_entries,
         log_level,
+        log_format,
     })
 }
 
@@ -502,6 +542,13 @@ mod tests {
                 },
                 "--id is required",
             ),
+            (
+                ServeArgs {
+                    log_format: Some("xml".into()),
+                    ..args(1, PEERS, CLIENTS)
+                },
+                "--log-format: `xml` is not a log format; use text or json",
+            ),
         ];
         for (a, needle) in cases {
             let err = resolve_with_file(&a, FileConfig::default())
@@ -543,6 +590,25 @@ mod tests {
         };
         let err = resolve_with_file(&nothing, FileConfig::default()).unwrap_err();
         assert!(err.to_string().contains("--join"), "{err}");
+    }
+
+    #[test]
+    fn log_format_flag_beats_file_beats_default() {
+        let a = args(1, PEERS, CLIENTS);
+        let c = resolve_with_file(&a, FileConfig::default()).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
+        let c = resolve_with_file(&a, file).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
+        let flag = ServeArgs {
+            log_format: Some("TEXT".into()),
+            ..a
+        };
+        assert_eq!(
+            resolve_with_file(&flag, file).unwrap().log_format,
+            LogFormat::Text
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub mod state;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, LogFormat, ServerConfig};
 pub use error::ApiError;
 pub use state::{MemberAddrs, MemberOp, ServerCommand, ServerResponse, ServerState};
 
@@ -130,13 +130,18 @@ pub struct ServeArgs {
     /// [default: $RUST_LOG, else info]. Logs go to stderr.
     #[arg(long, env = "RAFTKV_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format: `text` (for a person at a terminal) or `json` (one
+    /// object per line with `timestamp`, `level`, `target`, `message` and
+    /// the event's fields, for a log shipper) [default: text].
+    #[arg(long, env = "RAFTKV_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// Entry point of `raftkv serve`: resolves the configuration, starts
 /// logging and a tokio runtime, and runs the node until it is stopped.
 pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(&args)?;
-    init_logging(cfg.log_level.as_deref());
+    init_logging(cfg.log_level.as_deref(), cfg.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("raftkv-serve")
@@ -144,8 +149,9 @@ pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(node::run(cfg))
 }
 
-/// Logs to stderr; the filter is `--log-level`, else `RUST_LOG`, else `info`.
-fn init_logging(level: Option<&str>) {
+/// Logs to stderr; the filter is `--log-level`, else `RUST_LOG`, else
+/// `info`; the format is `--log-format`.
+fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         // Validated in `config::resolve`.
@@ -153,10 +159,21 @@ fn init_logging(level: Option<&str>) {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     // `try_init` fails only if a subscriber is already set (e.g. in tests).
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            // Colour codes only for a person at a terminal, not in log files.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // One JSON object per line: `timestamp`, `level`, `target`, and the
+        // event's fields (`message` among them) at the top level, where log
+        // shippers look for them; the enclosing span, if any, under `span`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

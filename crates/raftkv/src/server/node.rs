@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::app::{App, RequestIds};
-use super::config::ServerConfig;
+use super::config::{LogFormat, ServerConfig};
 use super::listener::{self, ListenerLimits};
 use super::lock::lock_data_dir;
 use super::metrics::HttpMetrics;
@@ -84,8 +84,29 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         .context("storage task panicked")?
         .map_err(|e| open_error(&cfg, e))?
     };
+    // Each field on its own (no Debug structs: JSON logs stay flat).
     let report = store.recovery_report();
-    info!(node = id, dir = %cfg.data_dir.display(), ?report, "data directory open");
+    info!(
+        node = id,
+        dir = %cfg.data_dir.display(),
+        segments = report.segments,
+        bytes_scanned = report.bytes_scanned,
+        records = report.records,
+        torn_tail = report.torn_tail.is_some(),
+        removed_files = report.removed.len(),
+        "data directory open"
+    );
+    if let Some((file, offset, cut)) = &report.torn_tail {
+        warn!(
+            file = %file.display(),
+            offset,
+            bytes_cut = cut,
+            "the log ended in a record never completely written (not synced before a crash); cut it off"
+        );
+    }
+    for file in &report.removed {
+        info!(file = %file.display(), "removed a leftover file");
+    }
 
     // 2. Listeners.
     let client_listener = listener::bind(cfg.listen_client)
@@ -176,8 +197,17 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     // Install the signal handlers before announcing readiness, so that a
     // SIGTERM sent right after the "serving" line is never fatal.
     let signals = Signals::install().context("cannot install signal handlers")?;
-    eprintln!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
-    info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
+    // In JSON mode stderr holds only JSON lines, so the announcement is the
+    // log line's message (same words, which scripts wait for); in text mode
+    // it is also printed plainly, whatever the log filter.
+    let serving =
+        format!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
+    if cfg.log_format == LogFormat::Text {
+        eprintln!("{serving}");
+        info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
+    } else {
+        info!(node = id, %client_addr, %peer_addr, join = cfg.join, "{serving}");
+    }
 
     listener::run(
         client_listener,
@@ -202,7 +232,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     match fatal {
         Some(reason) => {
             error!(%reason, "node stopped on a fatal error");
-            eprintln!("error: raftkv node {id} stopped on a fatal error: {reason}");
+            if cfg.log_format == LogFormat::Text {
+                eprintln!("error: raftkv node {id} stopped on a fatal error: {reason}");
+            }
             Ok(ExitCode::FAILURE)
         }
         None => {
@@ -244,7 +276,7 @@ async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
                         .into_iter()
                         .filter_map(|m| Some((m.id, m.peer_addr?)))
                         .collect();
-                    info!(from = %addr, members = ?found, "discovered the cluster's peers");
+                    info!(from = %addr, members = %addr_list(&found), "discovered the cluster's peers");
                     return found;
                 }
                 Err(e) => warn!(%url, error = %e, "unreadable member list"),
@@ -254,6 +286,15 @@ async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
         }
     }
     BTreeMap::new()
+}
+
+/// `1=127.0.0.1:7800,2=...`, as the flags take it (for log fields).
+fn addr_list<A: std::fmt::Display>(addrs: &BTreeMap<NodeId, A>) -> String {
+    addrs
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A clear startup error for a data directory that cannot be used.
@@ -457,7 +498,12 @@ async fn reconcile_founding_addresses(app: Arc<App>, mut stop: watch::Receiver<b
         for (id, addrs) in missing {
             let cmd = ServerCommand::Members(MemberOp::Set { id, addrs });
             match app.propose(&cmd).await {
-                Ok(_) => info!(node = id, ?addrs, "founding member's addresses replicated"),
+                Ok(_) => info!(
+                    node = id,
+                    peer_addr = %addrs.peer_addr,
+                    client_addr = %addrs.client_addr,
+                    "founding member's addresses replicated"
+                ),
                 Err(e) => {
                     warn!(node = id, error = %e, "cannot replicate founding addresses yet");
                     break;
