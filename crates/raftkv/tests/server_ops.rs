@@ -179,3 +179,95 @@ fn unknown_log_format_is_a_startup_error() {
     );
     assert!(!data.exists(), "the data directory was created");
 }
+
+/// The access log lines (target `raftkv::access`) of a JSON log.
+fn access_lines(log: &str) -> Vec<Value> {
+    json_lines(log)
+        .into_iter()
+        .filter(|v| v["target"] == "raftkv::access")
+        .collect()
+}
+
+fn with_request_id<'a>(lines: &'a [Value], id: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|v| v["request_id"] == id).collect()
+}
+
+#[test]
+fn access_log_has_one_line_per_request_on_both_paths() {
+    let mut c = Cluster::start_with(ClusterOptions {
+        nodes: 3,
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..ClusterOptions::default()
+    });
+    let leader = c.leader();
+    let follower = c.followers()[0];
+    // A plain PUT (the direct path) to a follower, which forwards it.
+    let put = http_request_with(
+        c.addr(follower),
+        "PUT",
+        "/v1/kv/greeting",
+        Some(r#"{"value":"hello"}"#),
+        &[("x-request-id", "access-put-1")],
+    )
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", put.body);
+    // A routed request that fails: 404 on the leader.
+    let get = http_request_with(
+        c.addr(leader),
+        "GET",
+        "/v1/kv/absent?consistency=stale",
+        None,
+        &[("x-request-id", "access-get-2")],
+    )
+    .unwrap();
+    assert_eq!(get.status, 404, "{}", get.body);
+
+    // The events are written before the answer leaves, so they are in the
+    // files by now.
+    let on_follower = access_lines(&c.log(follower));
+    let lines = with_request_id(&on_follower, "access-put-1");
+    assert_eq!(lines.len(), 1, "{on_follower:#?}");
+    let l = lines[0];
+    assert_eq!(l["level"], "INFO");
+    assert_eq!(l["method"], "PUT");
+    assert_eq!(l["path"], "/v1/kv/greeting");
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["node"], follower);
+    assert_eq!(l["forwarded"], true);
+    assert_eq!(l["forwarded_to"], leader);
+    assert_eq!(l["from_follower"], false);
+    assert!(l["latency_us"].as_u64().is_some_and(|us| us > 0), "{l}");
+
+    let on_leader = access_lines(&c.log(leader));
+    let lines = with_request_id(&on_leader, "access-put-1");
+    assert_eq!(lines.len(), 1, "{on_leader:#?}");
+    assert_eq!(lines[0]["from_follower"], true);
+    assert_eq!(lines[0]["forwarded"], false);
+    assert_eq!(lines[0]["node"], leader);
+    let lines = with_request_id(&on_leader, "access-get-2");
+    assert_eq!(lines.len(), 1, "{on_leader:#?}");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["path"], "/v1/kv/absent");
+    assert_eq!(lines[0]["status"], 404);
+}
+
+#[test]
+fn access_log_can_be_switched_off() {
+    let mut c = Cluster::start_with(ClusterOptions {
+        nodes: 1,
+        extra_args: vec![
+            "--log-format".into(),
+            "json".into(),
+            "--access-log".into(),
+            "false".into(),
+        ],
+        ..ClusterOptions::default()
+    });
+    let leader = c.leader();
+    assert_eq!(c.put(leader, "k", "v").status, 200);
+    assert_eq!(c.get(leader, "k").status, 200);
+    let log = c.log(leader);
+    // The log is there (JSON lines), without a single access line.
+    assert!(json_lines(&log).len() > 3, "{log}");
+    assert!(access_lines(&log).is_empty(), "{log}");
+}

@@ -72,6 +72,8 @@ pub struct ServerConfig {
     /// `None`: use `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
     pub log_format: LogFormat,
+    /// One log line per HTTP request (target `raftkv::access`).
+    pub access_log: bool,
 }
 
 /// `--log-format`.
@@ -160,6 +162,7 @@ pub struct FileConfig {
     pub snapshot_entries: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub access_log: Option<bool>,
 }
 
 /// `peers` / `clients` in a file: the flag's string
@@ -419,6 +422,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         snapshot_entries,
         log_level,
         log_format,
+        access_log: args.access_log.or(file.access_log).unwrap_or(true),
     })
 }
 
@@ -597,6 +601,9 @@ mod tests {
         let a = args(1, PEERS, CLIENTS);
         let c = resolve_with_file(&a, FileConfig::default()).unwrap();
         assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.access_log);
+        let file: FileConfig = toml::from_str("access_log = false").unwrap();
+        assert!(!resolve_with_file(&a, file).unwrap().access_log);
         let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
         let c = resolve_with_file(&a, file).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);

@@ -135,6 +135,21 @@ pub struct ServeArgs {
     /// the event's fields, for a log shipper) [default: text].
     #[arg(long, env = "RAFTKV_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// One INFO line per HTTP request (target `raftkv::access`: method,
+    /// path, status, latency, request id, node, forwarding) [default:
+    /// true]. On by default, as nginx's `access_log` is: the line for a
+    /// failed request's `x-request-id` must already be there when someone
+    /// goes looking. `--access-log false` (or the filter
+    /// `--log-level info,raftkv::access=off`) turns it off, e.g. under a
+    /// heavy benchmark, where one line per write costs CPU and disk.
+    #[arg(
+        long,
+        env = "RAFTKV_ACCESS_LOG",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub access_log: Option<bool>,
 }
 
 /// Entry point of `raftkv serve`: resolves the configuration, starts
