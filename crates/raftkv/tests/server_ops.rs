@@ -271,3 +271,93 @@ fn access_log_can_be_switched_off() {
     assert!(json_lines(&log).len() > 3, "{log}");
     assert!(access_lines(&log).is_empty(), "{log}");
 }
+
+#[test]
+fn peers_clients_and_members_can_be_host_names() {
+    let mut c = Cluster::start_with(ClusterOptions {
+        nodes: 3,
+        host: Some("localhost".into()),
+        ..ClusterOptions::default()
+    });
+    assert!(c.nodes[&1].args.iter().any(|a| a.contains("1=localhost:")));
+    let leader = c.leader();
+    let follower = c.followers()[0];
+    // A write through a follower: forwarded to the leader's localhost:PORT.
+    let r = c.put(follower, "host", "names");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rev = r.json()["revision"].as_u64().unwrap();
+    for id in 1..=3 {
+        c.wait_applied(id, rev);
+        let g = c.request(id, "GET", "/v1/kv/host?consistency=stale", None);
+        assert_eq!(g.json()["value"], "names", "node {id}: {}", g.body);
+    }
+    // The addresses are kept (and replicated) as given.
+    let m = c.request(leader, "GET", "/v1/members", None).json();
+    let peer = format!("localhost:{}", c.nodes[&2].peer_addr.port());
+    let member2 = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 2)
+        .unwrap_or_else(|| panic!("{m}"));
+    assert_eq!(member2["peer_addr"], peer.as_str(), "{m}");
+
+    // A node added at runtime with host-name addresses (members format 2)
+    // gets the log.
+    c.spawn_joiner(4);
+    let add = c.add_member(leader, 4, "learner");
+    assert_eq!(add.status, 200, "{}", add.body);
+    let r = c.put(leader, "after", "join");
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.wait_applied(4, r.json()["revision"].as_u64().unwrap());
+    let m = c.request(4, "GET", "/v1/members", None).json();
+    assert!(
+        m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == 4 && x["client_addr"].as_str().unwrap().starts_with("localhost:")),
+        "{m}"
+    );
+
+    // The CLI with a host-name endpoint.
+    let endpoint = format!("http://localhost:{}", c.addr(follower).port());
+    let out = Command::new(RAFTKV)
+        .args(["get", "host", "--endpoints", &endpoint])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "names");
+}
+
+#[test]
+fn malformed_addresses_are_startup_errors() {
+    for (flag, value, needle) in [
+        (
+            "--peers",
+            "1=local host:7800",
+            "--peers: node 1: `local host:7800` is not a HOST:PORT",
+        ),
+        ("--peers", "1=localhost", "no :PORT"),
+        ("--peers", "1=::1:7800", "brackets"),
+        ("--listen-client", "localhost:99999", "port"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node-1");
+        let mut args: Vec<String> = ["serve", "--id", "1", "--data-dir"]
+            .map(String::from)
+            .to_vec();
+        args.push(data.display().to_string());
+        if flag != "--peers" {
+            args.extend(["--peers".into(), "1=localhost:7800".into()]);
+        }
+        args.extend([flag.to_string(), value.to_string()]);
+        let (status, stderr) = run_to_exit(&args);
+        assert!(!status.success(), "{flag} {value}");
+        assert!(stderr.contains(needle), "{flag} {value}: {stderr}");
+        assert!(
+            !data.exists(),
+            "{flag} {value}: the data directory was created"
+        );
+    }
+}

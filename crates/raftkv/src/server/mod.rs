@@ -76,14 +76,17 @@ pub struct ServeArgs {
     /// This node's data directory [default: raftkv-data/node-<id>].
     #[arg(long, env = "RAFTKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// HTTP client API address, IP:PORT [default: this node's --clients entry].
+    /// HTTP client API address, IP:PORT or HOST:PORT (resolved when
+    /// binding) [default: this node's --clients entry].
     #[arg(long, env = "RAFTKV_LISTEN_CLIENT")]
     pub listen_client: Option<String>,
-    /// Raft peer address, IP:PORT [default: this node's --peers entry].
+    /// Raft peer address, IP:PORT or HOST:PORT (resolved when binding)
+    /// [default: this node's --peers entry].
     #[arg(long, env = "RAFTKV_LISTEN_PEER")]
     pub listen_peer: Option<String>,
-    /// The founding voters' peer addresses, `1=127.0.0.1:7800,2=...`,
-    /// including this node. With --join: the current members' addresses.
+    /// The founding voters' peer addresses, `1=127.0.0.1:7800,2=node2:7800`,
+    /// including this node; host names are resolved at every connect. With
+    /// --join: the current members' addresses.
     #[arg(long, env = "RAFTKV_PEERS")]
     pub peers: Option<String>,
     /// The founding voters' client addresses, `1=127.0.0.1:7700,2=...`,

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raft_core::{Membership, NodeId};
-use raft_runtime::{Metrics, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport};
+use raft_runtime::{Metrics, PeerAddr, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport};
 use raft_storage::{OpenError, RealDisk, Store, StoreConfig};
 use raftkv_state::KvConfig;
 use tokio::sync::watch;
@@ -109,7 +109,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     }
 
     // 2. Listeners.
-    let client_listener = listener::bind(cfg.listen_client)
+    let client_listener = listener::bind(listen_addr(&cfg.listen_client).await?)
         .await
         .with_context(|| format!("cannot listen for clients on {}", cfg.listen_client))?;
     let client_addr = client_listener.local_addr()?;
@@ -122,7 +122,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let entry_bytes_max =
         (1u64 << 20).max(cfg.max_key_bytes + cfg.max_value_bytes + COMMAND_OVERHEAD_BYTES);
     let raft_metrics = Metrics::new();
-    let mut tcp = TcpConfig::new(cfg.cluster_id, id, cfg.listen_peer);
+    let mut tcp = TcpConfig::new(cfg.cluster_id, id, listen_addr(&cfg.listen_peer).await?);
     tcp.peers = cfg.peers.clone();
     if cfg.join {
         // The transport accepts connections only from peers it knows, so a
@@ -244,14 +244,31 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The address to bind for a `--listen-*` setting: the literal IP, or what
+/// the name resolves to now (a listener binds once): its first IPv4
+/// address if it has one (`localhost` often resolves to `::1` first, but
+/// most clients and peers try IPv4 too), else its first address.
+async fn listen_addr(addr: &PeerAddr) -> anyhow::Result<SocketAddr> {
+    let found = addr
+        .resolve()
+        .await
+        .with_context(|| format!("cannot resolve the listen address {addr}"))?;
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
 /// Asks the `--clients` endpoints for the current members' peer addresses
 /// (`GET /v1/members`), best effort: the first answer wins; unreachable
 /// endpoints are skipped (the `--peers` list still applies).
-async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
+async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, PeerAddr> {
     #[derive(serde::Deserialize)]
     struct Member {
         id: NodeId,
-        peer_addr: Option<SocketAddr>,
+        peer_addr: Option<PeerAddr>,
     }
     #[derive(serde::Deserialize)]
     struct Members {
@@ -271,7 +288,7 @@ async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
         match http.get(&url).send().await {
             Ok(r) if r.status().is_success() => match r.json::<Members>().await {
                 Ok(m) => {
-                    let found: BTreeMap<NodeId, SocketAddr> = m
+                    let found: BTreeMap<NodeId, PeerAddr> = m
                         .members
                         .into_iter()
                         .filter_map(|m| Some((m.id, m.peer_addr?)))
@@ -382,20 +399,20 @@ async fn sync_addresses(
     mut book: AddressBook,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut told: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    let mut told: BTreeMap<NodeId, PeerAddr> = BTreeMap::new();
     loop {
-        let current: BTreeMap<NodeId, SocketAddr> = book
+        let current: BTreeMap<NodeId, PeerAddr> = book
             .borrow_and_update()
             .iter()
-            .map(|(id, a)| (*id, a.peer_addr))
+            .map(|(id, a)| (*id, a.peer_addr.clone()))
             .collect();
         let mut failed = false;
         for (id, addr) in &current {
             if told.get(id) != Some(addr) {
-                match raft.set_peer_addr(*id, Some(*addr)).await {
+                match raft.set_peer_addr(*id, Some(addr.clone())).await {
                     Ok(()) => {
                         info!(peer = id, %addr, "peer address set");
-                        told.insert(*id, *addr);
+                        told.insert(*id, addr.clone());
                     }
                     Err(e) => {
                         warn!(peer = id, error = %e, "cannot set peer address; will retry");
@@ -473,18 +490,19 @@ async fn reconcile_founding_addresses(app: Arc<App>, mut stop: watch::Receiver<b
                 .into_iter()
                 .filter(|id| !sm.members().contains_key(id))
                 .filter_map(|id| {
+                    let own = |a: &PeerAddr| (id == app.cfg.id).then(|| a.clone());
                     let peer_addr = app
                         .cfg
                         .peers
                         .get(&id)
-                        .copied()
-                        .or_else(|| (id == app.cfg.id).then_some(app.cfg.listen_peer))?;
+                        .cloned()
+                        .or_else(|| own(&app.cfg.listen_peer))?;
                     let client_addr = app
                         .cfg
                         .clients
                         .get(&id)
-                        .copied()
-                        .or_else(|| (id == app.cfg.id).then_some(app.cfg.listen_client))?;
+                        .cloned()
+                        .or_else(|| own(&app.cfg.listen_client))?;
                     Some((
                         id,
                         MemberAddrs {
@@ -496,7 +514,10 @@ async fn reconcile_founding_addresses(app: Arc<App>, mut stop: watch::Receiver<b
                 .collect()
         };
         for (id, addrs) in missing {
-            let cmd = ServerCommand::Members(MemberOp::Set { id, addrs });
+            let cmd = ServerCommand::Members(MemberOp::Set {
+                id,
+                addrs: addrs.clone(),
+            });
             match app.propose(&cmd).await {
                 Ok(_) => info!(
                     node = id,
