@@ -34,6 +34,10 @@
 //!   peer completes a handshake on our listener: either is fresh evidence
 //!   that it is up, so waiting out a back-off grown while it was down or
 //!   not yet started would only delay replication.
+//! - **Addresses** are [`PeerAddr`]s: an IP, or a host name looked up
+//!   again at every connect attempt (within `connect_timeout`; every
+//!   address it resolves to is tried in order), so a peer that comes back
+//!   under the same name with a new IP is reached at the next reconnect.
 //! - Connections are one-way: a node reads only from connections others
 //!   opened to it, and writes only to connections it opened.
 //!

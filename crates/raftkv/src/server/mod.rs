@@ -14,7 +14,7 @@
 //! | `forward.rs`    | follower → leader forwarding (one hop)                         |
 //! | `extract.rs`    | extractors that answer bad input with JSON errors             |
 //! | `error.rs`      | [`ApiError`]: the error contract (codes, reasons, statuses) and the runtime error mapping |
-//! | `metrics.rs`    | HTTP metrics next to the runtime's                             |
+//! | `metrics.rs`    | HTTP metrics next to the runtime's; build info; `process_*`   |
 //!
 //! # A request's life
 //!

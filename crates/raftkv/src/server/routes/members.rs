@@ -3,7 +3,8 @@
 //! - `GET /v1/members` → `{"members": [{"id", "role": "voter"|"learner",
 //!   "peer_addr", "client_addr"}]}` (this node's view, served locally);
 //! - `POST /v1/members` body `{"id", "peer_addr", "client_addr", "role"}`
-//!   adds a learner (default) or a voter; `"role": "voter"` on an existing
+//!   (addresses `IP:PORT` or `HOST:PORT`, replicated as written) adds a
+//!   learner (default) or a voter; `"role": "voter"` on an existing
 //!   learner promotes it;
 //! - `POST /v1/members/{id}/promote` promotes a learner;
 //! - `DELETE /v1/members/{id}` removes a member.
