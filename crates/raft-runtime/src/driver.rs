@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use raft_core::{
-    Entry, EntryPayload, HardState, LogIndex, LogStore, Membership, Message, RawNode, Ready, Role,
-    Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
+    Entry, EntryPayload, HardState, LogIndex, LogStore, Membership, MembershipChange, Message,
+    NodeId, RawNode, Ready, Role, Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn, Instrument};
@@ -524,6 +524,27 @@ impl Merged {
     }
 }
 
+/// `1,2,3` (empty for none): node ids as one log field, not a Debug set.
+fn id_list(ids: &std::collections::BTreeSet<NodeId>) -> String {
+    ids.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `add_voter 4, remove 2`: membership changes as one log field.
+fn describe_changes(changes: &[MembershipChange]) -> String {
+    changes
+        .iter()
+        .map(|c| match c {
+            MembershipChange::AddVoter(id) => format!("add_voter {id}"),
+            MembershipChange::AddLearner(id) => format!("add_learner {id}"),
+            MembershipChange::Remove(id) => format!("remove {id}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn read_ctx(ctx: &Bytes) -> Option<u64> {
     let arr: [u8; 8] = ctx.as_ref().try_into().ok()?;
     Some(u64::from_be_bytes(arr))
@@ -818,7 +839,11 @@ where
             AdminRequest::ChangeMembership(changes, reply) => {
                 match self.node.change_membership(&changes) {
                     Ok(id) => {
-                        info!(?changes, index = id.index, "membership change proposed");
+                        info!(
+                            changes = %describe_changes(&changes),
+                            index = id.index,
+                            "membership change proposed"
+                        );
                         self.add_waiter(
                             id.index,
                             Waiter::Membership {
@@ -865,7 +890,10 @@ where
                 let _ = reply.send(self.status());
             }
             AdminRequest::SetPeerAddr(id, addr, reply) => {
-                info!(peer = id, ?addr, "peer address updated");
+                match &addr {
+                    Some(a) => info!(peer = id, addr = %a, "peer address updated"),
+                    None => info!(peer = id, "peer address removed"),
+                }
                 self.transport.set_peer_addr(id, addr);
                 let _ = reply.send(());
             }
@@ -1116,7 +1144,8 @@ where
             self.metrics.term.set(ss.term as i64);
         }
         if ss.leader != old.leader {
-            info!(term = ss.term, leader = ?ss.leader, "leader changed");
+            // `leader` is absent while none is known.
+            info!(term = ss.term, leader = ss.leader, "leader changed");
             self.metrics.leader_changes.inc();
         }
         if ss.role != old.role {
@@ -1160,7 +1189,13 @@ where
             self.applied_term = e.term;
             self.applied_bytes_since_snapshot += e.size_bytes();
             if let EntryPayload::Membership(m) = &e.payload {
-                info!(index = e.index, membership = ?m, "membership change applied");
+                info!(
+                    index = e.index,
+                    voters = %id_list(&m.voters),
+                    voters_outgoing = %id_list(&m.voters_outgoing),
+                    learners = %id_list(&m.learners),
+                    "membership change applied"
+                );
                 self.metrics.membership_changes.inc();
                 self.applied_membership = m.clone();
             }

@@ -165,6 +165,17 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnOpts,
     },
+    /// Print this CLI's version and git revision; with --endpoints, each
+    /// server's too (exit 1 if one does not answer, 5 if none does).
+    Version {
+        /// Also ask these servers (comma-separated) what they run. Not
+        /// read from RAFTKV_ENDPOINTS: without the flag, no network.
+        #[arg(long)]
+        endpoints: Option<String>,
+        /// Timeout of one HTTP request, e.g. 5s or 500ms.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// `raftkv member ...`
@@ -442,8 +453,44 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             let leader = conn.client()?.transfer_leader(id).await?;
             println!("node {leader} is the leader");
         }
+        ClientCommand::Version { endpoints, timeout } => {
+            return version(endpoints.as_deref(), timeout).await;
+        }
     }
     Ok(0)
+}
+
+/// `raftkv version [--endpoints ...]`: the CLI's build, then one line per
+/// server: `ENDPOINT VERSION (REVISION, PROFILE, RUSTC)` or its error.
+async fn version(endpoints: Option<&str>, timeout: Duration) -> Result<u8, ClientError> {
+    println!("raftkv {}", crate::version::BuildInfo::current().one_line());
+    let Some(list) = endpoints else {
+        return Ok(0);
+    };
+    let endpoints = client::parse_endpoints(list)?;
+    let mut config = ClientConfig::new(endpoints.clone());
+    config.request_timeout = timeout;
+    config.connect_timeout = timeout.min(Duration::from_secs(1));
+    let client = Client::new(config)?;
+    let mut first_error = None;
+    let mut answered = 0;
+    for ep in &endpoints {
+        match client.version_of(ep).await {
+            Ok(b) => {
+                answered += 1;
+                println!("{ep} {}", b.one_line());
+            }
+            Err(e) => {
+                println!("{ep} error: {}", describe_row_error(&e));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(0),
+        Some(e) if answered == 0 => Err(e),
+        Some(_) => Ok(EXIT_FAILED),
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {

@@ -762,6 +762,22 @@ impl Client {
         Ok(status)
     }
 
+    /// `GET /version` of one endpoint, no retries, no failover: what *that*
+    /// node runs.
+    pub async fn version_of(
+        &self,
+        endpoint: &str,
+    ) -> Result<crate::version::BuildInfo, ClientError> {
+        let req = Request {
+            method: reqwest::Method::GET,
+            path: "/version".into(),
+            body: Body::None,
+            retry_ambiguous: false,
+            follow_leader: false,
+        };
+        decode(self.call_at(endpoint, &req).await)
+    }
+
     /// `GET /healthz` of one endpoint: true when it answered 200.
     pub async fn healthy(&self, endpoint: &str) -> bool {
         let req = Request {

@@ -616,16 +616,18 @@ fn invalid_startup_configuration_is_refused() {
         ),
         (
             base(&["--peers", "1=127.0.0.1:99999", "--clients", &clients]),
-            "not an IP:PORT address",
+            "not a HOST:PORT or IP:PORT address",
         ),
         (
+            // Host names are accepted (`localhost:PORT`); a malformed one
+            // is not.
             base(&[
                 "--peers",
-                &format!("1=localhost:{}", p[0]),
+                &format!("1=local host:{}", p[0]),
                 "--clients",
                 &clients,
             ]),
-            "not an IP:PORT address",
+            "not a HOST:PORT or IP:PORT address",
         ),
         (
             base(&[

@@ -3,7 +3,6 @@
 //! forward to the leader) and [`App::read_kv`] (wait for a read point, or
 //! forward to the leader).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -11,7 +10,7 @@ use axum::response::Response as HttpResponse;
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use raft_core::NodeId;
-use raft_runtime::{ProposeError, RaftHandle, ReadConsistency, ReadError};
+use raft_runtime::{PeerAddr, ProposeError, RaftHandle, ReadConsistency, ReadError};
 use raftkv_state::{Command, KvConfig, KvStore, Response};
 
 use super::config::ServerConfig;
@@ -82,7 +81,7 @@ impl App {
 
     /// Where member `id` serves clients: the replicated address book, else
     /// the founding `--clients` list.
-    pub fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
+    pub fn client_addr(&self, id: NodeId) -> Option<PeerAddr> {
         let sm = self
             .raft
             .state_machine()
@@ -91,8 +90,8 @@ impl App {
             .unwrap_or_else(|e| e.into_inner());
         sm.members()
             .get(&id)
-            .map(|a| a.client_addr)
-            .or_else(|| self.cfg.clients.get(&id).copied())
+            .map(|a| a.client_addr.clone())
+            .or_else(|| self.cfg.clients.get(&id).cloned())
     }
 
     /// Proposes a server command and waits until it is applied here.

@@ -67,6 +67,10 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// More arguments for every node (e.g. `["--max-key-bytes", "16"]`).
     pub extra_args: Vec<String>,
+    /// Give the nodes their addresses as `HOST:PORT` with this host name
+    /// (e.g. `localhost`) instead of `127.0.0.1:PORT`; the helpers still
+    /// connect to 127.0.0.1.
+    pub host: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -79,6 +83,7 @@ impl Default for ClusterOptions {
             snapshot_entries: 10_000,
             log_level: "info".into(),
             extra_args: Vec::new(),
+            host: None,
         }
     }
 }
@@ -165,8 +170,8 @@ impl Cluster {
             nodes: BTreeMap::new(),
             dir: Some(dir),
         };
-        let peers = addr_list(&peer);
-        let clients = addr_list(&client);
+        let peers = c.addr_list(&peer);
+        let clients = c.addr_list(&client);
         for &id in &ids {
             let mut args = c.base_args(id, client[&id], peer[&id]);
             args.extend([
@@ -186,6 +191,24 @@ impl Cluster {
         c
     }
 
+    /// How the nodes are told `addr`: as is, or `host:port` with
+    /// [`ClusterOptions::host`].
+    pub fn show(&self, addr: SocketAddr) -> String {
+        match &self.opts.host {
+            Some(h) => format!("{h}:{}", addr.port()),
+            None => addr.to_string(),
+        }
+    }
+
+    /// `1=ADDR,2=...` with [`Cluster::show`].
+    pub fn addr_list(&self, addrs: &BTreeMap<u64, SocketAddr>) -> String {
+        addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={}", self.show(*a)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn base_args(&self, id: u64, client: SocketAddr, peer: SocketAddr) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -196,9 +219,9 @@ impl Cluster {
             "--data-dir".into(),
             self.root().join(format!("node-{id}")).display().to_string(),
             "--listen-client".into(),
-            client.to_string(),
+            self.show(client),
             "--listen-peer".into(),
-            peer.to_string(),
+            self.show(peer),
             "--tick-ms".into(),
             self.opts.tick_ms.to_string(),
             "--request-timeout-ms".into(),
@@ -248,9 +271,13 @@ impl Cluster {
         let clients: BTreeMap<u64, SocketAddr> =
             self.nodes.values().map(|n| (n.id, n.client_addr)).collect();
         let mut args = self.base_args(id, client, peer);
-        args.extend(["--join".into(), "--clients".into(), addr_list(&clients)]);
+        args.extend([
+            "--join".into(),
+            "--clients".into(),
+            self.addr_list(&clients),
+        ]);
         if with_peers {
-            args.extend(["--peers".into(), addr_list(&peers)]);
+            args.extend(["--peers".into(), self.addr_list(&peers)]);
         }
         self.insert_node(id, client, peer, args);
         self.spawn(id);
@@ -264,8 +291,8 @@ impl Cluster {
         let n = &self.nodes[&id];
         let body = serde_json::json!({
             "id": id,
-            "peer_addr": n.peer_addr.to_string(),
-            "client_addr": n.client_addr.to_string(),
+            "peer_addr": self.show(n.peer_addr),
+            "client_addr": self.show(n.client_addr),
             "role": role,
         });
         self.request(via, "POST", "/v1/members", Some(&body.to_string()))

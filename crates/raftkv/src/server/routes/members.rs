@@ -3,7 +3,8 @@
 //! - `GET /v1/members` → `{"members": [{"id", "role": "voter"|"learner",
 //!   "peer_addr", "client_addr"}]}` (this node's view, served locally);
 //! - `POST /v1/members` body `{"id", "peer_addr", "client_addr", "role"}`
-//!   adds a learner (default) or a voter; `"role": "voter"` on an existing
+//!   (addresses `IP:PORT` or `HOST:PORT`, replicated as written) adds a
+//!   learner (default) or a voter; `"role": "voter"` on an existing
 //!   learner promotes it;
 //! - `POST /v1/members/{id}/promote` promotes a learner;
 //! - `DELETE /v1/members/{id}` removes a member.
@@ -30,14 +31,12 @@
 //! configuration change committed. Retrying an add, promote or remove is
 //! safe either way: each converges on the asked-for state.
 
-use std::net::SocketAddr;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use raft_core::{MembershipChange, NodeId};
-use raft_runtime::{MembershipError, ProposeError};
+use raft_runtime::{MembershipError, PeerAddr, ProposeError};
 use serde::{Deserialize, Serialize};
 
 use crate::server::app::{unexpected, App, SharedApp};
@@ -61,8 +60,8 @@ pub enum MemberRole {
 pub struct MemberJson {
     id: NodeId,
     role: MemberRole,
-    peer_addr: Option<SocketAddr>,
-    client_addr: Option<SocketAddr>,
+    peer_addr: Option<PeerAddr>,
+    client_addr: Option<PeerAddr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,7 +114,7 @@ async fn members_json(app: &App) -> Result<Json<MembersJson>, ApiError> {
         .into_iter()
         .map(|id| {
             let replicated = book.get(&id);
-            let own = |a: SocketAddr| (id == app.cfg.id).then_some(a);
+            let own = |a: &PeerAddr| (id == app.cfg.id).then(|| a.clone());
             MemberJson {
                 id,
                 role: if m.is_voter(id) {
@@ -124,13 +123,13 @@ async fn members_json(app: &App) -> Result<Json<MembersJson>, ApiError> {
                     MemberRole::Learner
                 },
                 peer_addr: replicated
-                    .map(|a| a.peer_addr)
-                    .or_else(|| app.cfg.peers.get(&id).copied())
-                    .or_else(|| own(app.cfg.listen_peer)),
+                    .map(|a| a.peer_addr.clone())
+                    .or_else(|| app.cfg.peers.get(&id).cloned())
+                    .or_else(|| own(&app.cfg.listen_peer)),
                 client_addr: replicated
-                    .map(|a| a.client_addr)
-                    .or_else(|| app.cfg.clients.get(&id).copied())
-                    .or_else(|| own(app.cfg.listen_client)),
+                    .map(|a| a.client_addr.clone())
+                    .or_else(|| app.cfg.clients.get(&id).cloned())
+                    .or_else(|| own(&app.cfg.listen_client)),
             }
         })
         .collect();

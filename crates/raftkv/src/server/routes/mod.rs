@@ -36,7 +36,8 @@ use tower::ServiceExt;
 
 use super::app::{App, SharedApp};
 use super::error::{ApiError, Reason};
-use super::extract::{read_limited_body, RequestInfo, REQUEST_ID_HEADER};
+use super::extract::{read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER};
+use super::forward::FORWARDED_TO_HEADER;
 use super::metrics::{RequestLabels, RouteLabel};
 
 mod health;
@@ -49,6 +50,7 @@ mod leader_transfer;
 mod members;
 mod metrics;
 mod status;
+mod version;
 
 // The route patterns, named once: the router is built from them and the
 // metrics label each request with one of them (a static string, so
@@ -64,7 +66,8 @@ const LEADER_TRANSFER: &str = "/v1/leader/transfer";
 const METRICS: &str = "/metrics";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
-const ROUTES: [&str; 11] = [
+const VERSION: &str = "/version";
+const ROUTES: [&str; 12] = [
     KV_LIST,
     KV_KEY,
     KV_CAS,
@@ -76,6 +79,7 @@ const ROUTES: [&str; 11] = [
     METRICS,
     HEALTHZ,
     READYZ,
+    VERSION,
 ];
 
 /// Builds the router of the client API.
@@ -97,6 +101,7 @@ pub fn router(app: SharedApp) -> Router {
         .route(METRICS, get(metrics::handle))
         .route(HEALTHZ, get(health::healthz))
         .route(READYZ, get(health::readyz))
+        .route(VERSION, get(version::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are limited by our own extractor (`LimitedBody`), which
@@ -220,12 +225,19 @@ impl hyper::service::Service<axum::http::Request<Incoming>> for ApiService {
             }
         };
         let node = self.node.clone();
+        // Nothing is noted for a line that would be filtered out anyway.
+        let access = (self.app.cfg.access_log
+            && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO))
+        .then(|| Access::new(&req, self.app.cfg.id));
         match direct_put_key(req.method(), req.uri()) {
             Some(key) => {
                 let app = self.app.clone();
                 Box::pin(async move {
                     let answer = direct_put(&app, req, key);
                     let response = observed(&app, "PUT", Cow::Borrowed(KV_KEY), answer).await;
+                    if let Some(a) = access {
+                        a.log(&response, &request_id);
+                    }
                     Ok(stamp(response, node, request_id))
                 })
             }
@@ -233,10 +245,65 @@ impl hyper::service::Service<axum::http::Request<Incoming>> for ApiService {
                 let routed = self.router.clone().oneshot(req);
                 Box::pin(async move {
                     let response = routed.await?;
+                    if let Some(a) = access {
+                        a.log(&response, &request_id);
+                    }
                     Ok(stamp(response, node, request_id))
                 })
             }
         }
+    }
+}
+
+/// Target of the access log's events (`--log-level
+/// info,raftkv::access=off` filters them out, as `--access-log false` does).
+pub const ACCESS_TARGET: &str = "raftkv::access";
+
+/// What the access log line says about a request, noted when it arrives.
+struct Access {
+    start: Instant,
+    method: Method,
+    /// The path without the query string.
+    path: String,
+    node: u64,
+    /// It arrived from a follower that forwarded it (`x-raftkv-forwarded`).
+    from_follower: bool,
+}
+
+impl Access {
+    fn new<B>(req: &axum::http::Request<B>, node: u64) -> Access {
+        Access {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            node,
+            from_follower: req.headers().contains_key(FORWARDED_HEADER),
+        }
+    }
+
+    /// One INFO line under [`ACCESS_TARGET`]: method, path, status,
+    /// latency in microseconds, request id, this node, whether it came from
+    /// a follower, and whether (and to whom) this node forwarded it.
+    fn log(self, response: &Response, request_id: &HeaderValue) {
+        let latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let forwarded_to = response
+            .headers()
+            .get(FORWARDED_TO_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        tracing::info!(
+            target: ACCESS_TARGET,
+            method = %self.method,
+            path = %self.path,
+            status = response.status().as_u16(),
+            latency_us,
+            request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+            node = self.node,
+            from_follower = self.from_follower,
+            forwarded = forwarded_to.is_some(),
+            forwarded_to,
+            "request"
+        );
     }
 }
 
