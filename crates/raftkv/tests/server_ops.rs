@@ -196,7 +196,7 @@ fn with_request_id<'a>(lines: &'a [Value], id: &str) -> Vec<&'a Value> {
 fn access_log_has_one_line_per_request_on_both_paths() {
     let mut c = Cluster::start_with(ClusterOptions {
         nodes: 3,
-        extra_args: vec!["--log-format".into(), "json".into()],
+        extra_args: vec!["--log-format".into(), "json".into(), "--access-log".into()],
         ..ClusterOptions::default()
     });
     let leader = c.leader();
@@ -252,15 +252,10 @@ fn access_log_has_one_line_per_request_on_both_paths() {
 }
 
 #[test]
-fn access_log_can_be_switched_off() {
+fn access_log_is_off_by_default() {
     let mut c = Cluster::start_with(ClusterOptions {
         nodes: 1,
-        extra_args: vec![
-            "--log-format".into(),
-            "json".into(),
-            "--access-log".into(),
-            "false".into(),
-        ],
+        extra_args: vec!["--log-format".into(), "json".into()],
         ..ClusterOptions::default()
     });
     let leader = c.leader();

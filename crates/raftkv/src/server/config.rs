@@ -417,7 +417,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         snapshot_entries,
         log_level,
         log_format,
-        access_log: args.access_log.or(file.access_log).unwrap_or(true),
+        access_log: args.access_log.or(file.access_log).unwrap_or(false),
     })
 }
 
@@ -615,9 +615,9 @@ mod tests {
         let a = args(1, PEERS, CLIENTS);
         let c = resolve_with_file(&a, FileConfig::default()).unwrap();
         assert_eq!(c.log_format, LogFormat::Text);
-        assert!(c.access_log);
-        let file: FileConfig = toml::from_str("access_log = false").unwrap();
-        assert!(!resolve_with_file(&a, file).unwrap().access_log);
+        assert!(!c.access_log);
+        let file: FileConfig = toml::from_str("access_log = true").unwrap();
+        assert!(resolve_with_file(&a, file).unwrap().access_log);
         let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
         let c = resolve_with_file(&a, file).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
