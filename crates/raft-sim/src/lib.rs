@@ -34,8 +34,10 @@ pub mod trace;
 /// allocates through mimalloc: the simulated nodes allocate for every
 /// message, entry and Ready: with the system allocator, allocating and
 /// freeing took about 16% of the simulator's instructions, with mimalloc
-/// about 6%. Nothing depends on `raft-sim`, so no other binary inherits
-/// this.
+/// about 6%. The only other crate depending on `raft-sim` is
+/// `raftkv-chaos` (for the linearizability checker), whose binary and test
+/// inherit this too; that is harmless (it allocates little) and no library
+/// depends on `raft-sim`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
