@@ -27,10 +27,14 @@ pub enum Bug {
     TruncateOnHeartbeat,
     /// Ignore the leader lease when voting (check_quorum's vote guard).
     IgnoreLease,
+    /// Count the leader's lease and CheckQuorum in ticks instead of on the
+    /// clock: a leader paused past its lease (which drops ticks, not time)
+    /// still believes it holds the lease when it wakes.
+    LeaseInTicks,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::CommitEarlierTerm,
         Bug::VoteWithoutUpToDateCheck,
         Bug::ForgetVote,
@@ -40,6 +44,7 @@ impl Bug {
         Bug::LeaveJointEarly,
         Bug::TruncateOnHeartbeat,
         Bug::IgnoreLease,
+        Bug::LeaseInTicks,
     ];
 }
 

@@ -52,11 +52,35 @@ pub struct Config {
     pub max_promotion_lag_entries: u64,
     /// Clock drift bound for lease reads, in ticks: a lease read is served
     /// only while a quorum acknowledged a heartbeat sent less than
-    /// `election_timeout_ticks - lease_drift_ticks` ticks ago.
+    /// `election_timeout_ticks - lease_drift_ticks` ticks' worth of clock
+    /// time ago (see `tick_interval_nanos`).
     pub lease_drift_ticks: u32,
+    /// How long one tick is on the driver's clock ([`crate::Nanos`]). The
+    /// engine turns tick counts into clock time with it where time must be
+    /// real time: a lease lasts `(election_timeout_ticks -
+    /// lease_drift_ticks) * tick_interval_nanos` of the clock from the send
+    /// of the heartbeat round that a quorum acknowledged, and a leader that
+    /// heard from no quorum for `election_timeout_ticks *
+    /// tick_interval_nanos` steps down as soon as it sees the clock.
+    pub tick_interval_nanos: u64,
 }
 
 impl Config {
+    /// The election timeout as clock time.
+    pub fn election_timeout_nanos(&self) -> u64 {
+        u64::from(self.election_timeout_ticks).saturating_mul(self.tick_interval_nanos)
+    }
+
+    /// How long after the send of a heartbeat round that a quorum
+    /// acknowledged the leader may serve lease reads, as clock time.
+    pub fn lease_nanos(&self) -> u64 {
+        u64::from(
+            self.election_timeout_ticks
+                .saturating_sub(self.lease_drift_ticks),
+        )
+        .saturating_mul(self.tick_interval_nanos)
+    }
+
     /// Defaults in the spirit of etcd: heartbeat every tick, elections after
     /// 10 to 20 ticks; the driver picks the tick length (100 ms in etcd).
     pub fn new(id: NodeId) -> Self {
@@ -79,6 +103,7 @@ impl Config {
             max_pending_reads: 4096,
             max_promotion_lag_entries: 1000,
             lease_drift_ticks: 2,
+            tick_interval_nanos: 100_000_000,
         }
     }
 
@@ -110,6 +135,7 @@ impl Config {
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("max_snapshot_bytes", self.max_snapshot_bytes),
             ("max_pending_reads", self.max_pending_reads as u64),
+            ("tick_interval_nanos", self.tick_interval_nanos),
         ] {
             if value == 0 {
                 return Err(ZeroLimit(name));

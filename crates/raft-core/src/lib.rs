@@ -6,18 +6,32 @@
 //! changes, leadership transfer and linearizable reads.
 //!
 //! **Architecture Invariant:** this crate does no IO. It owns no sockets,
-//! files, threads or timers, never reads a clock (time advances only when
-//! the driver calls [`RawNode::tick`]) and never touches OS randomness
+//! files, threads or timers, never reads a clock (time comes in as
+//! arguments: [`RawNode::tick`] counts logical time, and clock readings
+//! come through [`RawNode::observe_clock`] and [`RawNode::lease_read`])
+//! and never touches OS randomness
 //! (election timeouts come from an RNG seeded by [`Config::rng_seed`]).
 //! Given the same inputs it produces the same outputs, bit for bit.
 //!
 //! ## The contract between the engine and its driver
 //!
 //! **Inputs** (each may produce output):
-//! - [`RawNode::tick`]: one unit of logical time has passed.
+//! - [`RawNode::observe_clock`]: the driver's monotonic clock reads `now`
+//!   ([`Nanos`]). Call it with a fresh reading before each batch of other
+//!   inputs. Ticks may be delayed or dropped (a stopped or starved process
+//!   loses them); the clock may not go back (older readings are ignored).
+//!   Leases and CheckQuorum are measured on it, so a leader woken from a
+//!   pause longer than an election timeout steps down here at once.
+//! - [`RawNode::tick`]: one unit of logical time has passed (heartbeats,
+//!   election timeouts, retransmission).
 //! - [`RawNode::step`]: a message arrived from another node.
 //! - [`RawNode::propose`]: the application wants a command replicated.
 //! - [`RawNode::read_index`] / [`RawNode::lease_read`]: a linearizable read.
+//!   A lease read takes a clock reading made after the read arrived; the
+//!   lease lasts `(election_timeout_ticks - lease_drift_ticks) *
+//!   tick_interval_nanos` from the latest clock reading observed before
+//!   the heartbeat round that a quorum acknowledged was sent (a reading
+//!   never later than the real send, so the lease errs short).
 //! - [`RawNode::transfer_leadership`], [`RawNode::change_membership`].
 //! - [`RawNode::on_persisted`]: the writes of a [`Ready`] are durable.
 //! - [`RawNode::on_applied`]: the application applied committed entries.

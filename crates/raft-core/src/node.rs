@@ -86,6 +86,18 @@ pub(crate) struct PendingRead {
     pub(crate) from: Option<NodeId>,
 }
 
+/// When a heartbeat round was broadcast.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundSent {
+    pub(crate) round: u64,
+    /// The tick count then (used only by the planted bug `LeaseInTicks`).
+    pub(crate) tick: u64,
+    /// The clock then: the latest reading observed before the round left,
+    /// so never later than the real send (which keeps the lease on the
+    /// safe side).
+    pub(crate) nanos: Nanos,
+}
+
 /// A snapshot being received in chunks.
 #[derive(Clone, Debug)]
 pub(crate) struct IncomingSnapshot {
@@ -139,6 +151,8 @@ pub struct RawNode<S: LogStore> {
     pub(crate) votes: BTreeMap<NodeId, bool>,
 
     pub(crate) now_tick: u64,
+    /// The latest clock reading the driver gave (never decreases).
+    pub(crate) now_nanos: Nanos,
     /// When this node last accepted a message from a leader (of any term):
     /// the start of its vote guard (see [`RawNode::in_leader_lease`]). Kept
     /// across term changes on purpose: a term learned from, say, a refused
@@ -161,8 +175,8 @@ pub struct RawNode<S: LogStore> {
 
     /// Heartbeat round: incremented on every heartbeat broadcast.
     pub(crate) round: u64,
-    /// Tick at which each recent round was broadcast (for leases).
-    pub(crate) round_ticks: VecDeque<(u64, u64)>,
+    /// When each recent round was broadcast (for leases), oldest first.
+    pub(crate) round_sent: VecDeque<RoundSent>,
     /// A read is waiting for a fresh round to be broadcast.
     pub(crate) read_round_requested: bool,
     pub(crate) pending_reads: VecDeque<PendingRead>,
@@ -243,6 +257,7 @@ impl<S: LogStore> RawNode<S> {
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             now_tick: 0,
+            now_nanos: 0,
             // A node restarting with state may have acknowledged a leader's
             // heartbeat just before it went down; it keeps the promise for
             // one election timeout. A fresh node has promised nothing.
@@ -255,7 +270,7 @@ impl<S: LogStore> RawNode<S> {
             transfer_elapsed: 0,
             timeout_now_sent: false,
             round: 0,
-            round_ticks: VecDeque::new(),
+            round_sent: VecDeque::new(),
             read_round_requested: false,
             pending_reads: VecDeque::new(),
             reads_before_commit: VecDeque::new(),
@@ -331,6 +346,19 @@ impl<S: LogStore> RawNode<S> {
         self.check_invariants();
     }
 
+    /// The driver's monotonic clock reads `now` ([`Nanos`]). Call it with a
+    /// fresh reading before each batch of other inputs (a reading older
+    /// than the last one is ignored). Ticks say that time passed as the
+    /// driver counts it, and a stopped or starved process loses ticks; the
+    /// clock does not. A leader that finds it heard from no quorum for an
+    /// election timeout of clock time steps down here at once (CheckQuorum
+    /// on waking from a pause), rather than an election timeout of ticks
+    /// later.
+    pub fn observe_clock(&mut self, now: Nanos) {
+        self.observe_clock_inner(now);
+        self.check_invariants();
+    }
+
     /// Feeds one message from another node.
     ///
     /// Errors other than [`StepError::Storage`] mean the message was dropped
@@ -371,10 +399,15 @@ impl<S: LogStore> RawNode<S> {
     }
 
     /// Serves a read from the leader's lease without a heartbeat round.
-    /// Relies on CheckQuorum and on clocks drifting by less than
-    /// `Config::lease_drift_ticks` per election timeout. The ReadState is
-    /// emitted immediately or the call fails with `NoLease`.
-    pub fn lease_read(&mut self, ctx: Bytes) -> Result<(), ReadError> {
+    /// `now` must be a clock reading taken after the read arrived. The
+    /// lease runs on the clock, from the send of the heartbeat round a
+    /// quorum acknowledged, never on ticks (a paused process keeps its
+    /// ticks but not its lease). Relies on CheckQuorum's vote guard and on
+    /// clocks drifting by less than `Config::lease_drift_ticks` per
+    /// election timeout. The ReadState is emitted immediately or the call
+    /// fails with `NoLease` (fall back to [`RawNode::read_index`]).
+    pub fn lease_read(&mut self, ctx: Bytes, now: Nanos) -> Result<(), ReadError> {
+        self.observe_clock_inner(now);
         let res = self.lease_read_inner(ctx);
         self.check_invariants();
         res
@@ -735,7 +768,7 @@ impl<S: LogStore> RawNode<S> {
         self.broadcast_pending = false;
         self.commit_broadcast_pending = false;
         self.read_round_requested = false;
-        self.round_ticks.clear();
+        self.round_sent.clear();
         // Reads waiting for this node's leadership can no longer complete.
         for r in self
             .pending_reads
@@ -802,6 +835,7 @@ impl<S: LogStore> RawNode<S> {
             progress,
             cfg,
             now_tick,
+            now_nanos,
             ..
         } = self;
         for member in membership.member_ids() {
@@ -811,6 +845,7 @@ impl<S: LogStore> RawNode<S> {
                     cfg.max_inflight_msgs,
                     cfg.max_inflight_bytes,
                     *now_tick,
+                    *now_nanos,
                 );
                 progress.insert(member, p);
             }

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::types::{LogIndex, Snapshot};
+use crate::types::{LogIndex, Nanos, Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressState {
@@ -112,6 +112,9 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Heard from since the last CheckQuorum round.
     pub recent_active: bool,
+    /// Clock reading when the leader last heard from the follower (for
+    /// CheckQuorum on the clock).
+    pub heard_nanos: Nanos,
     /// Highest heartbeat round the follower acknowledged in this term.
     pub acked_round: u64,
     /// Tick at which `match_index` last advanced (to detect lost appends).
@@ -121,7 +124,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(next_index: LogIndex, max_msgs: usize, max_bytes: u64, now_tick: u64) -> Self {
+    pub fn new(
+        next_index: LogIndex,
+        max_msgs: usize,
+        max_bytes: u64,
+        now_tick: u64,
+        now_nanos: Nanos,
+    ) -> Self {
         Progress {
             match_index: 0,
             next_index,
@@ -129,6 +138,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_msgs, max_bytes),
             recent_active: true,
+            heard_nanos: now_nanos,
             acked_round: 0,
             progress_tick: now_tick,
             snapshot: None,
@@ -226,7 +236,7 @@ mod tests {
 
     #[test]
     fn replicate_advances_next_optimistically_and_probe_pauses() {
-        let mut p = Progress::new(5, 2, 1000, 0);
+        let mut p = Progress::new(5, 2, 1000, 0, 0);
         assert_eq!(p.state, ProgressState::Probe);
         p.on_sent(7, 10);
         assert!(p.is_paused());

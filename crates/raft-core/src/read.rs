@@ -76,24 +76,28 @@ impl<S: LogStore> RawNode<S> {
         {
             return Err(ReadError::NoLease);
         }
-        let lease_ticks = u64::from(self.cfg.election_timeout_ticks - self.cfg.lease_drift_ticks);
         let quorum_round = self.quorum_round();
-        let sent = self
-            .round_ticks
-            .iter()
-            .find(|(r, _)| *r == quorum_round)
-            .map(|(_, t)| *t);
-        match sent {
-            // Followers that acknowledged a heartbeat sent at `t` refuse to
-            // vote for anyone until an election timeout after receiving it,
-            // so no other leader can exist before `t + lease`.
-            Some(t) if self.now_tick < t + lease_ticks => {
-                let index = self.log.committed;
-                self.read_states.push(ReadState { ctx, index });
-                Ok(())
-            }
-            _ => Err(ReadError::NoLease),
+        let Some(sent) = self.round_sent.iter().find(|r| r.round == quorum_round) else {
+            return Err(ReadError::NoLease);
+        };
+        // Followers that acknowledged a heartbeat sent at `sent` refuse to
+        // vote for anyone until an election timeout after receiving it, so
+        // no other leader can exist before `sent + lease`. Measured on the
+        // clock, read now: a process stopped past its lease loses ticks but
+        // not time.
+        let valid = if self.bug(Bug::LeaseInTicks) {
+            let lease_ticks =
+                u64::from(self.cfg.election_timeout_ticks - self.cfg.lease_drift_ticks);
+            self.now_tick < sent.tick + lease_ticks
+        } else {
+            self.now_nanos < sent.nanos.saturating_add(self.cfg.lease_nanos())
+        };
+        if !valid {
+            return Err(ReadError::NoLease);
         }
+        let index = self.log.committed;
+        self.read_states.push(ReadState { ctx, index });
+        Ok(())
     }
 
     pub(crate) fn committed_in_current_term(&self) -> bool {

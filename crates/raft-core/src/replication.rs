@@ -4,16 +4,16 @@
 use crate::bugs::Bug;
 use crate::error::StepError;
 use crate::message::{AppendOutcome, AppendRequest, AppendResponse, MessageBody};
-use crate::node::RawNode;
+use crate::node::{RawNode, RoundSent};
 use crate::progress::ProgressState;
 use crate::quorum::{joint_value, joint_vote, VoteResult};
 use crate::storage::{LogStore, StorageError};
-use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Role, Term};
+use crate::types::{Entry, EntryPayload, LogIndex, Nanos, NodeId, Role, Term};
 
 /// Most recent heartbeat rounds remembered for lease reads; older rounds
 /// only matter if a quorum has not answered for this many heartbeats, and
 /// then the lease is void anyway.
-const ROUND_TICKS_MAX: usize = 1024;
+const ROUNDS_SENT_MAX: usize = 1024;
 
 impl<S: LogStore> RawNode<S> {
     /// Leader tick: heartbeats, CheckQuorum, transfer timeout, retransmission.
@@ -48,6 +48,37 @@ impl<S: LogStore> RawNode<S> {
         if let Err(e) = self.retransmit() {
             self.fatal.get_or_insert(e);
         }
+    }
+
+    /// Records a clock reading; a leader that finds it heard from no quorum
+    /// for an election timeout of clock time steps down (CheckQuorum on the
+    /// clock: after a pause the ticks it missed never come, the clock's
+    /// time does).
+    pub(crate) fn observe_clock_inner(&mut self, now: Nanos) {
+        if now <= self.now_nanos {
+            return;
+        }
+        self.now_nanos = now;
+        if self.role == Role::Leader
+            && self.cfg.check_quorum
+            && !self.bug(Bug::LeaseInTicks)
+            && now - self.quorum_heard_nanos() >= self.cfg.election_timeout_nanos()
+        {
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    /// The latest clock reading by which a quorum (self included, heard
+    /// now) had been heard from.
+    fn quorum_heard_nanos(&self) -> Nanos {
+        joint_value(&self.membership, |id| {
+            if id == self.id {
+                self.now_nanos
+            } else {
+                self.progress.get(&id).map_or(0, |p| p.heard_nanos)
+            }
+        })
     }
 
     /// True if a quorum (self included) was heard from in this round.
@@ -99,9 +130,13 @@ impl<S: LogStore> RawNode<S> {
     /// every follower (the seed's "Send Heartbeat").
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.round += 1;
-        self.round_ticks.push_back((self.round, self.now_tick));
-        if self.round_ticks.len() > ROUND_TICKS_MAX {
-            self.round_ticks.pop_front();
+        self.round_sent.push_back(RoundSent {
+            round: self.round,
+            tick: self.now_tick,
+            nanos: self.now_nanos,
+        });
+        if self.round_sent.len() > ROUNDS_SENT_MAX {
+            self.round_sent.pop_front();
         }
         self.read_round_requested = false;
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
@@ -385,10 +420,12 @@ impl<S: LogStore> RawNode<S> {
         }
         let last = self.log.last_index();
         let now = self.now_tick;
+        let heard = self.now_nanos;
         let Some(p) = self.progress.get_mut(&from) else {
             return Err(StepError::UnknownPeer(from));
         };
         p.recent_active = true;
+        p.heard_nanos = heard;
         p.acked_round = p.acked_round.max(resp.round.min(self.round));
         match resp.outcome {
             AppendOutcome::Success { match_index } => {

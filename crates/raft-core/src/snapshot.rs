@@ -52,10 +52,12 @@ impl<S: LogStore> RawNode<S> {
         }
         let last = self.log.last_index();
         let now = self.now_tick;
+        let heard = self.now_nanos;
         let Some(p) = self.progress.get_mut(&from) else {
             return Err(StepError::UnknownPeer(from));
         };
         p.recent_active = true;
+        p.heard_nanos = heard;
         let sending = p
             .snapshot
             .as_ref()

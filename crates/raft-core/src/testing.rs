@@ -15,7 +15,7 @@ use crate::ready::ReadState;
 use crate::rng::SplitMix64;
 use crate::storage::{LogStore, MemStorage};
 use crate::types::{
-    Entry, EntryPayload, LogIndex, Membership, NodeId, Role, Snapshot, SnapshotMeta, Term,
+    Entry, EntryPayload, LogIndex, Membership, Nanos, NodeId, Role, Snapshot, SnapshotMeta, Term,
 };
 
 /// Most message deliveries per `deliver_all`, so a livelock in a test shows
@@ -44,6 +44,11 @@ pub struct Cluster {
     rng: SplitMix64,
     make_config: fn(NodeId) -> Config,
     pub delivered: u64,
+    /// The one clock every node reads (no drift), advanced by
+    /// `tick_interval_nanos` per [`Cluster::tick`] and by
+    /// [`Cluster::advance_clock`].
+    pub clock_nanos: Nanos,
+    tick_interval_nanos: Nanos,
 }
 
 /// The default test configuration: elections after 10..20 ticks,
@@ -73,6 +78,8 @@ impl Cluster {
             rng: SplitMix64::new(seed),
             make_config,
             delivered: 0,
+            clock_nanos: 0,
+            tick_interval_nanos: make_config(1).tick_interval_nanos,
         };
         for id in 1..=n {
             let mut cfg = make_config(id);
@@ -174,6 +181,7 @@ impl Cluster {
         let to = m.to;
         if let Some(node) = self.nodes.get_mut(&to) {
             self.delivered += 1;
+            node.observe_clock(self.clock_nanos);
             // Malformed or misrouted messages are dropped by the engine; a
             // storage error cannot happen with MemStorage.
             let _ = node.step(m);
@@ -192,13 +200,25 @@ impl Cluster {
         panic!("network did not quiesce after {DELIVERIES_MAX} deliveries");
     }
 
-    /// Ticks every live node once and delivers the resulting traffic.
+    /// Advances the clock by one tick's worth, ticks every live node once
+    /// and delivers the resulting traffic.
     pub fn tick(&mut self) {
+        self.clock_nanos += self.tick_interval_nanos;
+        let now = self.clock_nanos;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            self.node_mut(id).tick();
+            let node = self.node_mut(id);
+            node.observe_clock(now);
+            node.tick();
         }
         self.deliver_all();
+    }
+
+    /// Advances the clock by `nanos` without ticking anyone: every process
+    /// was stopped (or starved) that long. Nodes see the new time at their
+    /// next input.
+    pub fn advance_clock(&mut self, nanos: Nanos) {
+        self.clock_nanos += nanos;
     }
 
     pub fn ticks(&mut self, n: u32) {

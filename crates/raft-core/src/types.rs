@@ -16,6 +16,13 @@ pub type Term = u64;
 /// index 0 with term 0 is the empty prefix every log shares.
 pub type LogIndex = u64;
 
+/// A reading of the driver's monotonic clock, in nanoseconds from an
+/// origin the driver picks (process start, say). The engine never reads a
+/// clock: readings come in through [`crate::RawNode::observe_clock`] and
+/// [`crate::RawNode::lease_read`]. Unlike ticks, which a stopped or starved
+/// process skips, the clock keeps running while the process does not.
+pub type Nanos = u64;
+
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryPayload {

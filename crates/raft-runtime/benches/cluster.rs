@@ -74,7 +74,7 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<RaftHandle<KvStore>> {
     let mut handles = Vec::new();
     for (id, metrics, mut t, inbound) in parts {
         for (&p, &a) in &addrs {
-            t.set_peer_addr(p, Some(a));
+            t.set_peer_addr(p, Some(a.into()));
         }
         let store = Store::open_or_bootstrap(
             RealDisk,

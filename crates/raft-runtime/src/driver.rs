@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use raft_core::{
-    Entry, EntryPayload, HardState, LogIndex, LogStore, Membership, Message, RawNode, Ready, Role,
-    Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
+    Entry, EntryPayload, HardState, LogIndex, LogStore, Membership, MembershipChange, Message,
+    NodeId, RawNode, Ready, Role, Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn, Instrument};
@@ -210,7 +210,11 @@ struct Receivers<R> {
 
 struct Driver<St: RaftStorage, SM: StateMachine, T: Transport> {
     cfg: RuntimeConfig,
+    /// Origin of the engine's clock readings.
+    clock_origin: Instant,
     node: RawNode<Arc<St>>,
+    /// The same store the engine reads, for writes done on this task.
+    storage: Arc<St>,
     sm: Arc<RwLock<SM>>,
     transport: T,
     metrics: Metrics,
@@ -283,6 +287,9 @@ where
     }
     let mut raft_cfg = cfg.raft.clone();
     raft_cfg.applied = applied;
+    // The engine measures leases and CheckQuorum on the clock in units of
+    // this driver's tick.
+    raft_cfg.tick_interval_nanos = u64::try_from(cfg.tick_interval.as_nanos()).unwrap_or(u64::MAX);
     let node = RawNode::new(raft_cfg, storage.clone())?;
     let soft = node.soft_state();
     let commit = node.commit_index();
@@ -336,6 +343,8 @@ where
     let driver = Driver {
         counters: node.counters().clone(),
         node,
+        clock_origin: Instant::now(),
+        storage,
         sm,
         transport,
         metrics,
@@ -515,6 +524,27 @@ impl Merged {
     }
 }
 
+/// `1,2,3` (empty for none): node ids as one log field, not a Debug set.
+fn id_list(ids: &std::collections::BTreeSet<NodeId>) -> String {
+    ids.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `add_voter 4, remove 2`: membership changes as one log field.
+fn describe_changes(changes: &[MembershipChange]) -> String {
+    changes
+        .iter()
+        .map(|c| match c {
+            MembershipChange::AddVoter(id) => format!("add_voter {id}"),
+            MembershipChange::AddLearner(id) => format!("add_learner {id}"),
+            MembershipChange::Remove(id) => format!("remove {id}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn read_ctx(ctx: &Bytes) -> Option<u64> {
     let arr: [u8; 8] = ctx.as_ref().try_into().ok()?;
     Some(u64::from_be_bytes(arr))
@@ -527,6 +557,13 @@ where
     SM::Response: Send + 'static,
     T: Transport,
 {
+    /// The monotonic clock as the engine reads it: nanoseconds since the
+    /// driver started (`Instant` never goes back; it keeps running while
+    /// the process is stopped).
+    fn clock_nanos(&self) -> raft_core::Nanos {
+        u64::try_from(self.clock_origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     async fn run(mut self, mut rx: Receivers<SM::Response>) {
         // Tells every handle that the driver is gone when this task ends,
         // even by a panic.
@@ -585,6 +622,11 @@ where
         rx: &mut Receivers<SM::Response>,
     ) -> Result<(), Stop> {
         let mut budget = Budget::new(&self.cfg);
+        // The clock first: after a pause (SIGSTOP, a starved runtime) the
+        // ticks missed never come, but the engine must see the time that
+        // passed before it handles anything (a leader cut off meanwhile
+        // steps down here).
+        self.node.observe_clock(self.clock_nanos());
         self.handle_input(input, rx, &mut budget)?;
         self.drain(rx, &mut budget)?;
         let mut yields = 0;
@@ -760,7 +802,15 @@ where
         self.next_read_ctx += 1;
         let bytes = Bytes::copy_from_slice(&ctx.to_be_bytes());
         let res = match r.consistency {
-            ReadConsistency::Lease => self.node.lease_read(bytes),
+            // Read the clock now, after the read arrived: a lease checked
+            // against an older reading could outlive a pause.
+            ReadConsistency::Lease => match self.node.lease_read(bytes.clone(), self.clock_nanos())
+            {
+                // No valid lease (just elected, or woken from a pause past
+                // it): confirm leadership with a heartbeat round instead.
+                Err(raft_core::ReadError::NoLease) => self.node.read_index(bytes),
+                res => res,
+            },
             _ => self.node.read_index(bytes),
         };
         match res {
@@ -774,7 +824,10 @@ where
                         ReadError::NotLeader { leader_hint }
                     }
                     raft_core::ReadError::Backpressure => ReadError::Backpressure,
-                    raft_core::ReadError::NoLease => ReadError::NoLease,
+                    // Only lease_read answers NoLease, and that became a
+                    // ReadIndex above; were it ever to reach here, the read
+                    // was simply not served: retry.
+                    raft_core::ReadError::NoLease => ReadError::Dropped,
                 };
                 let _ = r.reply.send(Err(err));
             }
@@ -786,7 +839,11 @@ where
             AdminRequest::ChangeMembership(changes, reply) => {
                 match self.node.change_membership(&changes) {
                     Ok(id) => {
-                        info!(?changes, index = id.index, "membership change proposed");
+                        info!(
+                            changes = %describe_changes(&changes),
+                            index = id.index,
+                            "membership change proposed"
+                        );
                         self.add_waiter(
                             id.index,
                             Waiter::Membership {
@@ -833,7 +890,10 @@ where
                 let _ = reply.send(self.status());
             }
             AdminRequest::SetPeerAddr(id, addr, reply) => {
-                info!(peer = id, ?addr, "peer address updated");
+                match &addr {
+                    Some(a) => info!(peer = id, addr = %a, "peer address updated"),
+                    None => info!(peer = id, "peer address removed"),
+                }
                 self.transport.set_peer_addr(id, addr);
                 let _ = reply.send(());
             }
@@ -875,26 +935,7 @@ where
 
     fn on_writer_event(&mut self, ev: WriterEvent) -> Result<(), Stop> {
         match ev {
-            WriterEvent::Persisted { number } => {
-                let mut msgs = Vec::new();
-                while self.inflight.front().is_some_and(|f| f.number <= number) {
-                    let Some(f) = self.inflight.pop_front() else {
-                        break;
-                    };
-                    if let Some(snap) = f.snapshot {
-                        // Durable in storage now; restore the state machine
-                        // before telling the engine (which then counts the
-                        // snapshot as applied).
-                        self.restore_snapshot(snap)?;
-                    }
-                    msgs.extend(f.persisted_messages);
-                }
-                self.node.on_persisted(number)?;
-                // Only now: votes and acknowledgements promise what is durable.
-                for m in msgs {
-                    self.transport.send(m);
-                }
-            }
+            WriterEvent::Persisted { number } => self.on_persisted(number)?,
             WriterEvent::Compacted { index } => {
                 self.compacting = false;
                 self.metrics.snapshots_taken.inc();
@@ -903,6 +944,56 @@ where
             WriterEvent::Failed(reason) => return Err(Stop::Fatal(reason)),
         }
         Ok(())
+    }
+
+    /// Every Ready up to `number` is durable: restore the snapshots they
+    /// installed, tell the engine, then send the messages that promised
+    /// them.
+    fn on_persisted(&mut self, number: u64) -> Result<(), Stop> {
+        let mut msgs = Vec::new();
+        while self.inflight.front().is_some_and(|f| f.number <= number) {
+            let Some(f) = self.inflight.pop_front() else {
+                break;
+            };
+            if let Some(snap) = f.snapshot {
+                // Durable in storage now; restore the state machine before
+                // telling the engine (which then counts the snapshot as
+                // applied).
+                self.restore_snapshot(snap)?;
+            }
+            msgs.extend(f.persisted_messages);
+        }
+        self.node.on_persisted(number)?;
+        // Only now: votes and acknowledgements promise what is durable.
+        for m in msgs {
+            self.transport.send(m);
+        }
+        Ok(())
+    }
+
+    /// Writes one Ready on this task instead of the writer thread, when
+    /// that is cheaper and keeps the order: nothing is queued for the
+    /// writer (so this write cannot overtake one), no compaction runs, and
+    /// the write needs no fsync (a commit-index-only Ready) or the store's
+    /// fsync is a no-op. Then it is durable (or needs not be) on return:
+    /// no hand-over to the writer thread and no wake-up back, which at low
+    /// load was most of the runtime's CPU per write (issue 10).
+    fn try_write_inline(&mut self, must_sync: bool, parts: WriteParts<'_>) -> Result<bool, Stop> {
+        let cheap = !must_sync || self.storage.sync_is_noop();
+        if !cheap || !self.inflight.is_empty() || self.compacting {
+            return Ok(false);
+        }
+        if parts.snapshot.is_some() || !parts.entries.is_empty() || parts.hard_state.is_some() {
+            self.storage.write(parts)?;
+            self.metrics.readies_written.inc();
+            if must_sync {
+                self.storage.sync()?;
+                self.metrics.syncs.inc();
+            } else {
+                self.metrics.syncs_skipped.inc();
+            }
+        }
+        Ok(true)
     }
 
     fn sm_write(&self) -> RwLockWriteGuard<'_, SM> {
@@ -981,32 +1072,47 @@ where
                 self.commit = hs.commit;
             }
         }
-        // 2. Writes go to the writer thread in Ready order; 3. their
-        // persisted messages wait in `inflight` for the ack.
+        // 2. Writes go to the writer thread in Ready order (or are done here
+        // when that is cheaper, see `try_write_inline`); 3. their persisted
+        // messages wait in `inflight` until durable.
         if must_write {
-            let Some(tx) = &self.writer_tx else {
-                return Err(Stop::Fatal("writer thread stopped".into()));
-            };
-            // The engine says whether this Ready promises anything that must
-            // survive a crash (a commit-index-only hard state does not).
-            let sync = rd.must_sync;
-            let op = WriteOp::Write(WriteBatch {
-                number: rd.number,
-                snapshot: rd.snapshot.clone(),
-                entries: rd.entries,
+            let parts = WriteParts {
+                snapshot: rd.snapshot.as_ref(),
+                entries: &rd.entries,
                 hard_state: rd.hard_state,
-                sync,
-            });
-            if tx.try_send(op).is_err() {
-                // Full cannot happen (see the queue's capacity); so the
-                // writer died and its Failed event is on its way.
-                return Err(Stop::Fatal("writer thread stopped".into()));
+            };
+            if self.try_write_inline(rd.must_sync, parts)? {
+                self.inflight.push_back(InFlight {
+                    number: rd.number,
+                    snapshot: rd.snapshot,
+                    persisted_messages: rd.persisted_messages,
+                });
+                self.on_persisted(rd.number)?;
+            } else {
+                let Some(tx) = &self.writer_tx else {
+                    return Err(Stop::Fatal("writer thread stopped".into()));
+                };
+                // The engine says whether this Ready promises anything that
+                // must survive a crash (a commit-index-only hard state does
+                // not).
+                let op = WriteOp::Write(WriteBatch {
+                    number: rd.number,
+                    snapshot: rd.snapshot.clone(),
+                    entries: rd.entries,
+                    hard_state: rd.hard_state,
+                    sync: rd.must_sync,
+                });
+                if tx.try_send(op).is_err() {
+                    // Full cannot happen (see the queue's capacity); so the
+                    // writer died and its Failed event is on its way.
+                    return Err(Stop::Fatal("writer thread stopped".into()));
+                }
+                self.inflight.push_back(InFlight {
+                    number: rd.number,
+                    snapshot: rd.snapshot,
+                    persisted_messages: rd.persisted_messages,
+                });
             }
-            self.inflight.push_back(InFlight {
-                number: rd.number,
-                snapshot: rd.snapshot,
-                persisted_messages: rd.persisted_messages,
-            });
         }
         // 4. Committed entries are durable locally: apply now.
         self.apply(rd.committed_entries)?;
@@ -1038,7 +1144,8 @@ where
             self.metrics.term.set(ss.term as i64);
         }
         if ss.leader != old.leader {
-            info!(term = ss.term, leader = ?ss.leader, "leader changed");
+            // `leader` is absent while none is known.
+            info!(term = ss.term, leader = ss.leader, "leader changed");
             self.metrics.leader_changes.inc();
         }
         if ss.role != old.role {
@@ -1082,7 +1189,13 @@ where
             self.applied_term = e.term;
             self.applied_bytes_since_snapshot += e.size_bytes();
             if let EntryPayload::Membership(m) = &e.payload {
-                info!(index = e.index, membership = ?m, "membership change applied");
+                info!(
+                    index = e.index,
+                    voters = %id_list(&m.voters),
+                    voters_outgoing = %id_list(&m.voters_outgoing),
+                    learners = %id_list(&m.learners),
+                    "membership change applied"
+                );
                 self.metrics.membership_changes.inc();
                 self.applied_membership = m.clone();
             }

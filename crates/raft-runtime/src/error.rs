@@ -67,7 +67,10 @@ pub enum ReadConsistency {
     #[default]
     Linearizable,
     /// Linearizable on the leader only, from its lease, without a round
-    /// trip; relies on bounded clock drift (`lease_drift_ticks`).
+    /// trip; relies on bounded clock drift (`lease_drift_ticks`). The lease
+    /// runs on the monotonic clock; when it is not valid (a new leader, or
+    /// one woken from a pause longer than the lease) the read falls back to
+    /// a ReadIndex round.
     Lease,
     /// Whatever this node has applied: may be arbitrarily stale.
     Stale,
@@ -82,9 +85,6 @@ pub enum ReadError {
     /// Lease reads are served by the leader only.
     #[error("not the leader (leader hint: {leader_hint:?})")]
     NotLeader { leader_hint: Option<NodeId> },
-    /// The leader holds no valid lease; use `Linearizable`.
-    #[error("no valid leader lease")]
-    NoLease,
     /// Too many reads are waiting; retry later.
     #[error("too many pending reads; retry later")]
     Backpressure,

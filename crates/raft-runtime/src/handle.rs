@@ -1,6 +1,5 @@
 //! [`RaftHandle`]: the application's async interface to a running node.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -9,6 +8,7 @@ use raft_core::{LogIndex, Membership, MembershipChange, NodeId, Role, StateMachi
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::addr::PeerAddr;
 use crate::error::*;
 use crate::metrics::Metrics;
 
@@ -70,7 +70,7 @@ pub(crate) enum AdminRequest {
     ),
     Transfer(NodeId, oneshot::Sender<Result<(), TransferError>>),
     Status(oneshot::Sender<NodeStatus>),
-    SetPeerAddr(NodeId, Option<SocketAddr>, oneshot::Sender<()>),
+    SetPeerAddr(NodeId, Option<PeerAddr>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -362,11 +362,7 @@ where
     /// Sets or forgets a peer's network address (for membership changes).
     /// Setting an address, even the one already known, also makes the TCP
     /// transport reconnect to that peer at once if it is backing off.
-    pub async fn set_peer_addr(
-        &self,
-        id: NodeId,
-        addr: Option<SocketAddr>,
-    ) -> Result<(), NodeError> {
+    pub async fn set_peer_addr(&self, id: NodeId, addr: Option<PeerAddr>) -> Result<(), NodeError> {
         let (tx, rx) = oneshot::channel();
         self.admin_send(AdminRequest::SetPeerAddr(id, addr, tx))
             .await?;

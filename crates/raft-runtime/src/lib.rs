@@ -12,7 +12,7 @@
 //! let store = raft_storage::Store::open_or_bootstrap(RealDisk, dir, cluster_id, id,
 //!                                                    founding_members, StoreConfig::default())?;
 //! let mut tcp = TcpConfig::new(cluster_id, id, listen_addr);
-//! tcp.peers = peer_addrs;                       // NodeId -> SocketAddr
+//! tcp.peers = peer_addrs;                       // NodeId -> PeerAddr (IP or host:port)
 //! let (transport, inbound) = TcpTransport::start(tcp, metrics.clone()).await?;
 //! let handle = raft_runtime::start(RuntimeConfig::new(id), Arc::new(store),
 //!                                  KvStore::new(kv_config)?, transport, inbound, metrics)?;
@@ -154,6 +154,7 @@
 //! the simulator at all (they are real sockets); they are covered by the
 //! loopback tests in this crate instead.
 
+pub mod addr;
 pub mod config;
 mod driver;
 pub mod error;
@@ -165,6 +166,7 @@ pub mod storage;
 pub mod tcp;
 pub mod transport;
 
+pub use addr::{AddrParseError, PeerAddr};
 pub use config::{ConfigError, RuntimeConfig};
 pub use driver::start;
 pub use error::*;

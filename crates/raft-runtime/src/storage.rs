@@ -41,6 +41,14 @@ pub trait RaftStorage: LogStore + Send + Sync + 'static {
     /// (already durable in the log) and discards the log up to it. Must make
     /// the snapshot durable before dropping any entry it replaces.
     fn compact(&self, snapshot: Snapshot) -> Result<(), StorageFailure>;
+
+    /// True if [`sync`](Self::sync) does nothing (an in-memory store). The
+    /// driver then writes a Ready on its own task when the writer thread
+    /// is idle, instead of paying two thread wake-ups to hand it over and
+    /// hear back.
+    fn sync_is_noop(&self) -> bool {
+        false
+    }
 }
 
 /// [`MemStorage`] behind a mutex: the in-memory storage for tests and the
@@ -97,6 +105,10 @@ impl RaftStorage for MemStore {
 
     fn sync(&self) -> Result<(), StorageFailure> {
         Ok(())
+    }
+
+    fn sync_is_noop(&self) -> bool {
+        true
     }
 
     fn compact(&self, snapshot: Snapshot) -> Result<(), StorageFailure> {

@@ -34,6 +34,10 @@
 //!   peer completes a handshake on our listener: either is fresh evidence
 //!   that it is up, so waiting out a back-off grown while it was down or
 //!   not yet started would only delay replication.
+//! - **Addresses** are [`PeerAddr`]s: an IP, or a host name looked up
+//!   again at every connect attempt (within `connect_timeout`; every
+//!   address it resolves to is tried in order), so a peer that comes back
+//!   under the same name with a new IP is reached at the next reconnect.
 //! - Connections are one-way: a node reads only from connections others
 //!   opened to it, and writes only to connections it opened.
 //!
@@ -52,6 +56,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::addr::PeerAddr;
 use crate::config::ConfigError;
 use crate::frame::{encode_frame, read_frame, FrameError, Hello, WireFrame};
 use crate::metrics::{Metrics, PeerLabel};
@@ -74,8 +79,9 @@ pub struct TcpConfig {
     /// Where to listen for peers (port 0 picks a free port).
     pub listen_addr: SocketAddr,
     /// Known peers and their addresses (this node may be listed; it is
-    /// skipped). Update at runtime with [`Transport::set_peer_addr`].
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// skipped); a host name is resolved at every connect. Update at
+    /// runtime with [`Transport::set_peer_addr`].
+    pub peers: BTreeMap<NodeId, PeerAddr>,
     /// Largest frame accepted or sent, in bytes. Must exceed the engine's
     /// `max_append_bytes` and `snapshot_chunk_bytes` plus overhead.
     pub max_frame_bytes: u32,
@@ -158,7 +164,7 @@ impl TcpConfig {
 
 struct PeerLink {
     tx: mpsc::Sender<Message>,
-    addr: watch::Sender<SocketAddr>,
+    addr: watch::Sender<PeerAddr>,
     task: JoinHandle<()>,
 }
 
@@ -242,7 +248,7 @@ impl Transport for TcpTransport {
         }
     }
 
-    fn set_peer_addr(&mut self, id: NodeId, addr: Option<SocketAddr>) {
+    fn set_peer_addr(&mut self, id: NodeId, addr: Option<PeerAddr>) {
         if id == self.cfg.node_id || id == 0 {
             return;
         }
@@ -479,26 +485,27 @@ async fn peer_loop(
     cfg: Arc<TcpConfig>,
     peer: NodeId,
     mut rx: mpsc::Receiver<Message>,
-    mut addr_rx: watch::Receiver<SocketAddr>,
+    mut addr_rx: watch::Receiver<PeerAddr>,
     kick: Arc<Notify>,
     metrics: Metrics,
 ) {
     let backoff_max = cfg.reconnect_backoff_max.max(cfg.reconnect_backoff_min);
     let mut backoff = cfg.reconnect_backoff_min;
     loop {
-        let addr = *addr_rx.borrow_and_update();
-        let connected =
-            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => Some(s),
-                Ok(Err(e)) => {
-                    debug!(%addr, error = %e, "connect failed");
-                    None
-                }
-                Err(_) => {
-                    debug!(%addr, "connect timed out");
-                    None
-                }
-            };
+        let addr = addr_rx.borrow_and_update().clone();
+        // A host name is looked up again at every attempt (see `addr.rs`);
+        // the lookup counts against the connect timeout.
+        let connected = match tokio::time::timeout(cfg.connect_timeout, connect(&addr)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                debug!(%addr, error = %e, "connect failed");
+                None
+            }
+            Err(_) => {
+                debug!(%addr, "connect timed out");
+                None
+            }
+        };
         if let Some(stream) = connected {
             let since = Instant::now();
             debug!(%addr, "connected to peer");
@@ -549,6 +556,19 @@ async fn peer_loop(
     }
 }
 
+/// Resolves `addr` and connects to the first of its addresses that
+/// accepts; the error is the last failure.
+async fn connect(addr: &PeerAddr) -> io::Result<TcpStream> {
+    let mut last = None;
+    for a in addr.resolve().await? {
+        match TcpStream::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+}
+
 /// Why [`write_loop`] ended without an I/O error.
 enum End {
     /// The queue closed: the transport shut down.
@@ -564,7 +584,7 @@ async fn write_loop(
     peer: NodeId,
     mut stream: TcpStream,
     rx: &mut mpsc::Receiver<Message>,
-    addr_rx: &mut watch::Receiver<SocketAddr>,
+    addr_rx: &mut watch::Receiver<PeerAddr>,
     metrics: &Metrics,
 ) -> io::Result<End> {
     stream.set_nodelay(true)?;

@@ -5,10 +5,10 @@
 //! `tokio::sync::mpsc` channel whose sender the transport owns (see
 //! [`inbound_channel`]).
 
-use std::net::SocketAddr;
-
 use raft_core::{Message, NodeId};
 use tokio::sync::mpsc;
+
+use crate::addr::PeerAddr;
 
 /// Outgoing side of a transport, owned by the driver task.
 pub trait Transport: Send + 'static {
@@ -18,7 +18,7 @@ pub trait Transport: Send + 'static {
 
     /// Sets (`Some`) or forgets (`None`) the address of a peer, e.g. after a
     /// membership change. Transports without addresses ignore it.
-    fn set_peer_addr(&mut self, _id: NodeId, _addr: Option<SocketAddr>) {}
+    fn set_peer_addr(&mut self, _id: NodeId, _addr: Option<PeerAddr>) {}
 
     /// Stops every connection and background task.
     fn shutdown(&mut self) {}

@@ -188,7 +188,7 @@ async fn transport(
     tweak: impl FnOnce(&mut TcpConfig),
 ) -> (TcpTransport, Inbound, Metrics) {
     let mut cfg = TcpConfig::new(CLUSTER_ID, id, addr);
-    cfg.peers = peers.iter().copied().collect();
+    cfg.peers = peers.iter().map(|&(i, a)| (i, a.into())).collect();
     tweak(&mut cfg);
     let metrics = Metrics::new();
     let (t, inbound) = TcpTransport::start(cfg, metrics.clone()).await.unwrap();
@@ -285,7 +285,7 @@ async fn a_peer_that_comes_up_is_reached_without_waiting_out_the_backoff() {
         let (mut t2, mut in2, _) = if kick_by_set_peer_addr {
             let peers = [];
             let r = transport(2, down, &peers, long).await;
-            t1.set_peer_addr(2, Some(down));
+            t1.set_peer_addr(2, Some(down.into()));
             r
         } else {
             // It knows node 1 and connects to it: evidence that it is up.

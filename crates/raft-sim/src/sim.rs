@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use raft_core::{
     Config, Entry, EntryPayload, HardState, LogIndex, LogStore, MemStorage, Membership,
-    MembershipChange, Message, MessageBody, NodeId, ProposeError, RawNode, ReadError, Role,
+    MembershipChange, Message, MessageBody, Nanos, NodeId, ProposeError, RawNode, ReadError, Role,
     Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
 };
 use raft_storage::{FaultKind, SimDisk, Store, StoreConfig, WriteError};
@@ -77,6 +77,10 @@ pub struct Stats {
     pub crashes: u64,
     pub restarts: u64,
     pub pauses: u64,
+    /// Pauses after which the node drops the ticks it missed.
+    pub pauses_dropping_ticks: u64,
+    /// Forward jumps of a node's clock.
+    pub clock_jumps: u64,
     pub partitions: u64,
     /// Disk faults armed.
     pub disk_faults: u64,
@@ -357,6 +361,10 @@ struct Running {
     kv: KvStore,
     paused: bool,
     missed_ticks: u64,
+    /// This pause drops the ticks it misses (tokio's
+    /// `MissedTickBehavior::Delay`, what raft-runtime does) instead of
+    /// firing them in a burst at resume.
+    drop_missed_ticks: bool,
     deferred: Vec<Event>,
     /// Writes waiting for the next fsync (group commit), oldest first.
     queued: Vec<PendingWrite>,
@@ -410,6 +418,13 @@ struct Node {
     /// Highest term in which this node was seen committing as leader.
     committed_as_leader_term: Term,
     tick_us: Micros,
+    /// Rate of this node's clock against virtual time (its skew: a node
+    /// whose ticks run fast has a clock that runs fast too, as both come
+    /// from one oscillator).
+    clock_rate: f64,
+    /// Forward jumps of this node's clock so far (a suspended VM's
+    /// monotonic clock, a stolen CPU): added to its reading.
+    clock_jump_us: Micros,
     /// The disk stalls until this time: an fsync started earlier completes
     /// no sooner (a device hiccup).
     disk_stall_until: Micros,
@@ -674,6 +689,8 @@ impl Sim {
                 led_term: 0,
                 committed_as_leader_term: 0,
                 tick_us: tick_us.max(1),
+                clock_rate: sim.params.tick_skew[id as usize - 1],
+                clock_jump_us: 0,
                 disk_stall_until: 0,
                 slow_out_until: 0,
                 slow_out_extra_us: 0,
@@ -819,11 +836,14 @@ impl Sim {
     fn handle(&mut self, event: Event) {
         // A paused process handles nothing; its events wait for it.
         if let Some(id) = event.target_node() {
+            let clock = self.clock_nanos(id);
             if let Some(run) = self.node(id).run.as_mut() {
                 if run.paused {
                     run.deferred.push(event);
                     return;
                 }
+                // As the driver does at the top of each turn.
+                run.raft.observe_clock(clock);
             }
         }
         match event {
@@ -904,6 +924,15 @@ impl Sim {
         self.clients.iter().all(|c| c.current.is_none()) && self.current_leader().is_some()
     }
 
+    /// Node `id`'s monotonic clock, as its driver would read it: virtual
+    /// time at the node's clock rate plus its forward jumps. It runs while
+    /// the node is paused.
+    pub(crate) fn clock_nanos(&self, id: NodeId) -> Nanos {
+        let node = &self.nodes[id as usize - 1];
+        let local_us = (self.now as f64 * node.clock_rate) as Micros + node.clock_jump_us;
+        local_us * 1_000
+    }
+
     /// The running leader with the highest term, if it is a voter.
     fn current_leader(&self) -> Option<NodeId> {
         self.nodes
@@ -925,6 +954,8 @@ impl Sim {
         c.heartbeat_interval_ticks = HEARTBEAT_INTERVAL_TICKS;
         c.rng_seed = self.rng.next_u64();
         c.applied = applied;
+        // One tick is TICK_US on the node's own clock (see `clock_nanos`).
+        c.tick_interval_nanos = TICK_US * 1_000;
         // Small limits so that batching, flow control and chunked snapshots
         // are exercised by short runs.
         c.max_append_bytes = 2048;
@@ -1031,6 +1062,7 @@ impl Sim {
         node.run = Some(Box::new(Running {
             kv,
             paused: false,
+            drop_missed_ticks: false,
             missed_ticks: 0,
             deferred: Vec::new(),
             queued: Vec::new(),
@@ -1160,9 +1192,17 @@ impl Sim {
         }
         run.paused = false;
         // The process's timers fire for the time it missed (as a runtime's
-        // interval timer bursts after a stall), before it reads anything.
+        // interval timer bursts after a stall), before it reads anything;
+        // or the missed ticks are dropped (raft-runtime's interval delays
+        // instead). The clock kept running either way, and the node reads
+        // it first.
         let missed = std::mem::take(&mut run.missed_ticks);
+        let missed = if run.drop_missed_ticks { 0 } else { missed };
         let deferred = std::mem::take(&mut run.deferred);
+        let clock = self.clock_nanos(id);
+        if let Some(run) = self.node(id).run.as_mut() {
+            run.raft.observe_clock(clock);
+        }
         for _ in 0..missed {
             if let Some(run) = self.node(id).run.as_mut() {
                 run.raft.tick();

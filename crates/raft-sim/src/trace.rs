@@ -58,8 +58,16 @@ pub enum TraceKind {
         until_us: Micros,
         extra_us: Micros,
     },
-    /// A node was paused (a long GC pause).
-    Pause { node: u64, until_us: Micros },
+    /// A node was paused (a long GC pause, SIGSTOP); its clock runs on.
+    /// `drops_ticks`: it will drop the ticks it misses instead of firing
+    /// them at resume.
+    Pause {
+        node: u64,
+        until_us: Micros,
+        drops_ticks: bool,
+    },
+    /// A node's monotonic clock jumped forward by `by_us`.
+    ClockJump { node: u64, by_us: Micros },
     /// A paused node resumed.
     Resume { node: u64 },
     /// The network was split; `cut` lists the directed links cut.
@@ -165,9 +173,25 @@ impl fmt::Display for TraceEvent {
                 f,
                 "n{node} restarted: term {term}, commit {commit}, snapshot {snapshot}"
             ),
-            TraceKind::Pause { node, until_us } => {
-                write!(f, "n{node} paused until {:.3}ms", *until_us as f64 / 1000.0)
-            }
+            TraceKind::Pause {
+                node,
+                until_us,
+                drops_ticks,
+            } => write!(
+                f,
+                "n{node} paused until {:.3}ms ({})",
+                *until_us as f64 / 1000.0,
+                if *drops_ticks {
+                    "drops the ticks it misses"
+                } else {
+                    "fires missed ticks at resume"
+                }
+            ),
+            TraceKind::ClockJump { node, by_us } => write!(
+                f,
+                "n{node}'s clock jumped forward by {:.3}ms",
+                *by_us as f64 / 1000.0
+            ),
             TraceKind::Resume { node } => write!(f, "n{node} resumed"),
             TraceKind::SlowLink {
                 node,

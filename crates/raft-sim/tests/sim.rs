@@ -99,6 +99,8 @@ fn faults_happen_when_enabled() {
         total.crashes += s.crashes;
         total.partitions += s.partitions;
         total.pauses += s.pauses;
+        total.pauses_dropping_ticks += s.pauses_dropping_ticks;
+        total.clock_jumps += s.clock_jumps;
         total.dropped += s.dropped;
         total.duplicated += s.duplicated;
         total.disk_faults += s.disk_faults;
@@ -112,6 +114,8 @@ fn faults_happen_when_enabled() {
         ("crashes", total.crashes),
         ("partitions", total.partitions),
         ("pauses", total.pauses),
+        ("pauses that drop ticks", total.pauses_dropping_ticks),
+        ("clock jumps", total.clock_jumps),
         ("dropped", total.dropped),
         ("duplicated", total.duplicated),
         ("disk faults", total.disk_faults),

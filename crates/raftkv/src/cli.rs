@@ -8,7 +8,12 @@
 //! Exit codes: 0 success; 1 the server refused or failed the operation
 //! (bad request, too large, no leader, timeout...); 2 bad command line
 //! (clap); 3 key not found; 4 compare-and-swap condition false; 5 no node
-//! reachable.
+//! reachable; 6 the endpoint is not a raftkv server (something else
+//! answered: a wrong port?).
+//!
+//! An error that leaves a write's fate unknown (the server's
+//! `indeterminate`, or an answer lost after sending) says so: the write may
+//! or may not have been applied.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +33,12 @@ pub const EXIT_NOT_FOUND: u8 = 3;
 pub const EXIT_CAS_MISMATCH: u8 = 4;
 /// Exit code: no endpoint could be reached.
 pub const EXIT_UNREACHABLE: u8 = 5;
+/// Exit code: what answered is not a raftkv server.
+pub const EXIT_NOT_RAFTKV: u8 = 6;
+
+/// What the CLI adds to an error no node could serve because no leader is
+/// known anywhere.
+pub const NO_MAJORITY_HINT: &str = "a majority of the cluster's nodes must be running (and able to reach each other) to elect a leader";
 
 /// Largest `ls --limit` accepted: the server bounds pages too, this keeps a
 /// typo from asking for billions.
@@ -154,6 +165,17 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnOpts,
     },
+    /// Print this CLI's version and git revision; with --endpoints, each
+    /// server's too (exit 1 if one does not answer, 5 if none does).
+    Version {
+        /// Also ask these servers (comma-separated) what they run. Not
+        /// read from RAFTKV_ENDPOINTS: without the flag, no network.
+        #[arg(long)]
+        endpoints: Option<String>,
+        /// Timeout of one HTTP request, e.g. 5s or 500ms.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// `raftkv member ...`
@@ -237,11 +259,12 @@ pub async fn run(cmd: ClientCommand) -> u8 {
     match execute(cmd).await {
         Ok(code) => code,
         Err(e) => {
-            let hint = match e.kind().as_str() {
-                "no_leader" | "not_leader" | "unavailable" => {
-                    " — a majority of the nodes must be running to elect a leader; see `raftkv status`"
-                }
-                _ => "",
+            let hint = if e.reason() == Some("no_leader") {
+                format!(" — {NO_MAJORITY_HINT}; see `raftkv status`")
+            } else if matches!(e, ClientError::Api { .. }) && e.is_indeterminate() {
+                " — the request may or may not have been applied".to_string()
+            } else {
+                String::new()
             };
             eprintln!("error: {e}{hint}");
             exit_code(&e)
@@ -255,6 +278,7 @@ pub fn exit_code(e: &ClientError) -> u8 {
         ClientError::KeyNotFound { .. } => EXIT_NOT_FOUND,
         ClientError::CasMismatch { .. } => EXIT_CAS_MISMATCH,
         ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
+        ClientError::NotRaftkv { .. } => EXIT_NOT_RAFTKV,
         _ => EXIT_FAILED,
     }
 }
@@ -354,16 +378,25 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
         ClientCommand::Status { json, conn } => {
             let client = conn.client()?;
             let rows = gather_status(&client, conn.timeout.min(Duration::from_secs(2))).await;
-            let reachable = rows.iter().any(|r| r.status.is_ok());
             if json {
                 println!("{}", status_json(&rows));
             } else {
                 print!("{}", render_status_table(&rows));
             }
-            if !reachable {
-                return Err(ClientError::Unreachable {
-                    endpoints: client.endpoints().to_vec(),
+            let answered: Vec<&NodeStatus> =
+                rows.iter().filter_map(|r| r.status.as_ref().ok()).collect();
+            if answered.is_empty() {
+                // Nothing to show: say why, as every other command would.
+                let foreign = rows.iter().find_map(|r| match &r.status {
+                    Err(e @ ClientError::NotRaftkv { .. }) => Some(e.clone()),
+                    _ => None,
                 });
+                return Err(foreign.unwrap_or_else(|| ClientError::Unreachable {
+                    endpoints: client.endpoints().to_vec(),
+                }));
+            }
+            if answered.iter().all(|s| s.leader.is_none()) {
+                eprintln!("note: no node knows a leader: {NO_MAJORITY_HINT}");
             }
         }
         ClientCommand::Member { command, conn } => {
@@ -420,8 +453,44 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             let leader = conn.client()?.transfer_leader(id).await?;
             println!("node {leader} is the leader");
         }
+        ClientCommand::Version { endpoints, timeout } => {
+            return version(endpoints.as_deref(), timeout).await;
+        }
     }
     Ok(0)
+}
+
+/// `raftkv version [--endpoints ...]`: the CLI's build, then one line per
+/// server: `ENDPOINT VERSION (REVISION, PROFILE, RUSTC)` or its error.
+async fn version(endpoints: Option<&str>, timeout: Duration) -> Result<u8, ClientError> {
+    println!("raftkv {}", crate::version::BuildInfo::current().one_line());
+    let Some(list) = endpoints else {
+        return Ok(0);
+    };
+    let endpoints = client::parse_endpoints(list)?;
+    let mut config = ClientConfig::new(endpoints.clone());
+    config.request_timeout = timeout;
+    config.connect_timeout = timeout.min(Duration::from_secs(1));
+    let client = Client::new(config)?;
+    let mut first_error = None;
+    let mut answered = 0;
+    for ep in &endpoints {
+        match client.version_of(ep).await {
+            Ok(b) => {
+                answered += 1;
+                println!("{ep} {}", b.one_line());
+            }
+            Err(e) => {
+                println!("{ep} error: {}", describe_row_error(&e));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(0),
+        Some(e) if answered == 0 => Err(e),
+        Some(_) => Ok(EXIT_FAILED),
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -435,7 +504,20 @@ pub struct StatusRow {
     /// The endpoint asked.
     pub endpoint: String,
     /// Its status, or why it could not be had.
-    pub status: Result<NodeStatus, String>,
+    pub status: Result<NodeStatus, ClientError>,
+}
+
+/// What the status table says about an endpoint that gave no status.
+pub fn describe_row_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { .. } => "unreachable".to_string(),
+        ClientError::NotRaftkv {
+            status,
+            content_type,
+            ..
+        } => format!("not a raftkv server (it answered {status} {content_type})"),
+        other => other.to_string(),
+    }
 }
 
 /// Asks every endpoint, and every member's client address not among them,
@@ -476,10 +558,11 @@ pub async fn poll_endpoints(
         let ep = ep.clone();
         set.spawn(async move {
             let status = match tokio::time::timeout(timeout, client.status_of(&ep)).await {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(ClientError::Unreachable { .. })) => Err("unreachable".to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer (timeout)".to_string()),
+                Ok(result) => result,
+                Err(_) => Err(ClientError::Ambiguous {
+                    endpoint: ep.clone(),
+                    detail: "no answer (timeout)".to_string(),
+                }),
             };
             (
                 i,
@@ -501,7 +584,7 @@ pub async fn poll_endpoints(
         .map(|(row, ep)| {
             row.unwrap_or_else(|| StatusRow {
                 endpoint: ep.clone(),
-                status: Err("poll failed".into()),
+                status: Err(ClientError::Invalid("poll failed".into())),
             })
         })
         .collect()
@@ -548,7 +631,13 @@ pub fn render_status_table(rows: &[StatusRow]) -> String {
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "{:<width$}  {:>4}  {}", row.endpoint, "-", e);
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:>4}  {}",
+                    row.endpoint,
+                    "-",
+                    describe_row_error(e)
+                );
             }
         }
     }
@@ -561,7 +650,9 @@ pub fn status_json(rows: &[StatusRow]) -> String {
         .iter()
         .map(|r| match &r.status {
             Ok(s) => serde_json::json!({ "endpoint": r.endpoint, "status": s }),
-            Err(e) => serde_json::json!({ "endpoint": r.endpoint, "error": e }),
+            Err(e) => {
+                serde_json::json!({ "endpoint": r.endpoint, "error": describe_row_error(e) })
+            }
         })
         .collect();
     to_json(&value)
@@ -604,16 +695,34 @@ mod tests {
             },
             StatusRow {
                 endpoint: "http://127.0.0.1:2".into(),
-                status: Err("unreachable".into()),
+                status: Err(ClientError::Unreachable {
+                    endpoints: vec!["http://127.0.0.1:2".into()],
+                }),
+            },
+            StatusRow {
+                endpoint: "http://127.0.0.1:3".into(),
+                status: Err(ClientError::NotRaftkv {
+                    endpoint: "http://127.0.0.1:3".into(),
+                    status: 404,
+                    content_type: "text/html".into(),
+                }),
             },
         ];
         let table = render_status_table(&rows);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert!(lines[1].contains("leader") && lines[1].contains("20") && lines[1].contains("19"));
         assert!(lines[2].contains("unreachable"));
+        assert!(
+            lines[3].contains("not a raftkv server (it answered 404 text/html)"),
+            "{table}"
+        );
         let json: serde_json::Value = serde_json::from_str(&status_json(&rows)).unwrap();
         assert_eq!(json[0]["status"]["term"], 3);
         assert_eq!(json[1]["error"], "unreachable");
+        assert_eq!(
+            json[2]["error"],
+            "not a raftkv server (it answered 404 text/html)"
+        );
     }
 }

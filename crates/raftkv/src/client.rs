@@ -3,25 +3,34 @@
 //!
 //! A [`Client`] holds a list of endpoints (`http://host:port`). Every request
 //! goes to the *preferred* endpoint first (initially the first one; it moves
-//! to whichever endpoint last answered, or to the leader a node names in a
-//! `503 not_leader` answer). The retry rules:
+//! to whichever endpoint last answered, or to the leader a node names in an
+//! error's `leader_hint`). The retry rules follow the server's error
+//! contract (5xx answers are `not_applied` or `indeterminate`, with a
+//! `reason`; see the server's `error.rs`):
 //!
 //! - **Connection refused / reset before the request was sent**: the next
 //!   endpoint is tried at once. If every endpoint refused in one full pass,
 //!   the request fails with [`ClientError::Unreachable`] (nothing is running:
 //!   waiting would only delay the message the user needs).
-//! - **503 with a leader hint**: the hinted leader's endpoint is tried next
-//!   (learned from `GET /v1/members` when the id is not known yet).
-//! - **503 without a hint** (election in progress) and **timeouts**: retried
-//!   on the next endpoint with a growing pause until the retry deadline.
-//!   Writes are retried after an ambiguous failure (timeout, connection lost
-//!   after sending) only when they carry a session ([`Session`]): the
-//!   server applies a `(client_id, seq)` once, so a retry cannot apply a
-//!   write twice. A write without a session fails with the ambiguous error
-//!   instead, and the caller must treat it as "maybe applied".
+//! - **Not a raftkv server** (the answer lacks the `x-raftkv-node` header,
+//!   or an error body is not the contract's JSON): treated like a refused
+//!   connection; if no endpoint is a raftkv server, the request fails with
+//!   [`ClientError::NotRaftkv`].
+//! - **`not_applied`** (nothing happened: no leader, not the leader,
+//!   backpressure, a leader change...): retried, on the hinted leader's
+//!   endpoint if there is a hint (learned from `GET /v1/members` when the id
+//!   is not known yet), else on the next endpoint, with a growing pause
+//!   until the retry deadline.
+//! - **`indeterminate`** and transport failures after sending (timeouts, a
+//!   connection lost): the request may have been applied. Reads, idempotent
+//!   admin calls and writes with a session ([`Session`]: the server applies
+//!   a `(client_id, seq)` once, so a retry cannot apply a write twice) are
+//!   retried like `not_applied`; a write without a session fails with the
+//!   error instead, and the caller must treat it as "maybe applied"
+//!   ([`ClientError::is_indeterminate`]).
 //!
-//! Every other answer (404, 409, 400, 413, 500, 504) is returned as a typed
-//! error at once.
+//! Every other answer (404, 409, 400, 413) is returned as a typed error at
+//! once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,7 +44,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ENDPOINTS: &str =
     "http://127.0.0.1:7700,http://127.0.0.1:7701,http://127.0.0.1:7702";
 
-/// Pause before the first retry after a 503 without a usable hint; doubles
+/// Pause before the first retry after a `not_applied` answer without a
+/// usable hint (or a retriable `indeterminate` one); doubles
 /// up to [`RETRY_PAUSE_MAX`]. An election takes a few hundred milliseconds
 /// with the default 100 ms tick, so 25 ms doubling to 400 ms finds the new
 /// leader quickly without hammering the nodes.
@@ -60,7 +70,8 @@ pub struct ClientConfig {
     /// Timeout of one TCP connect: short, because a dead local node refuses
     /// at once and a blackholed one should not eat the whole request budget.
     pub connect_timeout: Duration,
-    /// How long one call keeps retrying on 503s and timeouts.
+    /// How long one call keeps retrying on `not_applied` answers and (when
+    /// safe) on timeouts and `indeterminate` answers.
     pub retry_deadline: Duration,
 }
 
@@ -227,27 +238,35 @@ struct MembersBody {
     members: Vec<Member>,
 }
 
-/// The error body every non-2xx answer carries.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The header every raftkv answer carries: the id of the node that
+/// answered.
+pub use crate::server::routes::NODE_HEADER;
+
+/// The codes of a 5xx answer: the request certainly had no effect, or it
+/// may or may not have been applied.
+pub use crate::server::error::{INDETERMINATE, NOT_APPLIED};
+
+/// The error body every non-2xx raftkv answer carries. `code` and `message`
+/// are required: a body without them did not come from raftkv.
+#[derive(Clone, Debug, Deserialize)]
 struct ErrorBody {
-    #[serde(default)]
     error: ErrorDetail,
     #[serde(default)]
     current: Option<KeyValue>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct ErrorDetail {
-    #[serde(default)]
     code: String,
-    #[serde(default)]
     message: String,
+    #[serde(default)]
+    reason: Option<String>,
     #[serde(default)]
     leader_hint: Option<u64>,
 }
 
 /// Why a call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ClientError {
     /// No endpoint accepted a connection in a full pass over the list.
     #[error("no node reachable at {} — is the cluster running? start it with `raftkv cluster`", .endpoints.join(", "))]
@@ -267,13 +286,28 @@ pub enum ClientError {
         /// The key's current value, `None` if absent.
         current: Option<Box<KeyValue>>,
     },
+    /// The endpoint answered, but not as a raftkv server does (no
+    /// `x-raftkv-node` header, or an error body not in the contract's
+    /// shape): a wrong port, or another service.
+    #[error("{endpoint} is not a raftkv server (it answered {status} {content_type})")]
+    NotRaftkv {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// Its HTTP status.
+        status: u16,
+        /// Its content type (`no content type` if it sent none).
+        content_type: String,
+    },
     /// The server answered with an error status and code.
-    #[error("{message} ({code}, HTTP {status} from {endpoint})")]
+    #[error("{message} ({}, HTTP {status} from {endpoint})", describe_code(.code, .reason.as_deref()))]
     Api {
         /// HTTP status.
         status: u16,
-        /// Machine-readable code (`bad_request`, `too_large`, `no_leader`...).
+        /// Machine-readable code (`bad_request`, `too_large`,
+        /// `not_applied`, `indeterminate`...).
         code: String,
+        /// For 5xx answers, the specific cause (`no_leader`, `timeout`...).
+        reason: Option<String>,
         /// The server's message.
         message: String,
         /// The leader the node named, if any.
@@ -303,6 +337,13 @@ pub enum ClientError {
     Invalid(String),
 }
 
+fn describe_code(code: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{code}: {r}"),
+        None => code.to_string(),
+    }
+}
+
 fn describe_current(current: &Option<Box<KeyValue>>) -> String {
     match current {
         None => "the key is absent".to_string(),
@@ -315,23 +356,44 @@ fn describe_current(current: &Option<Box<KeyValue>>) -> String {
 
 impl ClientError {
     /// A short, stable name of the error kind, for counting (bench) and
-    /// scripts: `unreachable`, `key_not_found`, `cas_mismatch`, the server's
-    /// code for API errors, `ambiguous`, `bad_response`, `invalid`.
+    /// scripts: `unreachable`, `not_raftkv`, `key_not_found`,
+    /// `cas_mismatch`, the server's code for API errors (with the reason of
+    /// a 5xx: `not_applied:no_leader`, `indeterminate:timeout`),
+    /// `ambiguous`, `bad_response`, `invalid`.
     pub fn kind(&self) -> String {
         match self {
             ClientError::Unreachable { .. } => "unreachable".into(),
+            ClientError::NotRaftkv { .. } => "not_raftkv".into(),
             ClientError::KeyNotFound { .. } => "key_not_found".into(),
             ClientError::CasMismatch { .. } => "cas_mismatch".into(),
-            ClientError::Api { code, status, .. } => {
-                if code.is_empty() {
-                    format!("http_{status}")
-                } else {
-                    code.clone()
-                }
-            }
+            ClientError::Api { code, reason, .. } => match reason {
+                Some(r) => format!("{code}:{r}"),
+                None => code.clone(),
+            },
             ClientError::Ambiguous { .. } => "ambiguous".into(),
             ClientError::BadResponse { .. } => "bad_response".into(),
             ClientError::Invalid(_) => "invalid".into(),
+        }
+    }
+
+    /// The `reason` of a 5xx answer (`no_leader`, `timeout`...), if this is
+    /// one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { reason, .. } => reason.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// True if the request may or may not have been applied: the server
+    /// said `indeterminate`, or the answer was lost after the request was
+    /// sent. Every other error means the request had no effect (or, for
+    /// 404 and 409 answers, exactly the effect the error describes).
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            ClientError::Ambiguous { .. } => true,
+            ClientError::Api { code, .. } => code == INDETERMINATE,
+            _ => false,
         }
     }
 }
@@ -422,7 +484,8 @@ struct Request {
     /// Safe to send again after an ambiguous failure (reads, sessioned
     /// writes, idempotent admin calls).
     retry_ambiguous: bool,
-    /// Retry 503s on other endpoints; false for per-node status polls.
+    /// Retry 5xx answers on other endpoints; false for per-node status
+    /// polls.
     follow_leader: bool,
 }
 
@@ -434,6 +497,8 @@ enum Attempt {
     Status(u16, ErrorBody),
     /// Could not connect: nothing was sent.
     ConnectFailed,
+    /// Something that is not raftkv answered.
+    Foreign { status: u16, content_type: String },
     /// Sent, then no complete answer.
     Ambiguous(String),
 }
@@ -551,9 +616,11 @@ impl Client {
             follow_leader: true,
         };
         match self.call(&req).await {
-            Err(ClientError::Api { status: 404, .. }) => Err(ClientError::KeyNotFound {
-                key: key.to_string(),
-            }),
+            Err(ClientError::Api { code, .. }) if code == "key_not_found" => {
+                Err(ClientError::KeyNotFound {
+                    key: key.to_string(),
+                })
+            }
             other => decode(other),
         }
     }
@@ -634,9 +701,11 @@ impl Client {
             follow_leader: true,
         };
         match self.call(&req).await {
-            Err(ClientError::Api { status: 404, .. }) => Err(ClientError::KeyNotFound {
-                key: key.to_string(),
-            }),
+            Err(ClientError::Api { code, .. }) if code == "key_not_found" => {
+                Err(ClientError::KeyNotFound {
+                    key: key.to_string(),
+                })
+            }
             other => decode(other),
         }
     }
@@ -691,6 +760,22 @@ impl Client {
         let status: NodeStatus = decode(self.call_at(endpoint, &req).await)?;
         self.learn(status.id, endpoint);
         Ok(status)
+    }
+
+    /// `GET /version` of one endpoint, no retries, no failover: what *that*
+    /// node runs.
+    pub async fn version_of(
+        &self,
+        endpoint: &str,
+    ) -> Result<crate::version::BuildInfo, ClientError> {
+        let req = Request {
+            method: reqwest::Method::GET,
+            path: "/version".into(),
+            body: Body::None,
+            retry_ambiguous: false,
+            follow_leader: false,
+        };
+        decode(self.call_at(endpoint, &req).await)
     }
 
     /// `GET /healthz` of one endpoint: true when it answered 200.
@@ -836,7 +921,9 @@ impl Client {
         // An endpoint outside the list (a hinted leader learned from the
         // membership), tried once before going back to the list.
         let mut detour: Option<String> = None;
+        // Endpoints in a row that refused or are not raftkv servers.
         let mut refused_in_a_row = 0usize;
+        let mut foreign: Option<ClientError> = None;
         let mut last_error: Option<ClientError>;
         loop {
             let endpoint = detour
@@ -848,12 +935,23 @@ impl Client {
                     self.prefer(&endpoint);
                     return Ok(body);
                 }
-                Attempt::ConnectFailed => {
+                Attempt::ConnectFailed | Attempt::Foreign { .. } => {
+                    if let Attempt::Foreign {
+                        status,
+                        content_type,
+                    } = outcome
+                    {
+                        foreign.get_or_insert(ClientError::NotRaftkv {
+                            endpoint: endpoint.clone(),
+                            status,
+                            content_type,
+                        });
+                    }
                     refused_in_a_row += 1;
                     if refused_in_a_row >= n {
-                        return Err(ClientError::Unreachable {
+                        return Err(foreign.unwrap_or_else(|| ClientError::Unreachable {
                             endpoints: self.inner.endpoints.clone(),
-                        });
+                        }));
                     }
                     index = (index + 1) % n;
                     continue;
@@ -873,7 +971,14 @@ impl Client {
                 Attempt::Status(status, body) => {
                     refused_in_a_row = 0;
                     let err = api_error(status, body, &endpoint);
-                    if status != 503 || !req.follow_leader {
+                    let retry = match &err {
+                        ClientError::Api { code, .. } if code == NOT_APPLIED => true,
+                        ClientError::Api { code, .. } if code == INDETERMINATE => {
+                            req.retry_ambiguous
+                        }
+                        _ => false,
+                    };
+                    if !retry || !req.follow_leader {
                         return Err(err);
                     }
                     let hint = match &err {
@@ -910,7 +1015,7 @@ impl Client {
             // Pause before the retry: short when following a fresh hint.
             let now = Instant::now();
             if now >= deadline {
-                return Err(last_error.unwrap_or(ClientError::Unreachable {
+                return Err(last_error.or(foreign).unwrap_or(ClientError::Unreachable {
                     endpoints: self.inner.endpoints.clone(),
                 }));
             }
@@ -925,6 +1030,14 @@ impl Client {
             Attempt::Ok(body) => Ok(body),
             Attempt::ConnectFailed => Err(ClientError::Unreachable {
                 endpoints: vec![endpoint.to_string()],
+            }),
+            Attempt::Foreign {
+                status,
+                content_type,
+            } => Err(ClientError::NotRaftkv {
+                endpoint: endpoint.to_string(),
+                status,
+                content_type,
             }),
             Attempt::Ambiguous(detail) => Err(ClientError::Ambiguous {
                 endpoint: endpoint.to_string(),
@@ -968,6 +1081,21 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
+        let content_type = || {
+            response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_else(|| "no content type".to_string())
+        };
+        if !response.headers().contains_key(NODE_HEADER) {
+            // Not raftkv: do not even read what it sent.
+            return Attempt::Foreign {
+                status,
+                content_type: content_type(),
+            };
+        }
+        let content_type = content_type();
         if let Some(len) = response.content_length() {
             if len > RESPONSE_BYTES_MAX as u64 {
                 return Attempt::Ambiguous(format!("answer of {len} bytes is over the limit"));
@@ -978,19 +1106,15 @@ impl Client {
             Err(e) => return Attempt::Ambiguous(error_chain(&e)),
         };
         if (200..300).contains(&status) {
-            Attempt::Ok(body)
-        } else {
-            let parsed = serde_json::from_slice::<ErrorBody>(&body).unwrap_or_else(|_| ErrorBody {
-                error: ErrorDetail {
-                    code: String::new(),
-                    message: String::from_utf8_lossy(&body[..body.len().min(200)])
-                        .trim()
-                        .to_string(),
-                    leader_hint: None,
-                },
-                current: None,
-            });
-            Attempt::Status(status, parsed)
+            return Attempt::Ok(body);
+        }
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(parsed) => Attempt::Status(status, parsed),
+            // raftkv answers every error with its JSON error object.
+            Err(_) => Attempt::Foreign {
+                status,
+                content_type,
+            },
         }
     }
 }
@@ -1076,6 +1200,7 @@ fn api_error(status: u16, body: ErrorBody, endpoint: &str) -> ClientError {
     ClientError::Api {
         status,
         code: body.error.code,
+        reason: body.error.reason,
         message,
         leader_hint: body.error.leader_hint,
         endpoint: endpoint.to_string(),
@@ -1096,8 +1221,8 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// The error and its sources on one line (reqwest's top-level message alone
-/// says only "error sending request").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// says only "error sending request"). Also the server's forwarding path.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -3,7 +3,10 @@
 
 mod cluster_common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use cluster_common::{bin, free_port_endpoints, TestCluster};
 
@@ -246,6 +249,135 @@ async fn cli_round_trip_against_a_running_cluster() {
     assert_eq!(ok(&mixed, &["get", "fresh"]), "new\n");
     let json: serde_json::Value = serde_json::from_str(&ok(&mixed, &["status", "--json"])).unwrap();
     assert_eq!(json[0]["error"], "unreachable", "{json}");
+
+    // so does one with something else listening on one of its ports
+    let web = not_raftkv(HTML_404);
+    let mixed = format!("{web},{ep}");
+    assert_eq!(ok(&mixed, &["get", "fresh"]), "new\n");
+    assert!(ok(&mixed, &["put", "via-mixed", "ok"]).starts_with("OK"));
+    let table = ok(&mixed, &["status"]);
+    let web_row = table.lines().find(|l| l.starts_with(&web)).unwrap();
+    assert!(
+        web_row.contains("not a raftkv server (it answered 404 text/html)"),
+        "{table}"
+    );
+}
+
+/// A page a web server might answer any unknown path with.
+const HTML_404: &str =
+    "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 48\r\n\
+     Connection: close\r\n\r\n<html><body><h1>404 Not Found</h1></body></html>";
+/// A web server's home page.
+const HTML_200: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 33\r\n\
+     Connection: close\r\n\r\n<html><body>welcome</body></html>";
+/// Claims to be raftkv (the header) but answers errors in another shape.
+const IMPOSTOR_404: &str = "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\
+     x-raftkv-node: 1\r\nContent-Length: 22\r\nConnection: close\r\n\r\n{\"detail\":\"not found\"}";
+
+/// Starts a tiny HTTP server that is not raftkv: it answers every request
+/// with `response` and closes the connection. Returns its endpoint.
+fn not_raftkv(response: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            // Read the whole request (head and body), so closing the
+            // socket does not reset the connection under the answer.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            let complete = |req: &[u8]| {
+                let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                req.len() >= end + 4 + len
+            };
+            while !complete(&req) {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(response.as_bytes());
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn a_server_that_is_not_raftkv_is_named_as_such() {
+    for (response, answered) in [
+        (HTML_404, "404 text/html"),
+        (HTML_200, "200 text/html; charset=utf-8"),
+        (IMPOSTOR_404, "404 application/json"),
+    ] {
+        let web = not_raftkv(response);
+        let needle = format!("{web} is not a raftkv server (it answered {answered})");
+        // Not "key not found" (exit 3), whatever the status.
+        let err = fails(&web, &["get", "k"], 6, &needle);
+        assert!(!err.contains("key not found"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        fails(&web, &["put", "k", "v"], 6, &needle);
+        fails(&web, &["del", "k"], 6, &needle);
+        fails(&web, &["member", "list"], 6, &needle);
+        // status shows the endpoint for what it is, not its page.
+        let o = run(&web, &["status"]);
+        assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+        let table = stdout(&o);
+        assert!(
+            table.contains(&format!("not a raftkv server (it answered {answered})")),
+            "{table}"
+        );
+        assert!(
+            !table.contains("<html") && !table.contains("detail"),
+            "{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_majority_the_cli_says_a_majority_must_run() {
+    let mut tc = TestCluster::start(3, 0, &[]).await;
+    let ep = tc.endpoints_flag();
+    let (leader, _) = tc.wait_for_leader(Duration::from_secs(30)).await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    for id in &others {
+        assert!(tc.cluster.kill(*id));
+    }
+    // The survivor steps down once it notices it lost its quorum.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tc.status(leader).await.and_then(|s| s.leader).is_some() {
+        assert!(std::time::Instant::now() < deadline, "{}", tc.log_tails());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let majority = "a majority of the cluster's nodes must be running";
+    for args in [
+        &["get", "k", "--retry-for", "1s"][..],
+        &["put", "k", "v", "--retry-for", "1s"][..],
+        &["ls", "--retry-for", "1s"][..],
+    ] {
+        let err = fails(&ep, args, 1, majority);
+        assert!(err.contains("no_leader"), "{err}");
+    }
+    // status still shows every node, and says why nothing works.
+    let o = run(&ep, &["status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(majority), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).matches("unreachable").count(),
+        2,
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -293,3 +293,41 @@ fn nodes_do_not_outlive_a_killed_launcher() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn log_format_reaches_every_node_and_a_bad_one_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_base_port(3);
+    let mut l = Launcher::start(
+        &data,
+        base,
+        &["--plain", "--duration", "3s", "--log-format", "json"],
+    );
+    l.wait_line(" is the leader (term ", Duration::from_secs(30));
+    let (status, out, err) = l.wait_exit(Duration::from_secs(40));
+    assert!(status.success(), "exit {status}: {out}\n{err}");
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(data.join(format!("node-{id}/server.log"))).unwrap();
+        let mut lines = 0;
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("node {id}: not JSON ({e}): {line}"));
+            assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+            lines += 1;
+        }
+        assert!(lines > 3, "node {id} logged {lines} lines:\n{log}");
+    }
+
+    // A bad format is refused before anything is created or started.
+    let fresh = dir.path().join("fresh");
+    let o = Command::new(bin())
+        .args(["cluster", "--log-format", "xml", "--data-dir"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`xml` is not a log format"), "{err}");
+    assert!(!fresh.exists());
+}

@@ -1,8 +1,8 @@
 //! Bad input against real `raftkv serve` processes: malformed requests,
-//! oversized keys, values and bodies, unknown routes, garbage on the peer
-//! port, invalid startup configuration; plus the connection limit and the
-//! request timeout. After each bad request: a clear JSON error, and no data
-//! changed.
+//! unknown query parameters and body fields, oversized keys, values and
+//! bodies, unknown routes, garbage on the peer port, invalid startup
+//! configuration, a data directory in use; plus the connection limit. After
+//! each bad request: a clear JSON error, and no data changed.
 
 mod support;
 
@@ -177,6 +177,174 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(c.get(follower, "keep").json()["value"], "original");
 }
 
+/// Every route, each with a request it accepts: (method, path, body).
+const EVERY_ROUTE: [(&str, &str, &str); 14] = [
+    ("GET", "/v1/kv", ""),
+    ("GET", "/v1/kv/keep", ""),
+    ("PUT", "/v1/kv/keep", r#"{"value":"x"}"#),
+    ("DELETE", "/v1/kv/keep", ""),
+    (
+        "POST",
+        "/v1/kv/keep/cas",
+        r#"{"expected_value":"a","value":"b"}"#,
+    ),
+    ("GET", "/v1/status", ""),
+    ("GET", "/v1/members", ""),
+    (
+        "POST",
+        "/v1/members",
+        r#"{"id":9,"peer_addr":"127.0.0.1:2","client_addr":"127.0.0.1:1"}"#,
+    ),
+    ("DELETE", "/v1/members/9", ""),
+    ("POST", "/v1/members/9/promote", ""),
+    ("POST", "/v1/leader/transfer", r#"{"to":1}"#),
+    ("GET", "/metrics", ""),
+    ("GET", "/healthz", ""),
+    ("GET", "/readyz", ""),
+];
+
+/// Asserts a 400 whose message contains `needle`.
+fn assert_refused(r: &HttpResponse, needle: &str, what: &str) {
+    assert_error(r, 400, "bad_request");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(needle),
+        "{what}: {message:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn unknown_query_parameters_and_body_fields_are_refused_on_every_route() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let follower = c.followers()[0];
+    assert_eq!(c.put(leader, "keep", "original").status, 200);
+    settle(&mut c);
+    let before = data_state(&mut c);
+
+    for node in [leader, follower] {
+        // Features raftkv does not have are refused, not silently ignored.
+        let cases: [(&str, &str, &str, &str); 8] = [
+            (
+                "GET",
+                "/v1/kv/keep?revision=9",
+                "",
+                r#"unknown query parameter "revision"; accepted: consistency"#,
+            ),
+            (
+                "PUT",
+                "/v1/kv/keep?ttl=5",
+                r#"{"value":"v"}"#,
+                r#"unknown query parameter "ttl"; accepted: prev"#,
+            ),
+            (
+                "PUT",
+                "/v1/kv/keep",
+                r#"{"value":"v","ttl":5}"#,
+                "unknown field `ttl`, expected one of `value`, `client_id`, `seq`",
+            ),
+            (
+                "GET",
+                "/v1/kv/keep?watch=true",
+                "",
+                r#"unknown query parameter "watch"; accepted: consistency"#,
+            ),
+            (
+                "GET",
+                "/v1/kv/keep?index=5&wait=2s",
+                "",
+                r#"unknown query parameters "index", "wait"; accepted: consistency"#,
+            ),
+            (
+                "GET",
+                "/v1/kv?prefix=a&start_after=b",
+                "",
+                r#"unknown query parameter "start_after"; accepted: prefix, limit, consistency"#,
+            ),
+            (
+                "GET",
+                "/v1/kv?range_end=z",
+                "",
+                r#"unknown query parameter "range_end"; accepted: prefix, limit, consistency"#,
+            ),
+            (
+                "POST",
+                "/v1/kv/keep/cas",
+                r#"{"expected_value":"original","value":"x","lease":3}"#,
+                "unknown field `lease`",
+            ),
+        ];
+        for (method, path, body, needle) in cases {
+            let r = c.request(node, method, path, Some(body));
+            assert_refused(&r, needle, &format!("{method} {path} {body} on {node}"));
+        }
+
+        // Every route refuses an unknown query parameter, and says which
+        // ones it takes (none, for most).
+        for (method, path, body) in EVERY_ROUTE {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let r = c.request(node, method, &format!("{path}{sep}bogus=1"), Some(body));
+            assert_refused(
+                &r,
+                r#"unknown query parameter "bogus""#,
+                &format!("{method} {path}"),
+            );
+        }
+
+        // Unknown body fields, and bodies where a route takes none.
+        let bodies = [
+            (
+                "DELETE",
+                "/v1/kv/keep",
+                r#"{"client_id":1,"seq":1,"recursive":true}"#,
+                "unknown field `recursive`",
+            ),
+            (
+                "POST",
+                "/v1/members",
+                r#"{"id":9,"peer_addr":"127.0.0.1:2","client_addr":"127.0.0.1:1","weight":2}"#,
+                "unknown field `weight`",
+            ),
+            (
+                "POST",
+                "/v1/leader/transfer",
+                r#"{"to":1,"force":true}"#,
+                "unknown field `force`",
+            ),
+            (
+                "POST",
+                "/v1/members/9/promote",
+                r#"{"force":true}"#,
+                "takes no request body",
+            ),
+            (
+                "DELETE",
+                "/v1/members/9",
+                r#"{"force":true}"#,
+                "takes no request body",
+            ),
+            (
+                "GET",
+                "/v1/kv/keep",
+                r#"{"revision":9}"#,
+                "takes no request body",
+            ),
+            ("GET", "/v1/status", "not json", "takes no request body"),
+        ];
+        for (method, path, body, needle) in bodies {
+            let r = c.request(node, method, path, Some(body));
+            assert_refused(&r, needle, &format!("{method} {path} {body} on {node}"));
+        }
+        // An empty object is no input at all: accepted.
+        let r = c.request(node, "GET", "/v1/status", Some("{}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    settle(&mut c);
+    assert_eq!(data_state(&mut c), before, "a refused request changed data");
+    assert_eq!(c.get(follower, "keep").json()["value"], "original");
+}
+
 /// The value of the `raftkv_http_requests_total` series with these labels
 /// in a `/metrics` page (0 if absent).
 fn requests_counted(metrics: &str, method: &str, route: &str, status: u16) -> u64 {
@@ -202,9 +370,12 @@ fn the_direct_put_path_answers_exactly_like_the_router() {
     let metrics_before = c.request(leader, "GET", "/metrics", None).body;
     let big = json!({"value": "v", "padding": "p".repeat(300)}).to_string();
     let long_value = json!({"value": "v".repeat(65)}).to_string();
-    let failing: [(&str, &str); 10] = [
+    let failing: [(&str, &str); 12] = [
         ("k", r#"{"value": "#),
         ("k", r#"{"valu": "x"}"#),
+        // Unknown fields are refused, not ignored, on both paths.
+        ("k", r#"{"value":"v","ttl":5}"#),
+        ("k", r#"{"value":"v","lease":7,"client_id":1,"seq":1}"#),
         ("k", r#"{"value": 5}"#),
         ("k", ""),
         ("k", r#"{"value":"x","client_id":1}"#),
@@ -223,10 +394,12 @@ fn the_direct_put_path_answers_exactly_like_the_router() {
             assert!(direct.status >= 400, "{key} {body}: {}", direct.body);
             assert_eq!(direct.status, routed.status, "{key} {body}");
             assert_eq!(direct.json(), routed.json(), "{key} {body}");
-            assert_eq!(
-                direct.header("content-type"),
-                routed.header("content-type"),
-                "{key} {body}"
+            for h in ["content-type", "x-raftkv-node"] {
+                assert_eq!(direct.header(h), routed.header(h), "{h}: {key} {body}");
+            }
+            assert_eq!(direct.header("x-raftkv-node"), Some(&*node.to_string()));
+            assert!(
+                direct.header("x-request-id").is_some() && routed.header("x-request-id").is_some()
             );
             if node == leader && direct.status == 400 {
                 direct_errors += 1;
@@ -254,7 +427,9 @@ fn the_direct_put_path_answers_exactly_like_the_router() {
             // The retry through the router is answered from the session:
             // the same write, not applied again.
             assert_eq!(d, r, "{key}");
-            assert_eq!(direct.header("content-type"), routed.header("content-type"));
+            for h in ["content-type", "x-raftkv-node", "x-raftkv-forwarded-to"] {
+                assert_eq!(direct.header(h), routed.header(h), "{h}: {key}");
+            }
         }
     }
     let g = c.get(leader, "a/b");
@@ -376,7 +551,9 @@ fn a_write_that_cannot_commit_times_out_with_504() {
     }
     let start = Instant::now();
     let r = c.put(leader, "stuck", "v");
-    assert_error(&r, 504, "timeout");
+    // The proposal was appended: it may yet commit. The client cannot know.
+    assert_error(&r, 504, "indeterminate");
+    assert_eq!(r.error_reason().as_deref(), Some("timeout"), "{}", r.body);
     assert!(r.body.contains("unknown"), "{}", r.body);
     assert!(
         start.elapsed() < Duration::from_secs(3),
@@ -439,16 +616,18 @@ fn invalid_startup_configuration_is_refused() {
         ),
         (
             base(&["--peers", "1=127.0.0.1:99999", "--clients", &clients]),
-            "not an IP:PORT address",
+            "not a HOST:PORT or IP:PORT address",
         ),
         (
+            // Host names are accepted (`localhost:PORT`); a malformed one
+            // is not.
             base(&[
                 "--peers",
-                &format!("1=localhost:{}", p[0]),
+                &format!("1=local host:{}", p[0]),
                 "--clients",
                 &clients,
             ]),
-            "not an IP:PORT address",
+            "not a HOST:PORT or IP:PORT address",
         ),
         (
             base(&[
@@ -536,6 +715,65 @@ fn a_data_directory_of_another_node_or_cluster_is_refused_and_left_intact() {
     c.restart(1);
     c.leader();
     assert_eq!(c.get(1, "precious").json()["value"], "data");
+}
+
+/// Every file under `dir` with its bytes.
+fn dir_contents(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_data_directory_in_use_is_refused_and_left_untouched() {
+    let mut c = Cluster::start(1);
+    c.leader();
+    let w = c.put(1, "mine", "v1");
+    assert_eq!(w.status, 200, "{}", w.body);
+    settle(&mut c);
+    let data_dir = c.nodes[&1].data_dir.clone();
+    let dir = data_dir.display().to_string();
+    let pid = c.nodes[&1].pid().unwrap();
+    let before = dir_contents(&data_dir);
+    assert_eq!(
+        String::from_utf8_lossy(&before["LOCK"]).trim(),
+        pid.to_string(),
+        "the holder's pid is in the lock file"
+    );
+
+    // A second server on the same directory, same identity, other ports.
+    let p = free_ports(2);
+    assert_startup_error(
+        &single_node_args(1, c.opts.cluster_id, &dir, p[0], p[1]),
+        &format!(
+            "data directory {dir} is in use by another raftkv process (pid {pid}); stop it first"
+        ),
+    );
+    // It changed nothing in the directory.
+    assert_eq!(dir_contents(&data_dir), before);
+
+    // The first one still serves, from the same files.
+    assert_eq!(c.get(1, "mine").json()["value"], "v1");
+    let w = c.put(1, "mine", "v2");
+    assert_eq!(w.status, 200, "{}", w.body);
+    assert_eq!(c.get(1, "mine").json()["value"], "v2");
+
+    // Once it is gone, the directory is free again.
+    assert!(c.terminate(1).success());
+    c.restart(1);
+    c.leader();
+    assert_eq!(c.get(1, "mine").json()["value"], "v2");
 }
 
 #[test]

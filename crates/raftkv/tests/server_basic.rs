@@ -180,7 +180,12 @@ fn kv_round_trips_forwarding_status_members_health_metrics() {
     assert_eq!(g.status, 404);
     assert_eq!(
         g.json(),
-        json!({"error": {"code": "key_not_found", "message": "key not found", "leader_hint": null}})
+        json!({"error": {
+            "code": "key_not_found",
+            "reason": null,
+            "message": "key not found",
+            "leader_hint": null,
+        }})
     );
 
     // Status: the contract's shape on every node.
@@ -267,7 +272,9 @@ fn kv_round_trips_forwarding_status_members_health_metrics() {
     let raw = raw_request(c.addr(f1), req.as_bytes()).unwrap();
     let r = parse_response(&raw).unwrap();
     assert_eq!(r.status, 503, "{}", r.body);
-    assert_eq!(r.error_code(), "not_leader");
+    // Refused before anything was proposed: safe to retry at the leader.
+    assert_eq!(r.error_code(), "not_applied");
+    assert_eq!(r.error_reason().as_deref(), Some("not_leader"));
     assert_eq!(r.json()["error"]["leader_hint"], leader);
     assert_eq!(c.get(leader, "bounced").status, 404, "nothing was written");
 }

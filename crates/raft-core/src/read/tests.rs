@@ -13,6 +13,15 @@ fn ctx(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// A lease read at node `id`, at the cluster's clock.
+fn lease(c: &mut Cluster, id: NodeId, ctx: Bytes) -> Result<(), ReadError> {
+    let now = c.clock_nanos;
+    c.node_mut(id).lease_read(ctx, now)
+}
+
+/// One tick of the test configuration, as clock time.
+const TICK_NANOS: u64 = 100_000_000;
+
 #[test]
 fn read_index_confirms_leadership_with_a_quorum_round() {
     let mut c = Cluster::new(3, 1);
@@ -172,20 +181,17 @@ fn lease_read_is_served_within_the_lease_only() {
     let mut c = Cluster::new(3, 4);
     let l = c.run_until_leader(100).unwrap();
     c.ticks(2);
-    c.node_mut(l).lease_read(ctx("lease")).unwrap();
+    lease(&mut c, l, ctx("lease")).unwrap();
     c.process(l);
     assert_eq!(c.reads[&l].last().unwrap().ctx, ctx("lease"));
     c.isolate(l);
     // Lease = election timeout (10) - drift (2) ticks after the last
     // acknowledged heartbeat was sent.
     c.ticks(9);
-    assert_eq!(
-        c.node_mut(l).lease_read(ctx("late")),
-        Err(ReadError::NoLease)
-    );
+    assert_eq!(lease(&mut c, l, ctx("late")), Err(ReadError::NoLease));
     let f = (1..=3).find(|&i| i != l).unwrap();
     assert!(matches!(
-        c.node_mut(f).lease_read(ctx("f")),
+        lease(&mut c, f, ctx("f")),
         Err(ReadError::NotLeader { .. })
     ));
 
@@ -195,8 +201,58 @@ fn lease_read_is_served_within_the_lease_only() {
     });
     let l = c.run_until_leader(100).unwrap();
     c.ticks(2);
+    assert_eq!(lease(&mut c, l, ctx("no-cq")), Err(ReadError::NoLease));
+}
+
+#[test]
+fn lease_read_refused_after_a_pause_that_dropped_ticks() {
+    // A process stopped (SIGSTOP, a long GC) loses ticks, not time: when
+    // it wakes its tick count says the lease is young, the clock does not.
+    let mut c = Cluster::new(3, 6);
+    let l = c.run_until_leader(100).unwrap();
+    c.ticks(2);
+    lease(&mut c, l, ctx("before")).unwrap();
+    // Stopped for 8.5 ticks' worth of time with no tick delivered: past
+    // the lease (8 ticks) but short of CheckQuorum's election timeout (10),
+    // also after the next tick.
+    c.advance_clock(8 * TICK_NANOS + TICK_NANOS / 2);
+    assert_eq!(lease(&mut c, l, ctx("woken")), Err(ReadError::NoLease));
+    assert_eq!(c.node(l).role(), Role::Leader);
+    // A fresh round acknowledged by a quorum renews the lease.
+    c.tick();
+    lease(&mut c, l, ctx("renewed")).unwrap();
+    c.process(l);
+    assert_eq!(c.reads[&l].last().unwrap().ctx, ctx("renewed"));
+}
+
+#[test]
+fn leader_paused_past_an_election_timeout_steps_down_when_it_sees_the_clock() {
+    let mut c = Cluster::new(3, 7);
+    let l = c.run_until_leader(100).unwrap();
+    c.ticks(2);
+    c.advance_clock(10 * TICK_NANOS);
+    let now = c.clock_nanos;
+    c.node_mut(l).observe_clock(now);
+    assert_eq!(c.node(l).role(), Role::Follower);
+    // A lease read at wake-up finds no leader either way.
+    assert!(matches!(
+        lease(&mut c, l, ctx("x")),
+        Err(ReadError::NotLeader { .. })
+    ));
+}
+
+#[test]
+fn a_clock_reading_older_than_the_last_is_ignored() {
+    let mut c = Cluster::new(3, 8);
+    let l = c.run_until_leader(100).unwrap();
+    c.ticks(2);
+    c.advance_clock(9 * TICK_NANOS);
+    let late = c.clock_nanos;
+    c.node_mut(l).observe_clock(late);
+    // A reading from before the pause (a driver that read the clock early)
+    // cannot bring the lease back.
     assert_eq!(
-        c.node_mut(l).lease_read(ctx("no-cq")),
+        c.node_mut(l).lease_read(ctx("old"), late - 9 * TICK_NANOS),
         Err(ReadError::NoLease)
     );
 }
@@ -215,10 +271,7 @@ fn lease_read_refused_for_the_rest_of_the_term_after_timeout_now() {
     c.ticks(12); // abandoned after an election timeout
     assert_eq!(c.node(l).status().transfer_target, None);
     assert_eq!(c.leader(), Some(l));
-    assert_eq!(
-        c.node_mut(l).lease_read(ctx("after")),
-        Err(ReadError::NoLease)
-    );
+    assert_eq!(lease(&mut c, l, ctx("after")), Err(ReadError::NoLease));
     // ReadIndex still works.
     c.node_mut(l).read_index(ctx("ri")).unwrap();
     c.deliver_all();

@@ -174,7 +174,7 @@ impl<St: RaftStorage> TcpCluster<St> {
         let mut nodes = BTreeMap::new();
         for (id, store, metrics, mut t, inbound) in transports {
             for (&p, &a) in &addrs {
-                t.set_peer_addr(p, Some(a));
+                t.set_peer_addr(p, Some(a.into()));
             }
             let handle = raft_runtime::start(
                 make_config(id),
@@ -244,7 +244,7 @@ impl<St: RaftStorage> TcpCluster<St> {
             .await
             .unwrap();
         for (&p, &a) in &addrs {
-            t.set_peer_addr(p, Some(a));
+            t.set_peer_addr(p, Some(a.into()));
         }
         let h = raft_runtime::start(
             (self.make_config)(id),

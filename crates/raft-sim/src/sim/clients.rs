@@ -311,6 +311,7 @@ impl Sim {
             },
             ReqKind::ReadIndex(key) | ReqKind::LeaseRead(key) => {
                 let floor = self.checker.highest_committed();
+                let clock = self.clock_nanos(id);
                 let Some(run) = self.node(id).run.as_mut() else {
                     return;
                 };
@@ -318,7 +319,7 @@ impl Sim {
                 let lease = matches!(req.kind, ReqKind::LeaseRead(_));
                 let mut leased = None;
                 let res = if lease {
-                    match run.raft.lease_read(ctx_bytes.clone()) {
+                    match run.raft.lease_read(ctx_bytes.clone(), clock) {
                         Err(ReadError::NoLease) => run.raft.read_index(ctx_bytes),
                         Ok(()) => {
                             leased = Some(run.raft.term());

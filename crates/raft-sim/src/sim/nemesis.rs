@@ -458,21 +458,55 @@ impl Sim {
         }
     }
 
+    /// A process stops while time goes on: a long GC pause, SIGSTOP, a
+    /// VM descheduled. Its clock keeps running. When it resumes, either its
+    /// interval timer fires the missed ticks in a burst, or it drops them
+    /// (as raft-runtime's does): then its tick count says little time
+    /// passed and only the clock tells the truth. Or, without a pause, its
+    /// monotonic clock jumps forward (a suspended VM's, say).
     pub(super) fn nemesis_pause(&mut self) {
         let up = self.running_ids();
-        let Some(&id) = self.rng.pick(&up) else {
+        let Some(&picked) = self.rng.pick(&up) else {
             return;
         };
         let d = self.rng.range(2 * TICK_US, 4 * ELECTION_TIMEOUT_US);
-        if let Some(run) = self.node(id).run.as_mut() {
-            run.paused = true;
+        // The kind of pause and the leader bias come from a generator of
+        // their own, so the rest of a seed's schedule is drawn as it was
+        // before these kinds existed.
+        let mut how = Rng::new(
+            self.cfg.seed
+                ^ (self.stats.pauses + self.stats.clock_jumps + 1)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        // The leader is the interesting one to stop: its lease and its
+        // CheckQuorum must see the time it lost.
+        let id = match self.current_leader() {
+            Some(l) if how.chance(0.5) => l,
+            _ => picked,
+        };
+        let kind = how.range(0, 4);
+        if kind == 3 {
+            self.node(id).clock_jump_us += d;
+            self.stats.clock_jumps += 1;
+            self.trace
+                .push(self.now, TraceKind::ClockJump { node: id, by_us: d });
+            return;
         }
         self.stats.pauses += 1;
+        let drop_missed_ticks = kind != 0;
+        if drop_missed_ticks {
+            self.stats.pauses_dropping_ticks += 1;
+        }
+        if let Some(run) = self.node(id).run.as_mut() {
+            run.paused = true;
+            run.drop_missed_ticks = drop_missed_ticks;
+        }
         self.trace.push(
             self.now,
             TraceKind::Pause {
                 node: id,
                 until_us: self.now + d,
+                drops_ticks: drop_missed_ticks,
             },
         );
         self.schedule(d, Event::Resume { node: id });

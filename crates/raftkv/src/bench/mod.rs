@@ -5,7 +5,8 @@
 //! uniformly from `--keys` keys, with `--value-size`-byte values. Each
 //! client keeps one keep-alive connection (a lean HTTP/1.1 transport, see
 //! `http1`, so the bench takes little CPU from the cluster it shares the
-//! machine with), starts at the leader, follows `503` leader hints, moves
+//! machine with), starts at the leader, follows the leader hints of
+//! `not_applied` (and other 503) answers, moves
 //! to the next endpoint when a node refuses connections, and never retries:
 //! a failed request is counted by kind and the client goes on. Writes carry
 //! an exactly-once session `(client_id, seq)` per client unless
@@ -147,7 +148,11 @@ pub struct BenchReport {
     pub reads: OpStats,
     /// Reads of keys that did not exist (successful reads, counted apart).
     pub read_misses: u64,
-    /// Failed operations by kind (`unreachable`, `no_leader`, `ambiguous`...).
+    /// Failed operations by kind: the server's code, with the reason of a
+    /// 5xx (`not_applied:no_leader`, `indeterminate:timeout`...), or the
+    /// transport's (`unreachable`, `timeout`, `connection_broken`).
+    /// `indeterminate:*`, `timeout` and `connection_broken` writes may or
+    /// may not have been applied.
     pub errors: BTreeMap<String, u64>,
     /// Successful operations per second, reads and writes together.
     pub total_throughput_per_sec: f64,
@@ -364,6 +369,8 @@ struct ErrorDetail {
     #[serde(default)]
     code: String,
     #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
     leader_hint: Option<u64>,
 }
 
@@ -437,13 +444,14 @@ impl Worker {
             }
             Ok(a) => {
                 let body: ErrorBody = serde_json::from_slice(&a.body).unwrap_or_default();
-                if a.status == 503 {
-                    self.follow(body.error.leader_hint);
+                let e = body.error;
+                if a.status == 503 || e.code == crate::client::NOT_APPLIED {
+                    self.follow(e.leader_hint);
                 }
-                Some(if body.error.code.is_empty() {
-                    format!("http_{}", a.status)
-                } else {
-                    body.error.code
+                Some(match (e.code.is_empty(), e.reason) {
+                    (true, _) => format!("http_{}", a.status),
+                    (false, Some(reason)) => format!("{}:{reason}", e.code),
+                    (false, None) => e.code,
                 })
             }
             Err(http1::TransportError::Connect { .. }) => {

@@ -60,6 +60,10 @@ pub struct ClusterArgs {
     /// stdout is not a terminal).
     #[arg(long)]
     pub plain: bool,
+    /// Log format of every node's server.log: text or json (passed to each
+    /// `raftkv serve` as --log-format).
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Extra arguments for every `raftkv serve`, after `--`
     /// (e.g. `-- --snapshot-entries 1000`).
     #[arg(last = true)]
@@ -76,12 +80,13 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--kill-leader-every must be at least 100ms");
         }
     }
+    let serve_args = serve_args(&args)?;
     let (manifest, created) = load_or_create_manifest(&args.data_dir, args.nodes, args.base_port)?;
     let exe = std::env::current_exe().map_err(|e| {
         anyhow::anyhow!("cannot find the raftkv executable to start the nodes: {e}")
     })?;
     let data_dir = std::path::absolute(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
-    let cluster = LocalCluster::new(manifest, data_dir, exe, args.serve_args.clone());
+    let cluster = LocalCluster::new(manifest, data_dir, exe, serve_args);
     cluster.check_ports()?;
     // One thread: the children's parent-death signal is tied to the thread
     // that spawned them, and this one lives until the end.
@@ -89,4 +94,24 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(monitor::run(cluster, args, created))
+}
+
+/// The arguments every `raftkv serve` child gets: the launcher's own serve
+/// options, then the ones after `--`. A bad value is refused here, before
+/// anything is created or started, with the server's own message.
+fn serve_args(args: &ClusterArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(format) = &args.log_format {
+        if args
+            .serve_args
+            .iter()
+            .any(|a| a.starts_with("--log-format"))
+        {
+            anyhow::bail!("give --log-format once: before `--` or after it, not both");
+        }
+        let format = crate::server::LogFormat::parse(format)?;
+        out.extend(["--log-format".to_string(), format.as_str().to_string()]);
+    }
+    out.extend(args.serve_args.iter().cloned());
+    Ok(out)
 }

@@ -294,6 +294,12 @@ impl Monitor {
                 Ok(s) => NodeView::Up(s),
                 Err(e) => NodeView::NoAnswer(match e {
                     crate::client::ClientError::Unreachable { .. } => "not listening".into(),
+                    crate::client::ClientError::NotRaftkv {
+                        status,
+                        content_type,
+                        ..
+                    } => format!("another program answers on its port: {status} {content_type}"),
+                    // `not_applied:timeout`, `indeterminate:fatal`...
                     other => other.kind(),
                 }),
             };

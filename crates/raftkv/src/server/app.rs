@@ -3,18 +3,18 @@
 //! forward to the leader) and [`App::read_kv`] (wait for a read point, or
 //! forward to the leader).
 
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::response::Response as HttpResponse;
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use raft_core::NodeId;
-use raft_runtime::{ProposeError, RaftHandle, ReadConsistency, ReadError};
+use raft_runtime::{PeerAddr, ProposeError, RaftHandle, ReadConsistency, ReadError};
 use raftkv_state::{Command, KvConfig, KvStore, Response};
 
 use super::config::ServerConfig;
-use super::error::ApiError;
+use super::error::{ApiError, Reason};
 use super::extract::RequestInfo;
 use super::forward;
 use super::metrics::HttpMetrics;
@@ -31,6 +31,35 @@ pub struct App {
     pub metrics: HttpMetrics,
     /// The runtime's and the HTTP metrics, rendered by `/metrics`.
     pub registry: Registry,
+    /// Makes the ids of requests that arrive without an `x-request-id`.
+    pub request_ids: RequestIds,
+}
+
+/// Request ids for requests that arrive without one:
+/// `<node id>-<start time, hex microseconds>-<counter>`, unique across the
+/// cluster's nodes and across restarts of this one.
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new(node: NodeId) -> RequestIds {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        RequestIds {
+            prefix: format!("{node}-{started:x}-"),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The next id.
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n}", self.prefix)
+    }
 }
 
 /// The handlers' state type.
@@ -52,7 +81,7 @@ impl App {
 
     /// Where member `id` serves clients: the replicated address book, else
     /// the founding `--clients` list.
-    pub fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
+    pub fn client_addr(&self, id: NodeId) -> Option<PeerAddr> {
         let sm = self
             .raft
             .state_machine()
@@ -61,8 +90,8 @@ impl App {
             .unwrap_or_else(|e| e.into_inner());
         sm.members()
             .get(&id)
-            .map(|a| a.client_addr)
-            .or_else(|| self.cfg.clients.get(&id).copied())
+            .map(|a| a.client_addr.clone())
+            .or_else(|| self.cfg.clients.get(&id).cloned())
     }
 
     /// Proposes a server command and waits until it is applied here.
@@ -137,6 +166,11 @@ impl App {
 }
 
 /// A response of the wrong kind for the command: a bug, reported as 500.
+/// The command was applied (the state machine answered), so the request's
+/// effect is unknown to the client.
 pub fn unexpected(r: &ServerResponse) -> ApiError {
-    ApiError::Internal(format!("unexpected state machine response: {r:?}"))
+    ApiError::indeterminate(
+        Reason::Internal,
+        format!("unexpected state machine response: {r:?}"),
+    )
 }

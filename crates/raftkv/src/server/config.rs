@@ -8,11 +8,11 @@
 //! the whole configuration is valid.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raft_core::NodeId;
+use raft_runtime::PeerAddr;
 use serde::Deserialize;
 
 use super::ServeArgs;
@@ -52,13 +52,17 @@ pub struct ServerConfig {
     pub id: NodeId,
     pub cluster_id: u64,
     pub data_dir: PathBuf,
-    pub listen_client: SocketAddr,
-    pub listen_peer: SocketAddr,
+    /// Where to listen for clients; a host name is resolved once, when
+    /// binding.
+    pub listen_client: PeerAddr,
+    /// Where to listen for peers (resolved when binding).
+    pub listen_peer: PeerAddr,
     /// Founding voters' peer addresses (for a joining node: the members it
-    /// should accept connections from).
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// should accept connections from), as given: host names are resolved
+    /// at every connect.
+    pub peers: BTreeMap<NodeId, PeerAddr>,
     /// Founding voters' client addresses (for forwarding to the leader).
-    pub clients: BTreeMap<NodeId, SocketAddr>,
+    pub clients: BTreeMap<NodeId, PeerAddr>,
     /// Start with an empty configuration and wait to be added.
     pub join: bool,
     pub max_key_bytes: u64,
@@ -71,6 +75,42 @@ pub struct ServerConfig {
     /// A tracing filter (`info`, `raftkv=debug,raft_runtime=info`, ...);
     /// `None`: use `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
+    pub log_format: LogFormat,
+    /// One log line per HTTP request (target `raftkv::access`).
+    pub access_log: bool,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json` (case-insensitive); anything else is an
+    /// error naming the setting and the accepted values.
+    pub fn parse(text: &str) -> Result<LogFormat, ConfigError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(invalid(
+                "--log-format",
+                format!("`{text}` is not a log format; use text or json"),
+            )),
+        }
+    }
+
+    /// The flag's value: `text` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Why the configuration was refused. Every variant names the setting.
@@ -125,6 +165,8 @@ pub struct FileConfig {
     pub tick_ms: Option<u64>,
     pub snapshot_entries: Option<u64>,
     pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub access_log: Option<bool>,
 }
 
 /// `peers` / `clients` in a file: the flag's string
@@ -172,29 +214,25 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Parses an `IP:PORT` address. Host names are not resolved: addresses are
-/// replicated to every node, and a name could resolve differently on each.
-pub fn parse_addr(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.trim().parse().map_err(|_| {
-        invalid(
-            setting,
-            format!("`{text}` is not an IP:PORT address (for example 127.0.0.1:7700)"),
-        )
-    })
+/// Parses an `IP:PORT` or `HOST:PORT` address (see [`PeerAddr`]). Names
+/// are kept as given and resolved when connecting (or binding), not here.
+pub fn parse_addr(setting: &'static str, text: &str) -> Result<PeerAddr, ConfigError> {
+    text.parse()
+        .map_err(|e: raft_runtime::AddrParseError| invalid(setting, e.to_string()))
 }
 
-/// Parses `1=127.0.0.1:7800,2=127.0.0.1:7801`: ids must be non-zero and
-/// unique, addresses valid and unique.
+/// Parses `1=127.0.0.1:7800,2=node2:7800`: ids must be non-zero and
+/// unique, addresses valid and unique (as written).
 pub fn parse_addr_list(
     setting: &'static str,
     text: &str,
-) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+) -> Result<BTreeMap<NodeId, PeerAddr>, ConfigError> {
     let mut out = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (id, addr) = item.split_once('=').ok_or_else(|| {
             invalid(
                 setting,
-                format!("`{item}` is not ID=IP:PORT (for example 1=127.0.0.1:7800)"),
+                format!("`{item}` is not ID=HOST:PORT (for example 1=127.0.0.1:7800)"),
             )
         })?;
         let id: NodeId = id
@@ -204,14 +242,9 @@ pub fn parse_addr_list(
         if id == 0 {
             return Err(invalid(setting, "node id 0 is reserved"));
         }
-        let addr = parse_addr(setting, addr).map_err(|_| {
-            invalid(
-                setting,
-                format!(
-                    "node {id}: `{addr}` is not an IP:PORT address (for example 127.0.0.1:7800)"
-                ),
-            )
-        })?;
+        let addr: PeerAddr = addr
+            .parse()
+            .map_err(|e| invalid(setting, format!("node {id}: {e}")))?;
         if let Some((other, _)) = out.iter().find(|(_, a)| **a == addr) {
             return Err(invalid(
                 setting,
@@ -262,7 +295,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         if peers.is_empty() {
             return Err(invalid(
                 "--peers",
-                "list every founding voter as ID=IP:PORT (or pass --join to join an existing cluster)",
+                "list every founding voter as ID=HOST:PORT (or pass --join to join an existing cluster)",
             ));
         }
         if !peers.contains_key(&id) {
@@ -290,7 +323,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
     }
     let listen_peer = match args.listen_peer.as_deref().or(file.listen_peer.as_deref()) {
         Some(text) => parse_addr("--listen-peer", text)?,
-        None => *peers.get(&id).ok_or(ConfigError::Missing(
+        None => peers.get(&id).cloned().ok_or(ConfigError::Missing(
             "--listen-peer (this node is not in --peers)",
         ))?,
     };
@@ -300,7 +333,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         .or(file.listen_client.as_deref())
     {
         Some(text) => parse_addr("--listen-client", text)?,
-        None => *clients.get(&id).ok_or(ConfigError::Missing(
+        None => clients.get(&id).cloned().ok_or(ConfigError::Missing(
             "--listen-client (this node is not in --clients)",
         ))?,
     };
@@ -362,6 +395,10 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| invalid("--log-level", format!("`{level}`: {e}")))?;
     }
+    let log_format = match args.log_format.as_deref().or(file.log_format.as_deref()) {
+        Some(text) => LogFormat::parse(text)?,
+        None => LogFormat::default(),
+    };
     Ok(ServerConfig {
         id,
         cluster_id,
@@ -379,6 +416,8 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         tick: Duration::from_millis(tick_ms),
         snapshot_entries,
         log_level,
+        log_format,
+        access_log: args.access_log.or(file.access_log).unwrap_or(false),
     })
 }
 
@@ -453,14 +492,33 @@ mod tests {
             ),
             (
                 args(1, "1=127.0.0.1:7800,2=localhost:x", CLIENTS),
-                "not an IP:PORT",
+                "--peers: node 2: `localhost:x` is not a HOST:PORT or IP:PORT address",
+            ),
+            (
+                args(1, "1=127.0.0.1:7800,2=bad host:1", CLIENTS),
+                "not a HOST:PORT",
+            ),
+            (args(1, "1=127.0.0.1:7800,2=localhost", CLIENTS), "no :PORT"),
+            (
+                args(1, "1=node1:7800,2=NODE1:7800", CLIENTS),
+                "same address",
+            ),
+            (
+                ServeArgs {
+                    listen_client: Some("::1:7700".into()),
+                    ..args(1, PEERS, CLIENTS)
+                },
+                "--listen-client: `::1:7700`",
             ),
             (args(4, PEERS, CLIENTS), "not in --peers"),
             (
                 args(1, "1=127.0.0.1:7800,2=127.0.0.1:7800", CLIENTS),
                 "same address",
             ),
-            (args(1, "1=127.0.0.1:7800,zero", CLIENTS), "not ID=IP:PORT"),
+            (
+                args(1, "1=127.0.0.1:7800,zero", CLIENTS),
+                "not ID=HOST:PORT",
+            ),
             (args(1, "0=127.0.0.1:7800", CLIENTS), "reserved"),
             (args(0, PEERS, CLIENTS), "reserved"),
             (
@@ -501,6 +559,13 @@ mod tests {
                     ..args(1, PEERS, CLIENTS)
                 },
                 "--id is required",
+            ),
+            (
+                ServeArgs {
+                    log_format: Some("xml".into()),
+                    ..args(1, PEERS, CLIENTS)
+                },
+                "--log-format: `xml` is not a log format; use text or json",
             ),
         ];
         for (a, needle) in cases {
@@ -543,6 +608,47 @@ mod tests {
         };
         let err = resolve_with_file(&nothing, FileConfig::default()).unwrap_err();
         assert!(err.to_string().contains("--join"), "{err}");
+    }
+
+    #[test]
+    fn log_format_flag_beats_file_beats_default() {
+        let a = args(1, PEERS, CLIENTS);
+        let c = resolve_with_file(&a, FileConfig::default()).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.access_log);
+        let file: FileConfig = toml::from_str("access_log = true").unwrap();
+        assert!(resolve_with_file(&a, file).unwrap().access_log);
+        let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
+        let c = resolve_with_file(&a, file).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let file: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
+        let flag = ServeArgs {
+            log_format: Some("TEXT".into()),
+            ..a
+        };
+        assert_eq!(
+            resolve_with_file(&flag, file).unwrap().log_format,
+            LogFormat::Text
+        );
+    }
+
+    #[test]
+    fn host_names_are_kept_as_given() {
+        let c = resolve_with_file(
+            &args(
+                2,
+                "1=node1:7800,2=localhost:7801,3=10.0.0.3:7800",
+                "1=node1:7700,2=localhost:7701,3=10.0.0.3:7700",
+            ),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen_peer, PeerAddr::Host("localhost".into(), 7801));
+        assert_eq!(c.peers[&1].to_string(), "node1:7800");
+        assert_eq!(
+            c.clients[&3],
+            PeerAddr::Ip("10.0.0.3:7700".parse().unwrap())
+        );
     }
 
     #[test]

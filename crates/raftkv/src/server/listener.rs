@@ -129,7 +129,7 @@ pub async fn run(
     tokio::select! {
         () = graceful.shutdown() => info!("HTTP connections drained"),
         () = tokio::time::sleep(limits.drain_timeout) => {
-            warn!(timeout = ?limits.drain_timeout, "connections still open after the drain timeout; closing them");
+            warn!(timeout_ms = limits.drain_timeout.as_millis() as u64, "connections still open after the drain timeout; closing them");
         }
     }
 }

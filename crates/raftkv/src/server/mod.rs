@@ -8,19 +8,22 @@
 //! | `node.rs`       | startup order, background tasks, shutdown                      |
 //! | `state.rs`      | [`ServerState`]: the replicated state machine (key-value store + member addresses) |
 //! | `listener.rs`   | accept loop: connection limit, graceful drain                  |
+//! | `lock.rs`       | the exclusive lock on the data directory (`LOCK`)              |
 //! | `routes/`       | one file per route, the router, timeout and metrics layers    |
 //! | `app.rs`        | shared handler state; the write path and the read path        |
 //! | `forward.rs`    | follower → leader forwarding (one hop)                         |
 //! | `extract.rs`    | extractors that answer bad input with JSON errors             |
-//! | `error.rs`      | [`ApiError`]: codes, statuses, and the runtime error mapping  |
-//! | `metrics.rs`    | HTTP metrics next to the runtime's                             |
+//! | `error.rs`      | [`ApiError`]: the error contract (codes, reasons, statuses) and the runtime error mapping |
+//! | `metrics.rs`    | HTTP metrics next to the runtime's; build info; `process_*`   |
 //!
 //! # A request's life
 //!
 //! `PUT /v1/kv/k` on a follower: the accept loop hands the connection to
-//! hyper; the router matches the route; the timeout layer starts the clock;
-//! the extractors read the key, the query and at most `--max-body-bytes` of
-//! body; the handler builds a [`raftkv_state::Command`], checks it against
+//! hyper; [`routes::ApiService`] notes the request id (or makes one) and
+//! will stamp it and this node's id on the answer; the router matches the
+//! route; the timeout layer starts the clock;
+//! the extractors read the key, the query (refusing parameters the route
+//! does not take) and at most `--max-body-bytes` of body; the handler builds a [`raftkv_state::Command`], checks it against
 //! the key and value limits (413), and proposes it. The runtime answers
 //! `NotLeader { leader_hint: 2 }` without appending anything, so the handler
 //! replays the request to node 2's client address with
@@ -44,6 +47,7 @@ pub mod error;
 pub mod extract;
 pub mod forward;
 pub mod listener;
+pub mod lock;
 pub mod metrics;
 pub mod node;
 pub mod routes;
@@ -52,7 +56,7 @@ pub mod state;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, LogFormat, ServerConfig};
 pub use error::ApiError;
 pub use state::{MemberAddrs, MemberOp, ServerCommand, ServerResponse, ServerState};
 
@@ -72,14 +76,17 @@ pub struct ServeArgs {
     /// This node's data directory [default: raftkv-data/node-<id>].
     #[arg(long, env = "RAFTKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// HTTP client API address, IP:PORT [default: this node's --clients entry].
+    /// HTTP client API address, IP:PORT or HOST:PORT (resolved when
+    /// binding) [default: this node's --clients entry].
     #[arg(long, env = "RAFTKV_LISTEN_CLIENT")]
     pub listen_client: Option<String>,
-    /// Raft peer address, IP:PORT [default: this node's --peers entry].
+    /// Raft peer address, IP:PORT or HOST:PORT (resolved when binding)
+    /// [default: this node's --peers entry].
     #[arg(long, env = "RAFTKV_LISTEN_PEER")]
     pub listen_peer: Option<String>,
-    /// The founding voters' peer addresses, `1=127.0.0.1:7800,2=...`,
-    /// including this node. With --join: the current members' addresses.
+    /// The founding voters' peer addresses, `1=127.0.0.1:7800,2=node2:7800`,
+    /// including this node; host names are resolved at every connect. With
+    /// --join: the current members' addresses.
     #[arg(long, env = "RAFTKV_PEERS")]
     pub peers: Option<String>,
     /// The founding voters' client addresses, `1=127.0.0.1:7700,2=...`,
@@ -111,7 +118,8 @@ pub struct ServeArgs {
     /// Most client connections served at once [default: 1024].
     #[arg(long, env = "RAFTKV_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// A request not answered within this is answered 504 [default: 5000].
+    /// A request not answered within this is answered 504 (reason
+    /// `timeout`) [default: 5000].
     #[arg(long, env = "RAFTKV_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
     /// Raft tick length; elections take 10 to 20 ticks [default: 100].
@@ -125,13 +133,33 @@ pub struct ServeArgs {
     /// [default: $RUST_LOG, else info]. Logs go to stderr.
     #[arg(long, env = "RAFTKV_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format: `text` (for a person at a terminal) or `json` (one
+    /// object per line with `timestamp`, `level`, `target`, `message` and
+    /// the event's fields, for a log shipper) [default: text].
+    #[arg(long, env = "RAFTKV_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// One INFO line per HTTP request (target `raftkv::access`: method,
+    /// path, status, latency, request id, node, forwarding) [default:
+    /// false]. Off by default, as etcd and Consul keep their request logs
+    /// off: at tens of thousands of writes per second a line per request
+    /// costs more CPU and disk than the write itself. `--access-log` (or
+    /// `--access-log true`) turns it on, to follow requests by their
+    /// `x-request-id`.
+    #[arg(
+        long,
+        env = "RAFTKV_ACCESS_LOG",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub access_log: Option<bool>,
 }
 
 /// Entry point of `raftkv serve`: resolves the configuration, starts
 /// logging and a tokio runtime, and runs the node until it is stopped.
 pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(&args)?;
-    init_logging(cfg.log_level.as_deref());
+    init_logging(cfg.log_level.as_deref(), cfg.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("raftkv-serve")
@@ -139,8 +167,9 @@ pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(node::run(cfg))
 }
 
-/// Logs to stderr; the filter is `--log-level`, else `RUST_LOG`, else `info`.
-fn init_logging(level: Option<&str>) {
+/// Logs to stderr; the filter is `--log-level`, else `RUST_LOG`, else
+/// `info`; the format is `--log-format`.
+fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         // Validated in `config::resolve`.
@@ -148,10 +177,21 @@ fn init_logging(level: Option<&str>) {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     // `try_init` fails only if a subscriber is already set (e.g. in tests).
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            // Colour codes only for a person at a terminal, not in log files.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // One JSON object per line: `timestamp`, `level`, `target`, and the
+        // event's fields (`message` among them) at the top level, where log
+        // shippers look for them; the enclosing span, if any, under `span`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

@@ -4,6 +4,9 @@
 //! Startup order, each step failing with a clear message and nothing left
 //! half-started:
 //!
+//! 0. lock the data directory (`LOCK`, see [`super::lock`]) before anything
+//!    else touches it; a directory another process holds is refused with
+//!    the holder's pid, and nothing in it is changed;
 //! 1. open (or bootstrap) the data directory; a directory of another
 //!    cluster or node is refused;
 //! 2. bind the client listener, then start the peer transport (binds the
@@ -24,15 +27,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raft_core::{Membership, NodeId};
-use raft_runtime::{Metrics, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport};
+use raft_runtime::{Metrics, PeerAddr, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport};
 use raft_storage::{OpenError, RealDisk, Store, StoreConfig};
 use raftkv_state::KvConfig;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::app::App;
-use super::config::ServerConfig;
+use super::app::{App, RequestIds};
+use super::config::{LogFormat, ServerConfig};
 use super::listener::{self, ListenerLimits};
+use super::lock::lock_data_dir;
 use super::metrics::HttpMetrics;
 use super::routes;
 use super::state::{AddressBook, MemberAddrs, MemberOp, ServerCommand, ServerState};
@@ -50,6 +54,14 @@ const COMMAND_OVERHEAD_BYTES: u64 = 4096;
 /// `Ok(FAILURE)` if the driver stopped on a fatal error.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let id = cfg.id;
+    // 0. The data directory's lock, held until this function returns (after
+    //    the driver stopped and its writer finished).
+    let dir_lock = {
+        let dir = cfg.data_dir.clone();
+        tokio::task::spawn_blocking(move || lock_data_dir(&dir))
+            .await
+            .context("lock task panicked")??
+    };
     // 1. Storage.
     let membership = if cfg.join {
         Membership::default()
@@ -72,11 +84,32 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         .context("storage task panicked")?
         .map_err(|e| open_error(&cfg, e))?
     };
+    // Each field on its own (no Debug structs: JSON logs stay flat).
     let report = store.recovery_report();
-    info!(node = id, dir = %cfg.data_dir.display(), ?report, "data directory open");
+    info!(
+        node = id,
+        dir = %cfg.data_dir.display(),
+        segments = report.segments,
+        bytes_scanned = report.bytes_scanned,
+        records = report.records,
+        torn_tail = report.torn_tail.is_some(),
+        removed_files = report.removed.len(),
+        "data directory open"
+    );
+    if let Some((file, offset, cut)) = &report.torn_tail {
+        warn!(
+            file = %file.display(),
+            offset,
+            bytes_cut = cut,
+            "the log ended in a record never completely written (not synced before a crash); cut it off"
+        );
+    }
+    for file in &report.removed {
+        info!(file = %file.display(), "removed a leftover file");
+    }
 
     // 2. Listeners.
-    let client_listener = listener::bind(cfg.listen_client)
+    let client_listener = listener::bind(listen_addr(&cfg.listen_client).await?)
         .await
         .with_context(|| format!("cannot listen for clients on {}", cfg.listen_client))?;
     let client_addr = client_listener.local_addr()?;
@@ -89,7 +122,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let entry_bytes_max =
         (1u64 << 20).max(cfg.max_key_bytes + cfg.max_value_bytes + COMMAND_OVERHEAD_BYTES);
     let raft_metrics = Metrics::new();
-    let mut tcp = TcpConfig::new(cfg.cluster_id, id, cfg.listen_peer);
+    let mut tcp = TcpConfig::new(cfg.cluster_id, id, listen_addr(&cfg.listen_peer).await?);
     tcp.peers = cfg.peers.clone();
     if cfg.join {
         // The transport accepts connections only from peers it knows, so a
@@ -151,6 +184,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         http,
         metrics: http_metrics.clone(),
         registry,
+        request_ids: RequestIds::new(id),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
@@ -163,8 +197,17 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     // Install the signal handlers before announcing readiness, so that a
     // SIGTERM sent right after the "serving" line is never fatal.
     let signals = Signals::install().context("cannot install signal handlers")?;
-    eprintln!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
-    info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
+    // In JSON mode stderr holds only JSON lines, so the announcement is the
+    // log line's message (same words, which scripts wait for); in text mode
+    // it is also printed plainly, whatever the log filter.
+    let serving =
+        format!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
+    if cfg.log_format == LogFormat::Text {
+        eprintln!("{serving}");
+        info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
+    } else {
+        info!(node = id, %client_addr, %peer_addr, join = cfg.join, "{serving}");
+    }
 
     listener::run(
         client_listener,
@@ -184,10 +227,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft node did not stop cleanly");
     }
+    // Only now may another process take the directory.
+    drop(dir_lock);
     match fatal {
         Some(reason) => {
             error!(%reason, "node stopped on a fatal error");
-            eprintln!("error: raftkv node {id} stopped on a fatal error: {reason}");
+            if cfg.log_format == LogFormat::Text {
+                eprintln!("error: raftkv node {id} stopped on a fatal error: {reason}");
+            }
             Ok(ExitCode::FAILURE)
         }
         None => {
@@ -197,14 +244,31 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The address to bind for a `--listen-*` setting: the literal IP, or what
+/// the name resolves to now (a listener binds once): its first IPv4
+/// address if it has one (`localhost` often resolves to `::1` first, but
+/// most clients and peers try IPv4 too), else its first address.
+async fn listen_addr(addr: &PeerAddr) -> anyhow::Result<SocketAddr> {
+    let found = addr
+        .resolve()
+        .await
+        .with_context(|| format!("cannot resolve the listen address {addr}"))?;
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
 /// Asks the `--clients` endpoints for the current members' peer addresses
 /// (`GET /v1/members`), best effort: the first answer wins; unreachable
 /// endpoints are skipped (the `--peers` list still applies).
-async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
+async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, PeerAddr> {
     #[derive(serde::Deserialize)]
     struct Member {
         id: NodeId,
-        peer_addr: Option<SocketAddr>,
+        peer_addr: Option<PeerAddr>,
     }
     #[derive(serde::Deserialize)]
     struct Members {
@@ -224,12 +288,12 @@ async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
         match http.get(&url).send().await {
             Ok(r) if r.status().is_success() => match r.json::<Members>().await {
                 Ok(m) => {
-                    let found: BTreeMap<NodeId, SocketAddr> = m
+                    let found: BTreeMap<NodeId, PeerAddr> = m
                         .members
                         .into_iter()
                         .filter_map(|m| Some((m.id, m.peer_addr?)))
                         .collect();
-                    info!(from = %addr, members = ?found, "discovered the cluster's peers");
+                    info!(from = %addr, members = %addr_list(&found), "discovered the cluster's peers");
                     return found;
                 }
                 Err(e) => warn!(%url, error = %e, "unreadable member list"),
@@ -239,6 +303,15 @@ async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, SocketAddr> {
         }
     }
     BTreeMap::new()
+}
+
+/// `1=127.0.0.1:7800,2=...`, as the flags take it (for log fields).
+fn addr_list<A: std::fmt::Display>(addrs: &BTreeMap<NodeId, A>) -> String {
+    addrs
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A clear startup error for a data directory that cannot be used.
@@ -326,20 +399,20 @@ async fn sync_addresses(
     mut book: AddressBook,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut told: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    let mut told: BTreeMap<NodeId, PeerAddr> = BTreeMap::new();
     loop {
-        let current: BTreeMap<NodeId, SocketAddr> = book
+        let current: BTreeMap<NodeId, PeerAddr> = book
             .borrow_and_update()
             .iter()
-            .map(|(id, a)| (*id, a.peer_addr))
+            .map(|(id, a)| (*id, a.peer_addr.clone()))
             .collect();
         let mut failed = false;
         for (id, addr) in &current {
             if told.get(id) != Some(addr) {
-                match raft.set_peer_addr(*id, Some(*addr)).await {
+                match raft.set_peer_addr(*id, Some(addr.clone())).await {
                     Ok(()) => {
                         info!(peer = id, %addr, "peer address set");
-                        told.insert(*id, *addr);
+                        told.insert(*id, addr.clone());
                     }
                     Err(e) => {
                         warn!(peer = id, error = %e, "cannot set peer address; will retry");
@@ -417,18 +490,19 @@ async fn reconcile_founding_addresses(app: Arc<App>, mut stop: watch::Receiver<b
                 .into_iter()
                 .filter(|id| !sm.members().contains_key(id))
                 .filter_map(|id| {
+                    let own = |a: &PeerAddr| (id == app.cfg.id).then(|| a.clone());
                     let peer_addr = app
                         .cfg
                         .peers
                         .get(&id)
-                        .copied()
-                        .or_else(|| (id == app.cfg.id).then_some(app.cfg.listen_peer))?;
+                        .cloned()
+                        .or_else(|| own(&app.cfg.listen_peer))?;
                     let client_addr = app
                         .cfg
                         .clients
                         .get(&id)
-                        .copied()
-                        .or_else(|| (id == app.cfg.id).then_some(app.cfg.listen_client))?;
+                        .cloned()
+                        .or_else(|| own(&app.cfg.listen_client))?;
                     Some((
                         id,
                         MemberAddrs {
@@ -440,9 +514,17 @@ async fn reconcile_founding_addresses(app: Arc<App>, mut stop: watch::Receiver<b
                 .collect()
         };
         for (id, addrs) in missing {
-            let cmd = ServerCommand::Members(MemberOp::Set { id, addrs });
+            let cmd = ServerCommand::Members(MemberOp::Set {
+                id,
+                addrs: addrs.clone(),
+            });
             match app.propose(&cmd).await {
-                Ok(_) => info!(node = id, ?addrs, "founding member's addresses replicated"),
+                Ok(_) => info!(
+                    node = id,
+                    peer_addr = %addrs.peer_addr,
+                    client_addr = %addrs.client_addr,
+                    "founding member's addresses replicated"
+                ),
                 Err(e) => {
                     warn!(node = id, error = %e, "cannot replicate founding addresses yet");
                     break;

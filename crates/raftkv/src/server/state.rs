@@ -17,8 +17,13 @@
 //! | tag | rest                                                         |
 //! |-----|--------------------------------------------------------------|
 //! | `1` | a [`raftkv_state::Command`] as encoded by `Command::encode`  |
-//! | `2` | [`MEMBERS_FORMAT_VERSION`] then postcard of a [`MemberOp`]   |
+//! | `2` | a members format version then postcard of a [`MemberOp`]   |
 //!
+//! Members format versions: `1` ([`MEMBERS_FORMAT_V1`]) holds addresses as
+//! `SocketAddr` (IP only); `2` ([`MEMBERS_FORMAT_VERSION`]) holds them as
+//! text, so host names stay as given. An operation whose addresses are all
+//! IPs is still written as `1`, so a cluster that uses no host names writes
+//! exactly what older binaries read (rolling upgrades); both are read.
 //! Anything else (an unknown tag, undecodable bytes) is answered with
 //! [`ServerResponse::Rejected`]: it changes nothing but still advances the
 //! applied index, identically on every replica, so a bad entry can never
@@ -29,7 +34,7 @@
 //! | bytes | field                                                    |
 //! |-------|----------------------------------------------------------|
 //! | 4     | magic `RKSV`                                             |
-//! | 1     | layout version ([`SNAPSHOT_FORMAT_VERSION`])             |
+//! | 1     | layout version: 1 (IP-only members part) or 2 (text addresses, [`SNAPSHOT_FORMAT_VERSION`]), chosen as for member operations |
 //! | 4     | length `m` of the members part, little endian            |
 //! | m     | postcard of `Vec<(NodeId, MemberAddrs)>`, ascending ids  |
 //! | 8     | length `k` of the key-value part, little endian          |
@@ -42,6 +47,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use raft_runtime::PeerAddr;
+
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, LogIndex, NodeId, StateMachine};
 use raftkv_state::{Command, KvConfig, KvStore, Response, StateError};
@@ -53,24 +60,88 @@ pub const TAG_KV: u8 = 1;
 /// Tag byte of an envelope carrying a [`MemberOp`].
 pub const TAG_MEMBERS: u8 = 2;
 /// Version byte after [`TAG_MEMBERS`]; bump when [`MemberOp`] changes.
-pub const MEMBERS_FORMAT_VERSION: u8 = 1;
+pub const MEMBERS_FORMAT_VERSION: u8 = 2;
+/// The first members format: addresses as `SocketAddr`.
+pub const MEMBERS_FORMAT_V1: u8 = 1;
 /// Leading bytes of a server snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"RKSV";
-/// Layout version of a server snapshot.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// Layout version of a server snapshot (2: text addresses; 1, still read
+/// and written when every address is an IP: `SocketAddr`s).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The first snapshot layout.
+pub const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// Most members the address book holds. Membership changes add one node at
 /// a time through an operator, so this is far above any real cluster; it
 /// bounds the memory a misbehaving client could make every replica spend.
 pub const MEMBERS_MAX: usize = 1024;
 
-/// Where to reach one member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where to reach one member, as given (a host name is replicated as
+/// written and resolved by each node when it connects).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddrs {
     /// Raft peer traffic (the node's `--listen-peer`).
-    pub peer_addr: SocketAddr,
+    pub peer_addr: PeerAddr,
     /// The HTTP client API (the node's `--listen-client`), used to forward
     /// requests to the leader.
-    pub client_addr: SocketAddr,
+    pub client_addr: PeerAddr,
+}
+
+/// [`MemberAddrs`] in members format 1.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct MemberAddrsV1 {
+    peer_addr: SocketAddr,
+    client_addr: SocketAddr,
+}
+
+impl MemberAddrs {
+    /// The format-1 form, if both addresses are IPs.
+    fn v1(&self) -> Option<MemberAddrsV1> {
+        Some(MemberAddrsV1 {
+            peer_addr: self.peer_addr.ip()?,
+            client_addr: self.client_addr.ip()?,
+        })
+    }
+}
+
+impl From<MemberAddrsV1> for MemberAddrs {
+    fn from(a: MemberAddrsV1) -> MemberAddrs {
+        MemberAddrs {
+            peer_addr: a.peer_addr.into(),
+            client_addr: a.client_addr.into(),
+        }
+    }
+}
+
+/// [`MemberOp`] in members format 1 (same variants, same order).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum MemberOpV1 {
+    Set { id: NodeId, addrs: MemberAddrsV1 },
+    Remove { id: NodeId },
+}
+
+impl MemberOp {
+    /// The format-1 form, if every address in it is an IP.
+    fn v1(&self) -> Option<MemberOpV1> {
+        Some(match self {
+            MemberOp::Set { id, addrs } => MemberOpV1::Set {
+                id: *id,
+                addrs: addrs.v1()?,
+            },
+            MemberOp::Remove { id } => MemberOpV1::Remove { id: *id },
+        })
+    }
+}
+
+impl From<MemberOpV1> for MemberOp {
+    fn from(op: MemberOpV1) -> MemberOp {
+        match op {
+            MemberOpV1::Set { id, addrs } => MemberOp::Set {
+                id,
+                addrs: addrs.into(),
+            },
+            MemberOpV1::Remove { id } => MemberOp::Remove { id },
+        }
+    }
 }
 
 /// A change to the replicated address book.
@@ -103,8 +174,11 @@ impl ServerCommand {
             ServerCommand::Members(op) => {
                 // Serializing a plain enum into a Vec cannot fail: the Vec
                 // grows as needed and every field has a fixed encoding.
-                let out = postcard::to_extend(op, vec![TAG_MEMBERS, MEMBERS_FORMAT_VERSION])
-                    .expect("postcard into a Vec cannot fail");
+                let out = match op.v1() {
+                    Some(v1) => postcard::to_extend(&v1, vec![TAG_MEMBERS, MEMBERS_FORMAT_V1]),
+                    None => postcard::to_extend(op, vec![TAG_MEMBERS, MEMBERS_FORMAT_VERSION]),
+                }
+                .expect("postcard into a Vec cannot fail");
                 Bytes::from(out)
             }
         }
@@ -306,15 +380,25 @@ impl StateMachine for ServerState {
 
     fn snapshot(&self) -> Result<Vec<u8>, ServerStateError> {
         let kv = self.kv.snapshot()?;
-        let members: Vec<(NodeId, MemberAddrs)> =
-            self.members.iter().map(|(id, a)| (*id, *a)).collect();
+        let v1: Option<Vec<(NodeId, MemberAddrsV1)>> = self
+            .members
+            .iter()
+            .map(|(id, a)| Some((*id, a.v1()?)))
+            .collect();
         // Serializing plain data into a Vec cannot fail.
-        let members = postcard::to_allocvec(&members).expect("postcard into a Vec cannot fail");
+        let (layout, members) = match v1 {
+            Some(v1) => (SNAPSHOT_FORMAT_V1, postcard::to_allocvec(&v1)),
+            None => {
+                let all: Vec<(&NodeId, &MemberAddrs)> = self.members.iter().collect();
+                (SNAPSHOT_FORMAT_VERSION, postcard::to_allocvec(&all))
+            }
+        };
+        let members = members.expect("postcard into a Vec cannot fail");
         let members_len = u32::try_from(members.len())
             .map_err(|_| ServerStateError::Snapshot("members part over 4 GiB".into()))?;
         let mut out = Vec::with_capacity(4 + 1 + 4 + members.len() + 8 + kv.len() + 4);
         out.extend_from_slice(&SNAPSHOT_MAGIC);
-        out.push(SNAPSHOT_FORMAT_VERSION);
+        out.push(layout);
         out.extend_from_slice(&members_len.to_le_bytes());
         out.extend_from_slice(&members);
         out.extend_from_slice(&(kv.len() as u64).to_le_bytes());
@@ -338,11 +422,15 @@ impl StateMachine for ServerState {
 
 fn decode_member_op(bytes: &[u8]) -> Result<MemberOp, String> {
     let (&version, body) = bytes.split_first().ok_or("empty member command")?;
-    if version != MEMBERS_FORMAT_VERSION {
-        return Err(format!("unsupported member command version {version}"));
-    }
-    let (op, rest) = postcard::take_from_bytes::<MemberOp>(body)
-        .map_err(|e| format!("malformed member command: {e}"))?;
+    let malformed = |e: postcard::Error| format!("malformed member command: {e}");
+    let (op, rest) = match version {
+        MEMBERS_FORMAT_V1 => {
+            let (op, rest) = postcard::take_from_bytes::<MemberOpV1>(body).map_err(malformed)?;
+            (MemberOp::from(op), rest)
+        }
+        MEMBERS_FORMAT_VERSION => postcard::take_from_bytes::<MemberOp>(body).map_err(malformed)?,
+        _ => return Err(format!("unsupported member command version {version}")),
+    };
     if !rest.is_empty() {
         return Err(format!(
             "{} trailing bytes after member command",
@@ -372,8 +460,9 @@ fn parse_snapshot(data: &[u8]) -> Result<ParsedSnapshot<'_>, String> {
     if body[..4] != SNAPSHOT_MAGIC {
         return Err("bad magic: not a raftkv server snapshot".into());
     }
-    if body[4] != SNAPSHOT_FORMAT_VERSION {
-        return Err(format!("unsupported layout version {}", body[4]));
+    let layout = body[4];
+    if layout != SNAPSHOT_FORMAT_V1 && layout != SNAPSHOT_FORMAT_VERSION {
+        return Err(format!("unsupported layout version {layout}"));
     }
     let mut rest = &body[5..];
     let members_len = take_len(&mut rest, 4)? as usize;
@@ -389,8 +478,17 @@ fn parse_snapshot(data: &[u8]) -> Result<ParsedSnapshot<'_>, String> {
             rest.len()
         ));
     }
-    let (list, extra) = postcard::take_from_bytes::<Vec<(NodeId, MemberAddrs)>>(members_bytes)
-        .map_err(|e| format!("malformed members part: {e}"))?;
+    let malformed = |e: postcard::Error| format!("malformed members part: {e}");
+    let (list, extra) = if layout == SNAPSHOT_FORMAT_V1 {
+        let (list, extra) =
+            postcard::take_from_bytes::<Vec<(NodeId, MemberAddrsV1)>>(members_bytes)
+                .map_err(malformed)?;
+        let list: Vec<(NodeId, MemberAddrs)> =
+            list.into_iter().map(|(id, a)| (id, a.into())).collect();
+        (list, extra)
+    } else {
+        postcard::take_from_bytes::<Vec<(NodeId, MemberAddrs)>>(members_bytes).map_err(malformed)?
+    };
     if !extra.is_empty() {
         return Err("trailing bytes in the members part".into());
     }
@@ -428,9 +526,74 @@ mod tests {
 
     fn addrs(n: u16) -> MemberAddrs {
         MemberAddrs {
-            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7800 + n)),
-            client_addr: SocketAddr::from(([127, 0, 0, 1], 7700 + n)),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7800 + n)).into(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 7700 + n)).into(),
         }
+    }
+
+    fn host_addrs(n: u16) -> MemberAddrs {
+        MemberAddrs {
+            peer_addr: PeerAddr::Host(format!("node{n}"), 7800),
+            client_addr: SocketAddr::from(([10, 0, 0, 1], 7700 + n)).into(),
+        }
+    }
+
+    #[test]
+    fn ip_only_member_ops_keep_format_1_and_host_names_use_format_2() {
+        let ip = ServerCommand::Members(MemberOp::Set {
+            id: 4,
+            addrs: addrs(4),
+        })
+        .encode();
+        assert_eq!(ip[..2], [TAG_MEMBERS, MEMBERS_FORMAT_V1]);
+        // Byte for byte what the first format wrote.
+        let v1 = MemberOpV1::Set {
+            id: 4,
+            addrs: MemberAddrsV1 {
+                peer_addr: SocketAddr::from(([127, 0, 0, 1], 7804)),
+                client_addr: SocketAddr::from(([127, 0, 0, 1], 7704)),
+            },
+        };
+        assert_eq!(
+            ip[..],
+            postcard::to_extend(&v1, vec![TAG_MEMBERS, 1]).unwrap()[..]
+        );
+        let host = ServerCommand::Members(MemberOp::Set {
+            id: 5,
+            addrs: host_addrs(5),
+        });
+        assert_eq!(host.encode()[..2], [TAG_MEMBERS, MEMBERS_FORMAT_VERSION]);
+        let (mut s, mut book) = state();
+        s.apply(&entry(
+            1,
+            &ServerCommand::Members(MemberOp::Set {
+                id: 4,
+                addrs: addrs(4),
+            }),
+        ))
+        .unwrap();
+        assert_eq!(s.apply(&entry(2, &host)).unwrap(), ServerResponse::Members);
+        assert_eq!(book.borrow_and_update().get(&5), Some(&host_addrs(5)));
+        // A snapshot with a host name uses layout 2 and round-trips.
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap[4], SNAPSHOT_FORMAT_VERSION);
+        let (mut t, _b) = state();
+        t.restore(&snap).unwrap();
+        assert_eq!(t.members(), s.members());
+        assert_eq!(t.members()[&5].peer_addr.to_string(), "node5:7800");
+        // A bad host name inside a well-formed format-2 op is refused.
+        let bad = postcard::to_extend(
+            &(0u32, 6u64, "bad host:1", "10.0.0.1:1"),
+            vec![TAG_MEMBERS, MEMBERS_FORMAT_VERSION],
+        )
+        .unwrap();
+        let e = Entry {
+            term: 1,
+            index: 3,
+            payload: EntryPayload::Normal(Bytes::from(bad)),
+        };
+        assert!(matches!(s.apply(&e).unwrap(), ServerResponse::Rejected(_)));
+        assert!(!s.members().contains_key(&6));
     }
 
     fn entry(index: LogIndex, cmd: &ServerCommand) -> Entry {
@@ -535,6 +698,7 @@ mod tests {
         assert_eq!(t.members(), s.members());
         assert_eq!(book.borrow_and_update().get(&2), Some(&addrs(2)));
         assert_eq!(t.snapshot().unwrap(), snap, "encoding is canonical");
+        assert_eq!(snap[4], SNAPSHOT_FORMAT_V1, "IP-only: the first layout");
 
         // Every single-byte corruption and every truncation is refused and
         // leaves the state as it was.

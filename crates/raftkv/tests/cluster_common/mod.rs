@@ -20,7 +20,9 @@ pub fn bin() -> PathBuf {
 
 /// Server flags every test cluster gets: a 50 ms tick makes elections take
 /// 0.5-1 s instead of 1-2 s (still far above a debug build's hiccups on a
-/// busy 2-core machine), and quiet logs keep server.log small.
+/// busy 2-core machine), and quiet logs keep server.log small (the access
+/// log is off by default: one line per request of the write loads would
+/// bury the lines a failing test's log tail is printed for).
 pub const TEST_SERVE_ARGS: &[&str] = &["--tick-ms", "50", "--log-level", "info"];
 
 /// A running test cluster and the temporary directory holding its data.

@@ -67,6 +67,10 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// More arguments for every node (e.g. `["--max-key-bytes", "16"]`).
     pub extra_args: Vec<String>,
+    /// Give the nodes their addresses as `HOST:PORT` with this host name
+    /// (e.g. `localhost`) instead of `127.0.0.1:PORT`; the helpers still
+    /// connect to 127.0.0.1.
+    pub host: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -79,6 +83,7 @@ impl Default for ClusterOptions {
             snapshot_entries: 10_000,
             log_level: "info".into(),
             extra_args: Vec::new(),
+            host: None,
         }
     }
 }
@@ -165,8 +170,8 @@ impl Cluster {
             nodes: BTreeMap::new(),
             dir: Some(dir),
         };
-        let peers = addr_list(&peer);
-        let clients = addr_list(&client);
+        let peers = c.addr_list(&peer);
+        let clients = c.addr_list(&client);
         for &id in &ids {
             let mut args = c.base_args(id, client[&id], peer[&id]);
             args.extend([
@@ -186,6 +191,24 @@ impl Cluster {
         c
     }
 
+    /// How the nodes are told `addr`: as is, or `host:port` with
+    /// [`ClusterOptions::host`].
+    pub fn show(&self, addr: SocketAddr) -> String {
+        match &self.opts.host {
+            Some(h) => format!("{h}:{}", addr.port()),
+            None => addr.to_string(),
+        }
+    }
+
+    /// `1=ADDR,2=...` with [`Cluster::show`].
+    pub fn addr_list(&self, addrs: &BTreeMap<u64, SocketAddr>) -> String {
+        addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={}", self.show(*a)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn base_args(&self, id: u64, client: SocketAddr, peer: SocketAddr) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -196,9 +219,9 @@ impl Cluster {
             "--data-dir".into(),
             self.root().join(format!("node-{id}")).display().to_string(),
             "--listen-client".into(),
-            client.to_string(),
+            self.show(client),
             "--listen-peer".into(),
-            peer.to_string(),
+            self.show(peer),
             "--tick-ms".into(),
             self.opts.tick_ms.to_string(),
             "--request-timeout-ms".into(),
@@ -248,9 +271,13 @@ impl Cluster {
         let clients: BTreeMap<u64, SocketAddr> =
             self.nodes.values().map(|n| (n.id, n.client_addr)).collect();
         let mut args = self.base_args(id, client, peer);
-        args.extend(["--join".into(), "--clients".into(), addr_list(&clients)]);
+        args.extend([
+            "--join".into(),
+            "--clients".into(),
+            self.addr_list(&clients),
+        ]);
         if with_peers {
-            args.extend(["--peers".into(), addr_list(&peers)]);
+            args.extend(["--peers".into(), self.addr_list(&peers)]);
         }
         self.insert_node(id, client, peer, args);
         self.spawn(id);
@@ -264,8 +291,8 @@ impl Cluster {
         let n = &self.nodes[&id];
         let body = serde_json::json!({
             "id": id,
-            "peer_addr": n.peer_addr.to_string(),
-            "client_addr": n.client_addr.to_string(),
+            "peer_addr": self.show(n.peer_addr),
+            "client_addr": self.show(n.client_addr),
             "role": role,
         });
         self.request(via, "POST", "/v1/members", Some(&body.to_string()))
@@ -468,6 +495,21 @@ impl Cluster {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) node `id`'s process: a paused
+    /// node keeps its sockets open (the kernel still accepts connections
+    /// and buffers requests) but answers nothing.
+    pub fn pause(&mut self, id: u64, paused: bool) {
+        let pid = self.nodes[&id]
+            .pid()
+            .unwrap_or_else(|| panic!("node {id} not running"));
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts node `id` again with the same arguments (ports, data dir) and
     /// waits until it serves.
     pub fn restart(&mut self, id: u64) {
@@ -580,6 +622,11 @@ impl HttpResponse {
             .to_string()
     }
 
+    /// The `error.reason` of a JSON error body (`None` for 4xx answers).
+    pub fn error_reason(&self) -> Option<String> {
+        self.json()["error"]["reason"].as_str().map(str::to_string)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers
@@ -596,11 +643,25 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<HttpResponse> {
+    http_request_with(addr, method, path, body, &[])
+}
+
+/// [`http_request`] with more request headers.
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
     }

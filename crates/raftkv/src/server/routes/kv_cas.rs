@@ -21,7 +21,7 @@ use super::kv_put::unexpected_kv;
 use super::{session, KvJson};
 use crate::server::app::{Outcome, SharedApp};
 use crate::server::error::ApiError;
-use crate::server::extract::{parse_json, KeyPath, LimitedBody, RequestInfo};
+use crate::server::extract::{parse_json, KeyPath, LimitedBody, NoQuery, QueryParams, RequestInfo};
 
 /// `Some(None)` for an explicit `null`, `None` for a missing field.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -29,6 +29,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CasBody {
     #[serde(default, deserialize_with = "present")]
     expected_value: Option<Option<String>>,
@@ -43,6 +44,7 @@ pub async fn handle(
     State(app): State<SharedApp>,
     info: RequestInfo,
     KeyPath(key): KeyPath,
+    _: QueryParams<NoQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: CasBody = parse_json(&body)?;
@@ -84,7 +86,12 @@ pub async fn handle(
                 None => "condition failed: the key does not exist".to_string(),
             };
             let body = json!({
-                "error": {"code": "cas_mismatch", "message": message, "leader_hint": null},
+                "error": {
+                    "code": "cas_mismatch",
+                    "reason": null,
+                    "message": message,
+                    "leader_hint": null,
+                },
                 "current": current,
             });
             Ok((StatusCode::CONFLICT, Json(body)).into_response())

@@ -13,9 +13,12 @@ use super::kv_put::unexpected_kv;
 use super::{session, KvJson};
 use crate::server::app::{Outcome, SharedApp};
 use crate::server::error::ApiError;
-use crate::server::extract::{parse_optional_json, KeyPath, LimitedBody, RequestInfo};
+use crate::server::extract::{
+    parse_optional_json, KeyPath, LimitedBody, NoQuery, QueryParams, RequestInfo,
+};
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteBody {
     client_id: Option<u64>,
     seq: Option<u64>,
@@ -32,6 +35,7 @@ pub async fn handle(
     State(app): State<SharedApp>,
     info: RequestInfo,
     KeyPath(key): KeyPath,
+    _: QueryParams<NoQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: DeleteBody = parse_optional_json(&body)?;

@@ -11,9 +11,10 @@ use serde::Deserialize;
 use super::{Consistency, KvJson};
 use crate::server::app::{Outcome, SharedApp};
 use crate::server::error::ApiError;
-use crate::server::extract::{KeyPath, QueryParams, RequestInfo};
+use crate::server::extract::{KeyPath, NoBody, QueryParams, RequestInfo};
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GetQuery {
     #[serde(default)]
     consistency: Consistency,
@@ -24,6 +25,7 @@ pub async fn handle(
     info: RequestInfo,
     KeyPath(key): KeyPath,
     QueryParams(query): QueryParams<GetQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let key = Bytes::from(key);
     // Same limits as a write: a key that could never be stored is refused.

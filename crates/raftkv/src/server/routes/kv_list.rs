@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use super::{Consistency, KvJson};
 use crate::server::app::{Outcome, SharedApp};
 use crate::server::error::ApiError;
-use crate::server::extract::{QueryParams, RequestInfo};
+use crate::server::extract::{NoBody, QueryParams, RequestInfo};
 
 /// Default `limit`.
 pub const LIST_LIMIT_DEFAULT: u64 = 100;
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     prefix: String,
@@ -38,6 +39,7 @@ pub async fn handle(
     State(app): State<SharedApp>,
     info: RequestInfo,
     QueryParams(query): QueryParams<ListQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let prefix = Bytes::from(query.prefix);
     let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);

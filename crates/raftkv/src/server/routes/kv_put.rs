@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{session, KvJson};
 use crate::server::app::{App, Outcome, SharedApp};
-use crate::server::error::ApiError;
+use crate::server::error::{ApiError, Reason};
 use crate::server::extract::{parse_json, KeyPath, LimitedBody, QueryParams, RequestInfo};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PutBody {
     value: String,
     client_id: Option<u64>,
@@ -25,6 +26,7 @@ pub struct PutBody {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PutQuery {
     #[serde(default)]
     prev: bool,
@@ -80,5 +82,9 @@ pub async fn put(
 
 /// A key-value answer of the wrong kind: a bug, reported as 500.
 pub(super) fn unexpected_kv(r: &KvResponse) -> ApiError {
-    ApiError::Internal(format!("unexpected key-value response: {r:?}"))
+    // Applied (the state machine answered), but the answer is unusable.
+    ApiError::indeterminate(
+        Reason::Internal,
+        format!("unexpected key-value response: {r:?}"),
+    )
 }

@@ -1,5 +1,6 @@
 //! `POST /v1/leader/transfer` body `{"to": 2}` → 200 `{"leader": 2}` once
-//! node 2 leads (or 504 `timeout`). Runs on the leader; a follower forwards.
+//! node 2 leads (or 504 `indeterminate`/`timeout`: the target may still
+//! take over). Runs on the leader; a follower forwards.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -11,10 +12,11 @@ use serde_json::json;
 use super::members::ensure_leader;
 use crate::server::app::SharedApp;
 use crate::server::error::ApiError;
-use crate::server::extract::{parse_json, LimitedBody, RequestInfo};
+use crate::server::extract::{parse_json, LimitedBody, NoQuery, QueryParams, RequestInfo};
 use crate::server::forward;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransferBody {
     to: u64,
 }
@@ -22,6 +24,7 @@ pub struct TransferBody {
 pub async fn handle(
     State(app): State<SharedApp>,
     info: RequestInfo,
+    _: QueryParams<NoQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: TransferBody = parse_json(&body)?;

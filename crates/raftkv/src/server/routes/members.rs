@@ -3,7 +3,8 @@
 //! - `GET /v1/members` → `{"members": [{"id", "role": "voter"|"learner",
 //!   "peer_addr", "client_addr"}]}` (this node's view, served locally);
 //! - `POST /v1/members` body `{"id", "peer_addr", "client_addr", "role"}`
-//!   adds a learner (default) or a voter; `"role": "voter"` on an existing
+//!   (addresses `IP:PORT` or `HOST:PORT`, replicated as written) adds a
+//!   learner (default) or a voter; `"role": "voter"` on an existing
 //!   learner promotes it;
 //! - `POST /v1/members/{id}/promote` promotes a learner;
 //! - `DELETE /v1/members/{id}` removes a member.
@@ -19,24 +20,31 @@
 //!   addresses, so the node is reachable for as long as it is a member.
 //!
 //! One change at a time (the core refuses overlapping ones with
-//! `ChangeInProgress`, answered 503 `unavailable`). A learner is promoted
-//! only once it is close enough to the leader's log: a lagging one is
-//! refused with 503 `unavailable` and a message to retry later.
-
-use std::net::SocketAddr;
+//! `ChangeInProgress`, answered 503 `not_applied`/`change_in_progress`). A
+//! learner is promoted only once it is close enough to the leader's log: a
+//! lagging one is refused with 503 `not_applied`/`learner_lagging` and a
+//! message to retry later.
+//!
+//! An add whose address step committed but whose configuration change then
+//! failed has had an effect (the addresses are replicated), so that failure
+//! is `indeterminate`, never `not_applied`; likewise any failure after a
+//! configuration change committed. Retrying an add, promote or remove is
+//! safe either way: each converges on the asked-for state.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use raft_core::{MembershipChange, NodeId};
-use raft_runtime::{MembershipError, ProposeError};
+use raft_runtime::{MembershipError, PeerAddr, ProposeError};
 use serde::{Deserialize, Serialize};
 
 use crate::server::app::{unexpected, App, SharedApp};
 use crate::server::config::parse_addr;
 use crate::server::error::ApiError;
-use crate::server::extract::{parse_json, IdPath, LimitedBody, RequestInfo};
+use crate::server::extract::{
+    parse_json, IdPath, LimitedBody, NoBody, NoQuery, QueryParams, RequestInfo,
+};
 use crate::server::forward;
 use crate::server::state::{MemberAddrs, MemberOp, ServerCommand, ServerResponse};
 
@@ -52,8 +60,8 @@ pub enum MemberRole {
 pub struct MemberJson {
     id: NodeId,
     role: MemberRole,
-    peer_addr: Option<SocketAddr>,
-    client_addr: Option<SocketAddr>,
+    peer_addr: Option<PeerAddr>,
+    client_addr: Option<PeerAddr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +70,7 @@ pub struct MembersJson {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddBody {
     id: NodeId,
     peer_addr: String,
@@ -105,7 +114,7 @@ async fn members_json(app: &App) -> Result<Json<MembersJson>, ApiError> {
         .into_iter()
         .map(|id| {
             let replicated = book.get(&id);
-            let own = |a: SocketAddr| (id == app.cfg.id).then_some(a);
+            let own = |a: &PeerAddr| (id == app.cfg.id).then(|| a.clone());
             MemberJson {
                 id,
                 role: if m.is_voter(id) {
@@ -114,26 +123,31 @@ async fn members_json(app: &App) -> Result<Json<MembersJson>, ApiError> {
                     MemberRole::Learner
                 },
                 peer_addr: replicated
-                    .map(|a| a.peer_addr)
-                    .or_else(|| app.cfg.peers.get(&id).copied())
-                    .or_else(|| own(app.cfg.listen_peer)),
+                    .map(|a| a.peer_addr.clone())
+                    .or_else(|| app.cfg.peers.get(&id).cloned())
+                    .or_else(|| own(&app.cfg.listen_peer)),
                 client_addr: replicated
-                    .map(|a| a.client_addr)
-                    .or_else(|| app.cfg.clients.get(&id).copied())
-                    .or_else(|| own(app.cfg.listen_client)),
+                    .map(|a| a.client_addr.clone())
+                    .or_else(|| app.cfg.clients.get(&id).cloned())
+                    .or_else(|| own(&app.cfg.listen_client)),
             }
         })
         .collect();
     Ok(Json(MembersJson { members }))
 }
 
-pub async fn list(State(app): State<SharedApp>) -> Result<Json<MembersJson>, ApiError> {
+pub async fn list(
+    State(app): State<SharedApp>,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
+) -> Result<Json<MembersJson>, ApiError> {
     members_json(&app).await
 }
 
 pub async fn add(
     State(app): State<SharedApp>,
     info: RequestInfo,
+    _: QueryParams<NoQuery>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: AddBody = parse_json(&body)?;
@@ -180,20 +194,30 @@ pub async fn add(
         MemberRole::Learner if m.is_learner(req.id) => None,
         MemberRole::Learner => Some(MembershipChange::AddLearner(req.id)),
     };
+    // From here on the addresses are replicated: a failure is not
+    // "nothing happened".
     if let Some(change) = change {
-        if let Some(r) = change_membership(&app, &info, &body, change).await? {
+        if let Some(r) = change_membership(&app, &info, &body, change)
+            .await
+            .map_err(ApiError::after_partial_effect)?
+        {
             return Ok(r);
         }
     }
-    members_json(&app).await.map(IntoResponse::into_response)
+    members_json(&app)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(ApiError::after_partial_effect)
 }
 
 pub async fn promote(
     State(app): State<SharedApp>,
     info: RequestInfo,
     IdPath(id): IdPath,
-    LimitedBody(body): LimitedBody,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
+    let body = Bytes::new();
     if let Some(forwarded) = ensure_leader(&app, &info, &body).await? {
         return Ok(forwarded);
     }
@@ -201,22 +225,34 @@ pub async fn promote(
     if !st.membership.contains(id) {
         return Err(ApiError::BadRequest(format!("node {id} is not a member")));
     }
-    if st.membership.is_learner(id) {
+    let promoting = st.membership.is_learner(id);
+    if promoting {
         if let Some(r) =
             change_membership(&app, &info, &body, MembershipChange::AddVoter(id)).await?
         {
             return Ok(r);
         }
     }
-    members_json(&app).await.map(IntoResponse::into_response)
+    members_json(&app)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(|e| {
+            if promoting {
+                e.after_partial_effect()
+            } else {
+                e
+            }
+        })
 }
 
 pub async fn remove(
     State(app): State<SharedApp>,
     info: RequestInfo,
     IdPath(id): IdPath,
-    LimitedBody(body): LimitedBody,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
+    let body = Bytes::new();
     if let Some(forwarded) = ensure_leader(&app, &info, &body).await? {
         return Ok(forwarded);
     }
@@ -247,7 +283,10 @@ pub async fn remove(
     if let Err(e) = app.propose(&forget).await {
         tracing::warn!(node = id, error = %e, "removed member's addresses not forgotten");
     }
-    members_json(&app).await.map(IntoResponse::into_response)
+    members_json(&app)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(ApiError::after_partial_effect)
 }
 
 /// Runs one configuration change; `Some(response)` if it had to be

@@ -9,9 +9,14 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::server::app::SharedApp;
+use crate::server::extract::{NoBody, NoQuery, QueryParams};
 use crate::server::metrics::render;
 
-pub async fn handle(State(app): State<SharedApp>) -> impl IntoResponse {
+pub async fn handle(
+    State(app): State<SharedApp>,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
+) -> impl IntoResponse {
     {
         let sm = app
             .raft

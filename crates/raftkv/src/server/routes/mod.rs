@@ -2,12 +2,19 @@
 //! that ties them together with two cross-cutting layers:
 //!
 //! - **request timeout**: every request (body upload and answer included)
-//!   must finish within `--request-timeout-ms`, else 504 `timeout`;
+//!   must finish within `--request-timeout-ms`, else 504 with reason
+//!   `timeout`: `not_applied` for a `GET`, `indeterminate` for anything
+//!   else (a proposal the cancelled handler made may still commit);
 //! - **metrics**: count and time every request by its route pattern.
+//!
+//! and [`ApiService`] around both the router and the direct `PUT` path,
+//! which stamps every response with `x-raftkv-node` (this node's id) and
+//! `x-request-id` (the request's, else a generated one, which the request
+//! also carries from then on, so a forward passes it along).
 //!
 //! Handlers return `Result<Response, ApiError>`; every error, including
 //! bad paths, bad query strings, unknown routes and wrong methods, leaves
-//! as the contract's JSON error object.
+//! as the contract's JSON error object (see `error.rs`).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -16,7 +23,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -28,8 +35,9 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
 use super::app::{App, SharedApp};
-use super::error::ApiError;
-use super::extract::{read_limited_body, RequestInfo};
+use super::error::{ApiError, Reason};
+use super::extract::{read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER};
+use super::forward::FORWARDED_TO_HEADER;
 use super::metrics::{RequestLabels, RouteLabel};
 
 mod health;
@@ -42,6 +50,7 @@ mod leader_transfer;
 mod members;
 mod metrics;
 mod status;
+mod version;
 
 // The route patterns, named once: the router is built from them and the
 // metrics label each request with one of them (a static string, so
@@ -57,7 +66,8 @@ const LEADER_TRANSFER: &str = "/v1/leader/transfer";
 const METRICS: &str = "/metrics";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
-const ROUTES: [&str; 11] = [
+const VERSION: &str = "/version";
+const ROUTES: [&str; 12] = [
     KV_LIST,
     KV_KEY,
     KV_CAS,
@@ -69,6 +79,7 @@ const ROUTES: [&str; 11] = [
     METRICS,
     HEALTHZ,
     READYZ,
+    VERSION,
 ];
 
 /// Builds the router of the client API.
@@ -90,6 +101,7 @@ pub fn router(app: SharedApp) -> Router {
         .route(METRICS, get(metrics::handle))
         .route(HEALTHZ, get(health::healthz))
         .route(READYZ, get(health::readyz))
+        .route(VERSION, get(version::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are limited by our own extractor (`LimitedBody`), which
@@ -125,12 +137,20 @@ async fn observed(
     let response = match tokio::time::timeout(timeout, answer).await {
         Ok(r) => r,
         // Dropping the handler's future cancels it; a proposal it made may
-        // still commit (the runtime cannot take it back), so the message
-        // says the outcome is unknown.
-        Err(_) => ApiError::Timeout(format!(
-            "no answer within {} ms (for a write, the outcome is unknown)",
-            timeout.as_millis()
-        ))
+        // still commit (the runtime cannot take it back), so a write's
+        // outcome is unknown. A read changed nothing.
+        Err(_) if method == "GET" || method == "HEAD" => ApiError::not_applied(
+            Reason::Timeout,
+            format!("no answer within {} ms", timeout.as_millis()),
+        )
+        .into_response(),
+        Err(_) => ApiError::indeterminate(
+            Reason::Timeout,
+            format!(
+                "no answer within {} ms; the outcome is unknown (the request may or may not have been applied)",
+                timeout.as_millis()
+            ),
+        )
         .into_response(),
     };
     let labels = RequestLabels {
@@ -161,15 +181,29 @@ async fn observed(
 pub struct ApiService {
     router: Router,
     app: SharedApp,
+    /// `x-raftkv-node` of every response: this node's id.
+    node: HeaderValue,
 }
+
+/// Header naming the node that answered the client.
+pub const NODE_HEADER: &str = "x-raftkv-node";
 
 impl ApiService {
     pub fn new(app: SharedApp) -> ApiService {
         ApiService {
             router: router(app.clone()),
+            node: HeaderValue::from(app.cfg.id),
             app,
         }
     }
+}
+
+/// Sets the two headers every response carries.
+fn stamp(mut response: Response, node: HeaderValue, request_id: HeaderValue) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(NODE_HEADER, node);
+    headers.insert(REQUEST_ID_HEADER, request_id);
+    response
 }
 
 type ApiFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -179,17 +213,97 @@ impl hyper::service::Service<axum::http::Request<Incoming>> for ApiService {
     type Error = Infallible;
     type Future = ApiFuture;
 
-    fn call(&self, req: axum::http::Request<Incoming>) -> ApiFuture {
+    fn call(&self, mut req: axum::http::Request<Incoming>) -> ApiFuture {
+        let request_id = match req.headers().get(REQUEST_ID_HEADER) {
+            Some(id) => id.clone(),
+            None => {
+                // Digits, letters and dashes: always a valid header value.
+                let id = HeaderValue::try_from(self.app.request_ids.next())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+                req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                id
+            }
+        };
+        let node = self.node.clone();
+        // Nothing is noted for a line that would be filtered out anyway.
+        let access = (self.app.cfg.access_log
+            && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO))
+        .then(|| Access::new(&req, self.app.cfg.id));
         match direct_put_key(req.method(), req.uri()) {
             Some(key) => {
                 let app = self.app.clone();
                 Box::pin(async move {
                     let answer = direct_put(&app, req, key);
-                    Ok(observed(&app, "PUT", Cow::Borrowed(KV_KEY), answer).await)
+                    let response = observed(&app, "PUT", Cow::Borrowed(KV_KEY), answer).await;
+                    if let Some(a) = access {
+                        a.log(&response, &request_id);
+                    }
+                    Ok(stamp(response, node, request_id))
                 })
             }
-            None => Box::pin(self.router.clone().oneshot(req)),
+            None => {
+                let routed = self.router.clone().oneshot(req);
+                Box::pin(async move {
+                    let response = routed.await?;
+                    if let Some(a) = access {
+                        a.log(&response, &request_id);
+                    }
+                    Ok(stamp(response, node, request_id))
+                })
+            }
         }
+    }
+}
+
+/// Target of the access log's events (`--log-level
+/// info,raftkv::access=off` filters them out, as `--access-log false` does).
+pub const ACCESS_TARGET: &str = "raftkv::access";
+
+/// What the access log line says about a request, noted when it arrives.
+struct Access {
+    start: Instant,
+    method: Method,
+    /// The path without the query string.
+    path: String,
+    node: u64,
+    /// It arrived from a follower that forwarded it (`x-raftkv-forwarded`).
+    from_follower: bool,
+}
+
+impl Access {
+    fn new<B>(req: &axum::http::Request<B>, node: u64) -> Access {
+        Access {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            node,
+            from_follower: req.headers().contains_key(FORWARDED_HEADER),
+        }
+    }
+
+    /// One INFO line under [`ACCESS_TARGET`]: method, path, status,
+    /// latency in microseconds, request id, this node, whether it came from
+    /// a follower, and whether (and to whom) this node forwarded it.
+    fn log(self, response: &Response, request_id: &HeaderValue) {
+        let latency_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let forwarded_to = response
+            .headers()
+            .get(FORWARDED_TO_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        tracing::info!(
+            target: ACCESS_TARGET,
+            method = %self.method,
+            path = %self.path,
+            status = response.status().as_u16(),
+            latency_us,
+            request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+            node = self.node,
+            from_follower = self.from_follower,
+            forwarded = forwarded_to.is_some(),
+            forwarded_to,
+            "request"
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::server::app::SharedApp;
 use crate::server::error::ApiError;
+use crate::server::extract::{NoBody, NoQuery, QueryParams};
 
 #[derive(Debug, Serialize)]
 pub struct MembershipJson {
@@ -45,7 +46,11 @@ pub struct StatusJson {
     peers: Vec<PeerProgress>,
 }
 
-pub async fn handle(State(app): State<SharedApp>) -> Result<Json<StatusJson>, ApiError> {
+pub async fn handle(
+    State(app): State<SharedApp>,
+    _: QueryParams<NoQuery>,
+    _: NoBody,
+) -> Result<Json<StatusJson>, ApiError> {
     let st = app.raft.status().await?;
     Ok(Json(StatusJson {
         id: st.id,
