@@ -15,15 +15,6 @@ use raftkv_chaos::{run_once, RunConfig, Scenario, Verdict};
 /// `cargo run --release -p raftkv-chaos -- --seed 20261128 --duration 40`.
 const SEED: u64 = 20_261_128;
 
-/// Lease reads are off by default until raft-core stops a resumed old
-/// leader from answering them from its stale lease (issue 9: with them on,
-/// this seed fails within 8 s, right after the first pause of the leader,
-/// on raft-core as of a942b32). `RAFTKV_CHAOS_LEASE_READS=1` turns them on
-/// to check the fix; once it is in, make them always on.
-fn lease_reads() -> bool {
-    std::env::var("RAFTKV_CHAOS_LEASE_READS").is_ok_and(|v| v == "1")
-}
-
 #[test]
 fn a_short_mixed_run_is_linearizable() {
     let explicit = std::env::var_os("RAFTKV_BIN").map(PathBuf::from);
@@ -32,7 +23,6 @@ fn a_short_mixed_run_is_linearizable() {
     let mut cfg = RunConfig::new(Scenario::Mixed, SEED, bin);
     cfg.duration = Duration::from_secs(40);
     cfg.work_dir = std::env::temp_dir().join("raftkv-chaos-test");
-    cfg.lease_reads = lease_reads();
     for r in raftkv_chaos::run::cleanup_stale(&cfg.work_dir) {
         eprintln!("removed a leftover of an earlier, killed run: {r}");
     }
