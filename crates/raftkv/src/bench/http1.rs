@@ -18,11 +18,27 @@ const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Largest response body accepted (values are at most a few MiB).
 const BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// One answer: status and body.
-#[derive(Debug)]
+/// The header naming the node that answered (see the server's error
+/// contract).
+pub const NODE_HEADER: &str = "x-raftkv-node";
+
+/// One answer: status, the answering node and the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
+    /// `x-raftkv-node`, when present and numeric.
+    pub node: Option<u64>,
     pub body: Vec<u8>,
+}
+
+/// How the end of a body without a length is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// A kept-alive connection: no length means no body.
+    KeepAlive,
+    /// A `connection: close` request: the body runs to the end of the
+    /// connection.
+    Close,
 }
 
 /// Why a request failed at the transport level.
@@ -140,13 +156,21 @@ impl Conn {
             .write_all(&self.out)
             .await
             .map_err(|e| broken(e.to_string()))?;
-        read_answer(stream, &mut self.buf).await.map_err(broken)
+        read_answer(stream, &mut self.buf, Framing::KeepAlive)
+            .await
+            .map_err(broken)
     }
 }
 
 /// Reads one response from `stream`, using `buf` (which may hold nothing
-/// from before: the server answers one request at a time).
-async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, String> {
+/// from before: the server answers one request at a time). Every size is
+/// bounded: the head by 16 KiB, the body by 64 MiB. Also the fault test's
+/// client (raftkv-chaos), which opens a connection per request.
+pub async fn read_answer(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+) -> Result<Answer, String> {
     buf.clear();
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
@@ -170,6 +194,7 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer
         .ok_or_else(|| format!("bad status line {status_line:?}"))?;
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
+    let mut node = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -182,16 +207,17 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer
                     .map_err(|_| format!("bad content-length {value:?}"))?,
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding")
-            && value.eq_ignore_ascii_case("chunked")
+            && value.to_ascii_lowercase().contains("chunked")
         {
             chunked = true;
+        } else if name.eq_ignore_ascii_case(NODE_HEADER) {
+            node = value.parse().ok();
         }
     }
     let mut rest = buf.split_off(head_end);
     let body = if chunked {
         read_chunked(stream, &mut rest).await?
-    } else {
-        let n = content_length.unwrap_or(0);
+    } else if let Some(n) = content_length {
         if n > BODY_BYTES_MAX {
             return Err(format!("body of {n} bytes is over the limit"));
         }
@@ -202,8 +228,17 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer
         }
         rest.truncate(n);
         rest
+    } else if framing == Framing::Close {
+        while read_more(stream, &mut rest).await? > 0 {
+            if rest.len() > BODY_BYTES_MAX {
+                return Err("body over the limit".into());
+            }
+        }
+        rest
+    } else {
+        Vec::new()
     };
-    Ok(Answer { status, body })
+    Ok(Answer { status, node, body })
 }
 
 async fn read_chunked(stream: &mut TcpStream, data: &mut Vec<u8>) -> Result<Vec<u8>, String> {

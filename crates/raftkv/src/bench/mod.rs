@@ -15,7 +15,7 @@
 //! reads and writes apart. Prints throughput and p50/p90/p99/p99.9/max,
 //! optionally as JSON.
 
-mod http1;
+pub mod http1;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
