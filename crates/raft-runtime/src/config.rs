@@ -96,6 +96,23 @@ impl RuntimeConfig {
     }
 
     /// Checks that every limit is usable.
+    /// The host layer's part of this configuration. The engine measures
+    /// leases and CheckQuorum on the clock in units of this driver's tick.
+    pub fn host_config(&self) -> raft_host::HostConfig {
+        let mut raft = self.raft.clone();
+        raft.tick_interval_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
+        raft_host::HostConfig {
+            raft,
+            pending_proposals_max: self.pending_proposals_max,
+            pending_reads_max: self.pending_reads_max,
+            inflight_writes_max: self.inflight_writes_max,
+            snapshot_trigger_entries: self.snapshot_trigger_entries,
+            snapshot_trigger_bytes: self.snapshot_trigger_bytes,
+            snapshot_keep_entries: self.snapshot_keep_entries,
+            snapshot_keep_ticks_max: self.snapshot_keep_ticks_max,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.raft.validate()?;
         if self.tick_interval.is_zero() {

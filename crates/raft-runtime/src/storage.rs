@@ -9,23 +9,13 @@
 use std::sync::{Mutex, MutexGuard};
 
 use raft_core::{
-    Entry, HardState, InitialState, LogIndex, LogStore, MemStorage, Membership, Snapshot,
+    Entry, InitialState, LogIndex, LogStore, MemStorage, Membership, Snapshot,
     StorageError, Term,
 };
 
 use crate::error::StorageFailure;
 
-/// The writes of one [`raft_core::Ready`], in the order they must be applied.
-#[derive(Clone, Copy, Debug)]
-pub struct WriteParts<'a> {
-    /// A snapshot from the leader: install it, replacing the log it covers.
-    pub snapshot: Option<&'a Snapshot>,
-    /// Entries to append; an entry at an index already stored replaces that
-    /// entry and everything after it.
-    pub entries: &'a [Entry],
-    /// The hard state to record (after the entries).
-    pub hard_state: Option<HardState>,
-}
+pub use raft_host::WriteParts;
 
 /// What the driver needs from a storage engine besides reading.
 pub trait RaftStorage: LogStore + Send + Sync + 'static {

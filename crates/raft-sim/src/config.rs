@@ -168,12 +168,45 @@ impl fmt::Display for Faults {
     }
 }
 
+/// A planted bug: in the engine (raft-core) or in the host layer
+/// (raft-host), the two layers the server runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BugKind {
+    Core(raft_core::Bug),
+    Host(raft_host::HostBug),
+}
+
+impl BugKind {
+    /// Every planted bug, the engine's first.
+    pub fn all() -> Vec<BugKind> {
+        let core = raft_core::Bug::ALL.into_iter().map(BugKind::Core);
+        let host = raft_host::HostBug::ALL.into_iter().map(BugKind::Host);
+        core.chain(host).collect()
+    }
+
+    /// The bug named `name` (as printed by `Debug`, e.g. `ForgetVote`).
+    pub fn parse(name: &str) -> Option<BugKind> {
+        Self::all()
+            .into_iter()
+            .find(|b| format!("{b:?}").eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Debug for BugKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BugKind::Core(b) => write!(f, "{b:?}"),
+            BugKind::Host(b) => write!(f, "{b:?}"),
+        }
+    }
+}
+
 /// A planted bug to switch on (only meaningful with the `planted-bugs`
 /// feature).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlantedBug {
     /// Which bug.
-    pub bug: raft_core::Bug,
+    pub bug: BugKind,
     /// `None`: on every node; `Some(id)`: on that node only.
     pub node: Option<u64>,
 }
@@ -364,6 +397,9 @@ pub struct Params {
     pub lease_read_share: f64,
     /// Applied entries beyond the snapshot before a node compacts.
     pub compact_every_entries: u64,
+    /// Entries kept in the log after a compaction (the host holds a
+    /// snapshot until this many more are applied).
+    pub snapshot_keep_entries: u64,
     /// InstallSnapshot chunk size.
     pub snapshot_chunk_bytes: u64,
     /// Most AppendEntries in flight per follower.
@@ -453,6 +489,7 @@ impl Params {
             max_inflight_msgs: rng.range(2, 32) as usize,
             segment_bytes_max: rng.range(4 << 10, 64 << 10),
             cache_bytes_max: rng.range(0, 32 << 10),
+            snapshot_keep_entries: rng.range(0, 3) * 8,
         };
         match profile {
             "leader-churn" => {

@@ -42,7 +42,7 @@ pub mod trace;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use checker::Violation;
-pub use config::{Faults, Params, PlantedBug, SimConfig};
+pub use config::{BugKind, Faults, Params, PlantedBug, SimConfig};
 pub use runner::{run_many, Failure, ManyOutcome};
 pub use sim::{run, stand_ins, LinVerdict, SeedOutcome, Stats, STAND_INS, STAND_INS_MEM};
 pub use storage::StorageKind;

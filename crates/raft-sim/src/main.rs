@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use raft_sim::{run, run_many, stand_ins, Faults, PlantedBug, SimConfig, StorageKind};
+use raft_sim::{
+    run, run_many, stand_ins, BugKind, Faults, PlantedBug, SimConfig, StorageKind,
+};
 
 #[derive(Parser)]
 #[command(
@@ -96,12 +98,9 @@ impl Common {
             if !cfg!(feature = "planted-bugs") {
                 bail!("--bug needs a build with `--features planted-bugs`");
             }
-            let bug = raft_core::Bug::ALL
-                .into_iter()
-                .find(|b| format!("{b:?}").eq_ignore_ascii_case(name))
-                .with_context(|| {
-                    format!("unknown bug {name:?}; known: {:?}", raft_core::Bug::ALL)
-                })?;
+            let bug = BugKind::parse(name).with_context(|| {
+                format!("unknown bug {name:?}; known: {:?}", BugKind::all())
+            })?;
             cfg.bug = Some(PlantedBug {
                 bug,
                 node: self.bug_node,

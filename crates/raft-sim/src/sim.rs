@@ -1,5 +1,6 @@
 //! The simulation: virtual time, an event queue, the network, the disks,
-//! the nodes (raft-core + raftkv-state), the clients and the nemesis.
+//! the nodes (raft-host's `NodeHost` over raft-core, applying the server's
+//! `ServerState`: what the server runs), the clients and the nemesis.
 //!
 //! Everything runs on one thread, one event at a time, in the order of
 //! `(virtual time, sequence number)`. All randomness comes from one
@@ -12,12 +13,15 @@ use bytes::Bytes;
 use std::path::PathBuf;
 
 use raft_core::{
-    Config, Entry, EntryPayload, HardState, LogIndex, LogStore, MemStorage, Membership,
-    MembershipChange, Message, MessageBody, Nanos, NodeId, ProposeError, RawNode, ReadError, Role,
-    Snapshot, SnapshotMeta, SoftState, StateMachine, StepError, Term,
+    Config, Entry, LogIndex, LogStore, MemStorage, Membership, MembershipChange, Message,
+    MessageBody, Nanos, NodeId, Role, Snapshot, SoftState, StateMachine, Term,
+};
+use raft_host::{
+    Event as HostEvent, HostConfig, ProposeError, ReadConsistency, ReadError, ReadPath, WriteBatch, WriteOp,
 };
 use raft_storage::{FaultKind, SimDisk, Store, StoreConfig, WriteError};
-use raftkv_state::{CasAction, Command, Condition, KvConfig, KvStore, Response};
+use raftkv::server::state::{ServerCommand, ServerResponse, ServerState};
+use raftkv_state::{CasAction, Command, Condition, KvConfig, Response};
 
 use crate::checker::{Checker, Violation};
 use crate::config::*;
@@ -31,22 +35,27 @@ use crate::storage::{Acked, SimStore, StorageKind};
 use crate::trace::{Trace, TraceEvent, TraceKind};
 
 mod clients;
+mod hosted;
 mod nemesis;
+
+#[cfg(feature = "planted-bugs")]
+use crate::config::BugKind;
+use hosted::{Checked, ProposalCaller, ReadCaller, SimHost};
 
 /// Which parts of the production stack are simulated by stand-ins with
 /// `--storage disk` (the default): only the disk, the network and the
 /// clocks. Printed by the CLI and recorded in every trace.
 pub const STAND_INS: &str = "storage: raft-storage Store (real) over SimDisk (simulated disk: \
      unsynced writes lost on crash, the last one torn at a random byte; ENOSPC/EIO injected); \
-     engine: raft-core (real); state machine: raftkv-state KvStore (real); \
-     network and clocks: simulated";
+     engine: raft-core (real); host layer: raft-host NodeHost (real, the server driver's); \
+     state machine: raftkv ServerState (real, the server's); network and clocks: simulated";
 
 /// The stand-ins with `--storage mem`.
 pub const STAND_INS_MEM: &str = "storage: raft_core::MemStorage with simulated fsync \
      (writes durable only when their fsync completes; a crash keeps a random prefix \
      of the unsynced writes, torn at entry granularity), standing in for raft-storage; \
-     engine: raft-core (real); state machine: raftkv-state KvStore (real); \
-     network and clocks: simulated";
+     engine: raft-core (real); host layer: raft-host NodeHost (real, the server driver's); \
+     state machine: raftkv ServerState (real, the server's); network and clocks: simulated";
 
 /// The stand-ins of a run with `storage`.
 pub fn stand_ins(storage: StorageKind) -> &'static str {
@@ -334,13 +343,7 @@ fn other_kind(body: &MessageBody) -> &'static str {
 // ---------------------------------------------------------------------------
 
 /// The writes of one Ready, waiting for their fsync.
-struct PendingWrite {
-    number: u64,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-    hard_state: Option<HardState>,
-    persisted_messages: Vec<Message>,
-}
+type PendingWrite = WriteBatch;
 
 #[derive(Clone, Copy, Debug)]
 struct Waiter {
@@ -349,16 +352,10 @@ struct Waiter {
     attempt: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Proposal {
-    term: Term,
-    waiter: Waiter,
-}
-
-/// A running node process.
+/// A running node process: the host the server runs, over the simulated
+/// store, applying to the server's state machine.
 struct Running {
-    raft: RawNode<SimStore>,
-    kv: KvStore,
+    host: SimHost,
     paused: bool,
     missed_ticks: u64,
     /// This pause drops the ticks it misses (tokio's
@@ -373,15 +370,9 @@ struct Running {
     /// The writes in `syncing` were handed to the store (not yet, while
     /// the disk stalls).
     syncing_issued: bool,
-    proposals: BTreeMap<LogIndex, Proposal>,
-    /// ReadIndex reads waiting for their ReadState, by ctx.
-    /// Each with its key and the highest index known committed anywhere
-    /// when the read arrived (its read index must not be lower).
-    reads: BTreeMap<u64, (Waiter, u64, LogIndex)>,
-    /// Reads confirmed at an index, waiting for the state machine.
-    ready_reads: Vec<(LogIndex, Waiter, u64)>,
-    /// The configuration in force at the applied index (for snapshots).
-    applied_config: Membership,
+    /// A compaction the host handed out, waiting for the writes handed out
+    /// before it to be durable (the contract's order).
+    compaction: Option<Snapshot>,
     last_commit: LogIndex,
     last_applied: LogIndex,
     soft: SoftState,
@@ -577,7 +568,6 @@ struct Sim {
     figure8_gen: u64,
     /// The nemesis holds its fire until then (after a Figure 8 schedule).
     nemesis_quiet_until: Micros,
-    next_ctx: u64,
     next_op: u64,
     phase: Phase,
     checker: Checker,
@@ -625,7 +615,6 @@ impl Sim {
             figure8: Figure8::Idle,
             figure8_gen: 0,
             nemesis_quiet_until: 0,
-            next_ctx: 1,
             next_op: 1,
             phase: Phase::Faults,
             checker: Checker::default(),
@@ -795,7 +784,7 @@ impl Sim {
                         .filter_map(|n| {
                             n.run
                                 .as_ref()
-                                .map(|r| format!("n{}:{}@t{}", n.id, r.raft.role(), r.raft.term()))
+                                .map(|r| format!("n{}:{}@t{}", n.id, r.host.raft().role(), r.host.raft().term()))
                         })
                         .collect();
                     self.violation(
@@ -843,7 +832,7 @@ impl Sim {
                     return;
                 }
                 // As the driver does at the top of each turn.
-                run.raft.observe_clock(clock);
+                run.host.observe_clock(clock);
             }
         }
         match event {
@@ -938,9 +927,9 @@ impl Sim {
         self.nodes
             .iter()
             .filter_map(|n| n.run.as_ref().map(|r| (n.id, r)))
-            .filter(|(_, r)| !r.paused && r.raft.role() == Role::Leader)
-            .max_by_key(|(_, r)| r.raft.term())
-            .filter(|(id, r)| r.raft.membership().is_voter(*id))
+            .filter(|(_, r)| !r.paused && r.host.raft().role() == Role::Leader)
+            .max_by_key(|(_, r)| r.host.raft().term())
+            .filter(|(id, r)| r.host.raft().membership().is_voter(*id))
             .map(|(id, _)| id)
     }
 
@@ -948,12 +937,26 @@ impl Sim {
     // Node lifecycle
     // ------------------------------------------------------------------
 
-    fn engine_config(&mut self, id: NodeId, applied: LogIndex) -> Config {
+    /// The host's configuration: the engine's, plus the server's limits
+    /// and snapshot policy scaled to short runs.
+    fn host_config(&mut self, id: NodeId) -> HostConfig {
+        let mut c = HostConfig::new(id);
+        c.raft = self.engine_config(id);
+        c.pending_proposals_max = 1024;
+        c.pending_reads_max = 1024;
+        c.inflight_writes_max = 16;
+        c.snapshot_trigger_entries = self.params.compact_every_entries;
+        c.snapshot_trigger_bytes = 0;
+        c.snapshot_keep_entries = self.params.snapshot_keep_entries;
+        c.snapshot_keep_ticks_max = 5 * u64::from(ELECTION_TIMEOUT_TICKS);
+        c
+    }
+
+    fn engine_config(&mut self, id: NodeId) -> Config {
         let mut c = Config::new(id);
         c.election_timeout_ticks = ELECTION_TIMEOUT_TICKS;
         c.heartbeat_interval_ticks = HEARTBEAT_INTERVAL_TICKS;
         c.rng_seed = self.rng.next_u64();
-        c.applied = applied;
         // One tick is TICK_US on the node's own clock (see `clock_nanos`).
         c.tick_interval_nanos = TICK_US * 1_000;
         // Small limits so that batching, flow control and chunked snapshots
@@ -1014,36 +1017,33 @@ impl Sim {
                 SimStore::Disk(store)
             }
         };
-        let snapshot = match store.snapshot() {
-            Ok(s) => s,
-            Err(e) => return self.violation("restart", format!("n{id}: snapshot unreadable: {e}")),
-        };
-        let mut kv = match KvStore::new(self.kv_config.clone()) {
-            Ok(kv) => kv,
+        // The store's log starts right after its snapshot.
+        let snapshot_index = store.first_index().saturating_sub(1);
+        let shadow = ShadowLog::from_store(&store);
+        let durable_commit = store.hard_state().commit.max(snapshot_index);
+        let server = match ServerState::new(self.kv_config.clone()) {
+            Ok((server, _address_book)) => server,
             Err(e) => return self.violation("config", format!("KvConfig refused: {e}")),
         };
-        if !snapshot.data.is_empty() {
-            if let Err(e) = kv.restore(&snapshot.data) {
-                return self.violation("restart", format!("n{id}: cannot restore snapshot: {e}"));
-            }
-        }
-        let applied = snapshot.meta.last_index;
-        let cfg = self.engine_config(id, applied);
-        let shadow = ShadowLog::from_store(&store);
-        let durable_commit = store.hard_state().commit.max(applied);
+        let cfg = self.host_config(id);
+        // What the server's driver does at start: restore the state machine
+        // from the stored snapshot and open the engine after it.
         #[allow(unused_mut)]
-        let mut raft = match RawNode::new(cfg, store) {
-            Ok(r) => r,
-            Err(e) => return self.violation("restart", format!("n{id}: RawNode::new failed: {e}")),
+        let mut host = match SimHost::open(cfg, store, Checked::new(server)) {
+            Ok(h) => h,
+            Err(e) => return self.violation("restart", format!("n{id}: NodeHost::open failed: {e}")),
         };
         #[cfg(feature = "planted-bugs")]
         if let Some(b) = self.cfg.bug {
             if b.node.is_none_or(|n| n == id) {
-                raft.plant_bug(b.bug);
+                match b.bug {
+                    BugKind::Core(bug) => host.plant_core_bug(bug),
+                    BugKind::Host(bug) => host.plant_host_bug(bug),
+                }
             }
         }
         let restarted = self.node(id).epoch > 0;
-        let commit = raft.commit_index();
+        let commit = host.raft().commit_index();
         let node = self.node(id);
         if commit < node.durable_commit.max(durable_commit) {
             let was = node.durable_commit;
@@ -1057,10 +1057,10 @@ impl Sim {
         node.shadow = shadow;
         let epoch = node.epoch;
         let tick_us = node.tick_us;
-        let soft = raft.soft_state();
-        let term = raft.term();
+        let soft = host.soft_state();
+        let term = soft.term;
+        let last_applied = host.applied_index();
         node.run = Some(Box::new(Running {
-            kv,
             paused: false,
             drop_missed_ticks: false,
             missed_ticks: 0,
@@ -1068,15 +1068,17 @@ impl Sim {
             queued: Vec::new(),
             syncing: Vec::new(),
             syncing_issued: false,
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            ready_reads: Vec::new(),
-            applied_config: snapshot.meta.membership,
+            compaction: None,
             last_commit: commit,
-            last_applied: raft.applied_index(),
+            last_applied,
             soft,
-            raft,
+            host,
         }));
+        // The snapshot restored at open must be the one the cluster agreed.
+        self.check_state_machine(id, false);
+        if self.failed() {
+            return;
+        }
         if restarted {
             self.stats.restarts += 1;
             self.trace.push(
@@ -1085,7 +1087,7 @@ impl Sim {
                     node: id,
                     term,
                     commit,
-                    snapshot: applied,
+                    snapshot: snapshot_index,
                 },
             );
         }
@@ -1103,19 +1105,19 @@ impl Sim {
             return;
         };
         let Running {
-            raft,
+            host,
             syncing,
             queued,
             ..
         } = *run;
         let lost = syncing.len() + queued.len();
         let stalled = self.nodes[id as usize - 1].disk_stall_until > self.now;
-        let mem = match raft.store() {
+        let mem = match host.store() {
             SimStore::Mem(m) => Some(m.clone()),
             SimStore::Disk(_) => None,
         };
         // The process is gone: its store (and its open files) with it.
-        drop(raft);
+        drop(host);
         let down = match mem {
             None => {
                 let node = self.node(id);
@@ -1201,11 +1203,11 @@ impl Sim {
         let deferred = std::mem::take(&mut run.deferred);
         let clock = self.clock_nanos(id);
         if let Some(run) = self.node(id).run.as_mut() {
-            run.raft.observe_clock(clock);
+            run.host.observe_clock(clock);
         }
         for _ in 0..missed {
             if let Some(run) = self.node(id).run.as_mut() {
-                run.raft.tick();
+                run.host.handle_tick();
             }
             self.drive(id);
         }
@@ -1232,8 +1234,8 @@ impl Sim {
             run.missed_ticks += 1;
             false
         } else {
-            run.raft.tick();
-            run.raft.has_ready()
+            run.host.handle_tick();
+            run.host.raft().has_ready()
         };
         self.schedule(tick_us, Event::Tick { node: id, epoch });
         // Most ticks only advance timers and produce nothing: the checks
@@ -1275,15 +1277,9 @@ impl Sim {
         let Some(run) = self.node(to).run.as_mut() else {
             return;
         };
-        match run.raft.step(*m) {
-            Ok(()) => {}
-            Err(StepError::Storage(e)) => {
-                return self.violation(
-                    "contract",
-                    format!("n{to}: storage error from MemStorage: {e}"),
-                );
-            }
-            Err(_) => {} // Dropped and counted by the engine.
+        // Bad messages are dropped and counted by the engine.
+        if let Err(e) = run.host.handle_message(*m) {
+            return self.violation("contract", format!("n{to}: storage error: {e}"));
         }
         self.drive(to);
     }
@@ -1331,9 +1327,7 @@ impl Sim {
                 return self.storage_failed(id, "sync", e);
             }
         }
-        let mut msgs = Vec::new();
         let mut durable_commit = None;
-        let mut installed = Vec::new();
         let node = &mut self.nodes[id as usize - 1];
         {
             let run = node.run.as_mut().expect("checked above");
@@ -1341,22 +1335,10 @@ impl Sim {
             let mut syncing = std::mem::take(&mut run.syncing);
             for w in syncing.drain(..) {
                 debug_assert!(w.number <= number);
-                if let Some(s) = &w.snapshot {
-                    let idx = s.meta.last_index;
-                    if let Err(e) = run.kv.restore(&s.data) {
-                        let msg = format!(
-                            "n{id}: snapshot at {idx} from the leader does not restore: {e}"
-                        );
-                        return self.violation("snapshot", msg);
-                    }
-                    run.applied_config = s.meta.membership.clone();
-                    run.proposals.retain(|&i, _| i > idx);
-                    installed.push((idx, run.kv.digest()));
-                }
                 if let Some(hs) = w.hard_state {
                     durable_commit = Some(hs.commit);
                 }
-                match run.raft.store_mut() {
+                match run.host.store_mut() {
                     SimStore::Mem(store) => {
                         if let Some(s) = w.snapshot {
                             store.apply_snapshot(s);
@@ -1375,39 +1357,21 @@ impl Sim {
                             .synced(w.snapshot.as_ref(), &w.entries, w.hard_state);
                     }
                 }
-                if msgs.is_empty() {
-                    msgs = w.persisted_messages;
-                } else {
-                    msgs.extend(w.persisted_messages);
-                }
             }
             run.syncing = syncing;
             node.acked.replaced_from = None;
-            if let Err(e) = run.raft.on_persisted(number) {
-                return self.violation("contract", format!("n{id}: on_persisted failed: {e}"));
-            }
             if let Some(c) = durable_commit {
                 node.durable_commit = node.durable_commit.max(c);
             }
             run.syncing_issued = false;
-        }
-        self.start_fsync(id);
-        for (idx, digest) in installed {
-            self.stats.snapshots_installed += 1;
-            self.trace.push(
-                self.now,
-                TraceKind::InstallSnapshot {
-                    node: id,
-                    index: idx,
-                },
-            );
-            if let Err(msg) = self.checker.snapshot_digest(idx, digest, id) {
-                return self.violation("state-machine-safety", msg);
+            // What the server's writer reports: every write up to `number`
+            // is durable. The host installs the snapshots they carried and
+            // releases the messages that promised them.
+            if let Err(e) = run.host.handle_durable(number) {
+                return self.violation("contract", format!("n{id}: handle_durable failed: {e}"));
             }
         }
-        for m in msgs {
-            self.send(m);
-        }
+        self.start_fsync(id);
         self.drive(id);
     }
 
@@ -1457,7 +1421,7 @@ impl Sim {
             return true;
         }
         run.syncing_issued = true;
-        let SimStore::Disk(store) = run.raft.store() else {
+        let SimStore::Disk(store) = run.host.store() else {
             return true;
         };
         let mut failed = None;
@@ -1513,28 +1477,63 @@ impl Sim {
     // The Ready loop
     // ------------------------------------------------------------------
 
-    /// Handles every Ready of node `id`, then checks the node.
+    /// Has node `id`'s host process what its inputs produced, carries out
+    /// the outputs as the server's driver does (answers, messages, writes
+    /// to the simulated disk, compactions), then checks the node.
     fn drive(&mut self, id: NodeId) {
-        for _ in 0..1000 {
-            let Some(run) = self.node(id).run.as_mut() else {
-                return;
-            };
-            if run.paused || !run.raft.has_ready() {
-                break;
-            }
-            let rd = match run.raft.ready() {
-                Ok(rd) => rd,
-                Err(e) => {
-                    return self.violation(
-                        "contract",
-                        format!("n{id}: ready() failed on MemStorage: {e}"),
-                    )
-                }
-            };
-            self.handle_ready(id, rd);
+        let Some(run) = self.node(id).run.as_mut() else {
+            return;
+        };
+        if run.paused {
+            return;
+        }
+        if let Err(e) = run.host.process() {
+            return self.violation("contract", format!("n{id}: host failed: {e}"));
+        }
+        self.check_state_machine(id, true);
+        if self.failed() {
+            return;
+        }
+        // Events first: a new leader's role change comes before its first
+        // write goes to the disk (the Figure 8 schedule may stall it).
+        while let Some(ev) = self.node(id).run.as_mut().and_then(|r| r.host.poll_event()) {
+            self.on_host_event(id, ev);
             if self.failed() {
                 return;
             }
+        }
+        loop {
+            let Some(run) = self.node(id).run.as_mut() else {
+                return;
+            };
+            let Some(m) = run.host.poll_transmit() else {
+                break;
+            };
+            self.send(m);
+        }
+        loop {
+            let Some(run) = self.node(id).run.as_mut() else {
+                return;
+            };
+            let Some(op) = run.host.poll_write() else {
+                break;
+            };
+            match op {
+                WriteOp::Write(b) => {
+                    self.queue_write(id, b);
+                    if self.failed() {
+                        return;
+                    }
+                }
+                WriteOp::Compact(snapshot) => {
+                    let run = self.node(id).run.as_mut().expect("checked above");
+                    run.compaction = Some(snapshot);
+                }
+            }
+        }
+        self.maybe_compact(id);
+        if self.failed() {
+            return;
         }
         self.observe(id);
         if matches!(
@@ -1548,92 +1547,208 @@ impl Sim {
         }
     }
 
-    fn handle_ready(&mut self, id: NodeId, mut rd: raft_core::Ready) {
-        if let Some(ss) = rd.soft_state {
-            if let Some(run) = self.node(id).run.as_mut() {
-                run.soft = ss;
+    /// One answer or notice from node `id`'s host.
+    fn on_host_event(&mut self, id: NodeId, ev: HostEvent<ServerResponse, ProposalCaller, ReadCaller>) {
+        match ev {
+            HostEvent::SoftState(ss) => {
+                if let Some(run) = self.node(id).run.as_mut() {
+                    run.soft = ss;
+                }
+                if ss.role == Role::Leader {
+                    self.figure8_elected(id, ss.term);
+                }
+                if self.trace.recording() {
+                    self.trace.push(
+                        self.now,
+                        TraceKind::Role {
+                            node: id,
+                            role: ss.role.to_string(),
+                            term: ss.term,
+                            leader: ss.leader,
+                        },
+                    );
+                }
             }
-            if ss.role == Role::Leader {
-                // Before this Ready's writes (the new leader's no-op) go to
-                // the disk: the schedule may stall it.
-                self.figure8_elected(id, ss.term);
-            }
-            if self.trace.recording() {
-                self.trace.push(
-                    self.now,
-                    TraceKind::Role {
-                        node: id,
-                        role: ss.role.to_string(),
-                        term: ss.term,
-                        leader: ss.leader,
+            HostEvent::Applied {
+                caller,
+                index,
+                term,
+                response,
+            } => {
+                let ProposalCaller::Client(w) = caller else {
+                    return;
+                };
+                let response = match response {
+                    ServerResponse::Kv(r) => r,
+                    other => {
+                        let msg = format!("n{id}: a client command at {index} answered {other:?}");
+                        return self.violation("state-machine", msg);
+                    }
+                };
+                self.reply(
+                    id,
+                    w,
+                    ReplyResult::Applied {
+                        response,
+                        index,
+                        term,
                     },
                 );
             }
-        }
-        for m in std::mem::take(&mut rd.messages) {
-            self.send(m);
-        }
-        if rd.must_persist() || !rd.persisted_messages.is_empty() {
-            // The shadow log follows what the node was told to write.
-            if let Some(s) = &rd.snapshot {
-                self.node(id)
-                    .shadow
-                    .install_snapshot(s.meta.last_index, s.meta.last_term);
-            }
-            if !rd.entries.is_empty() {
-                self.shadow_append(id, &rd.entries);
-                if self.failed() {
+            HostEvent::ProposalFailed { caller, error } => {
+                let ProposalCaller::Client(w) = caller else {
                     return;
+                };
+                match error {
+                    // Certainly not applied: the client may retry at once.
+                    ProposeError::Dropped => self.reply(id, w, ReplyResult::Lost),
+                    // May have been applied (a snapshot covered it): the
+                    // client hears nothing and its attempt times out, an
+                    // unknown outcome in the history.
+                    _ => {}
                 }
             }
-            let node = self.node(id);
-            let run = node.run.as_mut().expect("driving a running node");
-            run.queued.push(PendingWrite {
-                number: rd.number,
-                snapshot: rd.snapshot,
-                entries: rd.entries,
-                hard_state: rd.hard_state,
-                persisted_messages: rd.persisted_messages,
-            });
-            self.start_fsync(id);
+            HostEvent::ReadReady { caller, index } => {
+                if index < caller.floor {
+                    // Linearizable reads see every write committed before
+                    // they began (thesis §6.4).
+                    let msg = format!(
+                        "n{id} served a read (client c{} op#{}) at index {index}, but entry {} was already committed when the read arrived",
+                        caller.waiter.client + 1,
+                        caller.waiter.op,
+                        caller.floor
+                    );
+                    return self.violation("read-index", msg);
+                }
+                let Some(run) = self.node(id).run.as_ref() else {
+                    return;
+                };
+                let value = {
+                    let sm = run.host.state_machine().read().unwrap_or_else(|e| e.into_inner());
+                    sm.inner.kv().get(&key_bytes(caller.key)).map(|kv| kv.value)
+                };
+                self.reply(id, caller.waiter, ReplyResult::Read(value));
+            }
+            HostEvent::ReadFailed { caller, .. } => {
+                self.reply(id, caller.waiter, ReplyResult::Retry("read dropped"));
+            }
         }
-        if !rd.committed_entries.is_empty() {
-            self.apply_entries(id, rd.committed_entries);
+    }
+
+    /// A write handed out by node `id`'s host goes to its simulated disk
+    /// (group commit: it joins the next fsync).
+    fn queue_write(&mut self, id: NodeId, w: PendingWrite) {
+        // The shadow log follows what the node was told to write.
+        if let Some(s) = &w.snapshot {
+            self.node(id)
+                .shadow
+                .install_snapshot(s.meta.last_index, s.meta.last_term);
+        }
+        if !w.entries.is_empty() {
+            self.shadow_append(id, &w.entries);
             if self.failed() {
                 return;
             }
         }
-        for rs in rd.read_states {
-            let ctx = ctx_id(&rs.ctx);
-            let Some(run) = self.node(id).run.as_mut() else {
-                return;
-            };
-            if let Some((waiter, key, floor)) = run.reads.remove(&ctx) {
-                if rs.index < floor {
-                    // Linearizable reads see every write committed before
-                    // they began (thesis §6.4).
-                    let msg = format!(
-                        "n{id} confirmed a read (client c{} op#{}) at index {}, but entry {floor} was already committed when the read arrived",
-                        waiter.client + 1,
-                        waiter.op,
-                        rs.index
+        let run = self.node(id).run.as_mut().expect("driving a running node");
+        run.queued.push(w);
+        self.start_fsync(id);
+    }
+
+    /// Drains what node `id`'s state machine recorded: every applied entry
+    /// goes to the state-machine-safety check, every restored snapshot to
+    /// the digest check.
+    /// `count_installs`: false at open (the restore from the node's own
+    /// disk is not an install from the leader).
+    fn check_state_machine(&mut self, id: NodeId, count_installs: bool) {
+        let Some(run) = self.node(id).run.as_mut() else {
+            return;
+        };
+        let (applied, snapshots, out_of_turn) = {
+            let mut sm = run.host.state_machine().write().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut sm.applied),
+                std::mem::take(&mut sm.snapshots),
+                sm.out_of_turn.take(),
+            )
+        };
+        if let Some(msg) = out_of_turn {
+            return self.violation("contract", format!("n{id}: {msg}"));
+        }
+        for (index, term, hash) in applied {
+            if let Err(msg) = self.checker.applied(index, term, hash, id) {
+                return self.violation("state-machine-safety", msg);
+            }
+        }
+        for snap in snapshots {
+            if snap.restored && count_installs {
+                self.stats.snapshots_installed += 1;
+                self.trace.push(
+                    self.now,
+                    TraceKind::InstallSnapshot {
+                        node: id,
+                        index: snap.index,
+                    },
+                );
+            }
+            if let Err(msg) = self.checker.snapshot_digest(snap.index, snap.digest, id) {
+                return self.violation("state-machine-safety", msg);
+            }
+        }
+    }
+
+    /// Carries out node `id`'s pending compaction once every write handed
+    /// out before it is durable (the contract's order; the server's writer
+    /// thread compacts after the sync of its batch).
+    fn maybe_compact(&mut self, id: NodeId) {
+        let Some(run) = self.node(id).run.as_mut() else {
+            return;
+        };
+        if !run.queued.is_empty() || !run.syncing.is_empty() {
+            return;
+        }
+        let Some(snapshot) = run.compaction.take() else {
+            return;
+        };
+        let index = snapshot.meta.last_index;
+        let digest = match hosted::snapshot_digest(&snapshot.data) {
+            Ok((at, d)) if at == index => d,
+            Ok((at, _)) => {
+                let msg = format!("n{id}: snapshot for {index} holds the state at {at}");
+                return self.violation("snapshot", msg);
+            }
+            Err(e) => {
+                let msg = format!("n{id}: snapshot at {index} does not restore: {e}");
+                return self.violation("snapshot", msg);
+            }
+        };
+        match run.host.store_mut() {
+            SimStore::Mem(store) => {
+                if let Err(e) = store.compact(snapshot) {
+                    return self.violation(
+                        "contract",
+                        format!("n{id}: compaction at {index} refused: {e}"),
                     );
-                    return self.violation("read-index", msg);
                 }
-                run.ready_reads.push((rs.index, waiter, key));
+            }
+            SimStore::Disk(store) => {
+                // Writes the snapshot file and syncs, before dropping the
+                // log it covers.
+                if let Err(e) = store.compact(&snapshot) {
+                    return self.storage_failed(id, "compaction", e);
+                }
+                self.node(id).acked.log.compact(index);
             }
         }
-        for ctx in rd.dropped_reads {
-            let ctx = ctx_id(&ctx);
-            let Some(run) = self.node(id).run.as_mut() else {
-                return;
-            };
-            if let Some((w, _, _)) = run.reads.remove(&ctx) {
-                self.reply(id, w, ReplyResult::Retry("read dropped"));
-            }
+        if let Some(run) = self.node(id).run.as_mut() {
+            run.host.handle_compacted(index);
         }
-        self.serve_reads(id);
-        self.maybe_compact(id);
+        self.node(id).shadow.compact(index);
+        self.stats.compactions += 1;
+        self.trace.push(self.now, TraceKind::Compact { node: id, index });
+        if let Err(msg) = self.checker.snapshot_digest(index, digest, id) {
+            self.violation("state-machine-safety", msg);
+        }
     }
 
     fn shadow_append(&mut self, id: NodeId, entries: &[Entry]) {
@@ -1666,159 +1781,26 @@ impl Sim {
         }
     }
 
-    fn apply_entries(&mut self, id: NodeId, entries: Vec<Entry>) {
-        let mut replies = Vec::new();
-        let last = entries.last().map(|e| e.index);
-        let Some(run) = self.nodes[id as usize - 1].run.as_mut() else {
-            return;
-        };
-        for e in &entries {
-            let hash = payload_hash(&e.payload);
-            if let Err(msg) = self.checker.applied(e.index, e.term, hash, id) {
-                return self.violation("state-machine-safety", msg);
-            }
-            let response = match run.kv.apply(e) {
-                Ok(r) => r,
-                Err(err) => {
-                    let msg = format!("n{id}: KvStore refused entry {}: {err}", e.index);
-                    return self.violation("state-machine-safety", msg);
-                }
-            };
-            if let Response::AlreadyApplied { applied_index } = response {
-                let msg = format!(
-                    "n{id}: entry {} handed out for applying again (state machine at {applied_index})",
-                    e.index
-                );
-                return self.violation("contract", msg);
-            }
-            if let EntryPayload::Membership(m) = &e.payload {
-                run.applied_config = m.clone();
-            }
-            if let Some(p) = run.proposals.remove(&e.index) {
-                let result = if p.term == e.term {
-                    ReplyResult::Applied {
-                        response,
-                        index: e.index,
-                        term: e.term,
-                    }
-                } else {
-                    ReplyResult::Lost
-                };
-                replies.push((p.waiter, result));
-            }
-        }
-        if let Some(last) = last {
-            run.raft.on_applied(last);
-        }
-        for (w, r) in replies {
-            self.reply(id, w, r);
-        }
-    }
-
-    fn serve_reads(&mut self, id: NodeId) {
-        let Some(run) = self.node(id).run.as_mut() else {
-            return;
-        };
-        if run.ready_reads.is_empty() {
-            return;
-        }
-        let applied = run.kv.applied_index();
-        let mut served = Vec::new();
-        run.ready_reads.retain(|&(index, w, key)| {
-            if index <= applied {
-                served.push((w, key));
-                false
-            } else {
-                true
-            }
-        });
-        let mut replies = Vec::new();
-        for (w, key) in served {
-            let value = run.kv.get(&key_bytes(key)).map(|kv| kv.value);
-            replies.push((w, ReplyResult::Read(value)));
-        }
-        for (w, r) in replies {
-            self.reply(id, w, r);
-        }
-    }
-
-    fn maybe_compact(&mut self, id: NodeId) {
-        let every = self.params.compact_every_entries;
-        let Some(run) = self.node(id).run.as_mut() else {
-            return;
-        };
-        let applied = run.kv.applied_index();
-        let first = run.raft.store().first_index();
-        if applied < first || applied + 1 - first < every {
-            return;
-        }
-        let term = match run.raft.store().term(applied) {
-            Ok(t) => t,
-            Err(e) => {
-                let msg = format!("n{id}: applied entry {applied} is not in the durable log: {e}");
-                return self.violation("contract", msg);
-            }
-        };
-        let data = match run.kv.snapshot() {
-            Ok(d) => d,
-            Err(e) => {
-                return self.violation("snapshot", format!("n{id}: KvStore::snapshot failed: {e}"))
-            }
-        };
-        let digest = run.kv.digest();
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_index: applied,
-                last_term: term,
-                membership: run.applied_config.clone(),
-            },
-            data: Bytes::from(data),
-        };
-        match run.raft.store_mut() {
-            SimStore::Mem(store) => {
-                if let Err(e) = store.compact(snapshot) {
-                    return self.violation(
-                        "contract",
-                        format!("n{id}: compaction at {applied} refused: {e}"),
-                    );
-                }
-            }
-            SimStore::Disk(store) => {
-                // Writes the snapshot file and syncs, before dropping the
-                // log it covers.
-                if let Err(e) = store.compact(&snapshot) {
-                    return self.storage_failed(id, "compaction", e);
-                }
-                self.node(id).acked.log.compact(applied);
-            }
-        }
-        self.node(id).shadow.compact(applied);
-        self.stats.compactions += 1;
-        self.trace.push(
-            self.now,
-            TraceKind::Compact {
-                node: id,
-                index: applied,
-            },
-        );
-        if let Err(msg) = self.checker.snapshot_digest(applied, digest, id) {
-            self.violation("state-machine-safety", msg);
-        }
-    }
-
     /// Runs the continuous checks on node `id` after it handled an input.
     fn observe(&mut self, id: NodeId) {
         let node = &mut self.nodes[id as usize - 1];
         let Some(run) = node.run.as_mut() else {
             return;
         };
-        if let Err(e) = run.raft.validate() {
+        if let Err(e) = run.host.validate() {
             return self.violation("validate", format!("n{id}: {e}"));
         }
-        let commit = run.raft.commit_index();
-        let applied = run.raft.applied_index();
-        let role = run.raft.role();
-        let term = run.raft.term();
+        let raft = run.host.raft();
+        let commit = raft.commit_index();
+        let applied = raft.applied_index();
+        let role = raft.role();
+        let term = raft.term();
+        let sm_applied = run
+            .host
+            .state_machine()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .applied_index();
         if commit < run.last_commit {
             let msg = format!(
                 "n{id}: commit index went back from {} to {commit}",
@@ -1833,11 +1815,9 @@ impl Sim {
             );
             return self.violation("monotonic", msg);
         }
-        if applied != run.kv.applied_index() {
-            let msg = format!(
-                "n{id}: engine says applied {applied} but the state machine is at {}",
-                run.kv.applied_index()
-            );
+        if applied != sm_applied {
+            let msg =
+                format!("n{id}: engine says applied {applied} but the state machine is at {sm_applied}");
             return self.violation("contract", msg);
         }
         run.last_applied = applied;
@@ -1861,7 +1841,7 @@ impl Sim {
                 }
             }
             if let (Some(_), true) = (commit_term, self.trace.recording()) {
-                let m = run.raft.membership();
+                let m = run.host.raft().membership();
                 let config = format!(
                     "voters {:?} outgoing {:?} learners {:?}",
                     m.voters, m.voters_outgoing, m.learners
@@ -1882,13 +1862,14 @@ impl Sim {
                     let Some(r) = other.run.as_ref() else {
                         continue;
                     };
-                    if other.id == id || r.raft.role() != Role::Leader || r.raft.term() <= ct {
+                    let raft = r.host.raft();
+                    if other.id == id || raft.role() != Role::Leader || raft.term() <= ct {
                         continue;
                     }
                     if let Err(msg) = self.checker.leader_holds(
                         &other.shadow,
                         other.id,
-                        r.raft.term(),
+                        raft.term(),
                         lo..=commit,
                     ) {
                         return self.violation("leader-completeness", msg);
@@ -2033,7 +2014,9 @@ impl Sim {
         let mut by_applied: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
         for n in &self.nodes {
             let Some(run) = n.run.as_ref() else { continue };
-            if let Err(e) = run.kv.validate() {
+            let sm = run.host.state_machine().read().unwrap_or_else(|e| e.into_inner());
+            let kv = sm.inner.kv();
+            if let Err(e) = kv.validate() {
                 let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
                 self.checker.set(Violation {
                     check: "state-machine",
@@ -2042,8 +2025,9 @@ impl Sim {
                 });
                 return;
             }
-            let applied = run.kv.applied_index();
-            let digest = run.kv.digest();
+            let applied = kv.applied_index();
+            let digest = kv.digest();
+            drop(sm);
             match by_applied.get(&applied) {
                 Some(&(other, d)) if d != digest => {
                     let msg = format!(
@@ -2124,14 +2108,6 @@ impl Sim {
     }
 }
 
-fn ctx_id(ctx: &Bytes) -> u64 {
-    let mut b = [0u8; 8];
-    if ctx.len() == 8 {
-        b.copy_from_slice(ctx);
-    }
-    u64::from_le_bytes(b)
-}
-
 /// The data directory of node `id` on its simulated disk.
 fn node_dir(id: NodeId) -> PathBuf {
     PathBuf::from(format!("/n{id}"))
@@ -2139,7 +2115,7 @@ fn node_dir(id: NodeId) -> PathBuf {
 
 /// The `Store` of a running node with `--storage disk`.
 fn node_store(node: &Node) -> Option<&Store<SimDisk>> {
-    match node.run.as_ref()?.raft.store() {
+    match node.run.as_ref()?.host.store() {
         SimStore::Disk(store) => Some(store),
         SimStore::Mem(_) => None,
     }

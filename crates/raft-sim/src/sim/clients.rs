@@ -35,12 +35,12 @@ impl Sim {
                 .with_session(client.id, client.seq);
             (
                 KvInput::Put { key, value: unique },
-                ReqKind::Propose(cmd.encode()),
+                ReqKind::Propose(ServerCommand::Kv(cmd).encode()),
             )
         } else if roll < 35 {
             client.seq += 1;
             let cmd = Command::delete(key_bytes(key)).with_session(client.id, client.seq);
-            (KvInput::Delete { key }, ReqKind::Propose(cmd.encode()))
+            (KvInput::Delete { key }, ReqKind::Propose(ServerCommand::Kv(cmd).encode()))
         } else if roll < 60 {
             client.seq += 1;
             let expected = match client.known.get(&key) {
@@ -60,7 +60,7 @@ impl Sim {
                 Command::cas(key_bytes(key), condition, action).with_session(client.id, client.seq);
             (
                 KvInput::Cas { key, expected, new },
-                ReqKind::Propose(cmd.encode()),
+                ReqKind::Propose(ServerCommand::Kv(cmd).encode()),
             )
         } else {
             let lease = self.params.lease_read_share;
@@ -70,7 +70,7 @@ impl Sim {
             } else if r < lease + (1.0 - lease) / 2.0 {
                 ReqKind::ReadIndex(key)
             } else {
-                ReqKind::Propose(Command::get(key_bytes(key)).encode())
+                ReqKind::Propose(ServerCommand::Kv(Command::get(key_bytes(key))).encode())
             };
             (KvInput::Get { key }, kind)
         };
@@ -253,13 +253,11 @@ impl Sim {
             op: req.op,
             attempt: req.attempt,
         };
-        let ctx = self.next_ctx;
-        self.next_ctx += 1;
         let Some(run) = self.node(id).run.as_mut() else {
             return; // Down: the client times out.
         };
         let result = match req.kind {
-            ReqKind::Propose(cmd) => match run.raft.propose(cmd) {
+            ReqKind::Propose(cmd) => match run.host.handle_propose(cmd, ProposalCaller::Client(waiter)) {
                 Ok(p) => {
                     self.figure8_appended(id, p.term);
                     if self.phase == Phase::Faults
@@ -286,25 +284,15 @@ impl Sim {
                             },
                         );
                     }
-                    let Some(run) = self.node(id).run.as_mut() else {
-                        return;
-                    };
-                    let proposal = Proposal {
-                        term: p.term,
-                        waiter,
-                    };
-                    // Our own earlier proposal at this index was replaced.
-                    run.proposals
-                        .insert(p.index, proposal)
-                        .map(|old| (old.waiter, ReplyResult::Lost))
+                    None
                 }
-                Err(ProposeError::NotLeader { leader_hint }) => {
+                Err((_, ProposeError::NotLeader { leader_hint })) => {
                     Some((waiter, ReplyResult::NotLeader(leader_hint)))
                 }
-                Err(ProposeError::Storage(e)) => {
+                Err((_, ProposeError::Fatal(e))) => {
                     return self.violation(
                         "contract",
-                        format!("n{id}: propose hit a storage error: {e}"),
+                        format!("n{id}: propose hit a fatal error: {e}"),
                     );
                 }
                 Err(_) => Some((waiter, ReplyResult::Retry("proposal refused"))),
@@ -315,38 +303,24 @@ impl Sim {
                 let Some(run) = self.node(id).run.as_mut() else {
                     return;
                 };
-                let ctx_bytes = Bytes::copy_from_slice(&ctx.to_le_bytes());
-                let lease = matches!(req.kind, ReqKind::LeaseRead(_));
-                let mut leased = None;
-                let res = if lease {
-                    match run.raft.lease_read(ctx_bytes.clone(), clock) {
-                        Err(ReadError::NoLease) => run.raft.read_index(ctx_bytes),
-                        Ok(()) => {
-                            leased = Some(run.raft.term());
-                            Ok(())
+                let consistency = match req.kind {
+                    ReqKind::LeaseRead(_) => ReadConsistency::Lease,
+                    _ => ReadConsistency::Linearizable,
+                };
+                let caller = ReadCaller { waiter, key, floor };
+                match run.host.handle_read(consistency, caller, clock) {
+                    Ok(path) => {
+                        if let ReadPath::Lease { term } = path {
+                            if let Err(msg) = self.checker.lease_read(term, id) {
+                                return self.violation("lease-safety", msg);
+                            }
                         }
-                        other => other,
-                    }
-                } else {
-                    run.raft.read_index(ctx_bytes)
-                };
-                if let Some(term) = leased {
-                    if let Err(msg) = self.checker.lease_read(term, id) {
-                        return self.violation("lease-safety", msg);
-                    }
-                }
-                let Some(run) = self.node(id).run.as_mut() else {
-                    return;
-                };
-                match res {
-                    Ok(()) => {
-                        run.reads.insert(ctx, (waiter, key, floor));
                         None
                     }
-                    Err(ReadError::NotLeader { leader_hint }) => {
+                    Err((_, ReadError::NotLeader { leader_hint })) => {
                         Some((waiter, ReplyResult::NotLeader(leader_hint)))
                     }
-                    Err(ReadError::NoLeader) => Some((waiter, ReplyResult::NotLeader(None))),
+                    Err((_, ReadError::NoLeader)) => Some((waiter, ReplyResult::NotLeader(None))),
                     Err(_) => Some((waiter, ReplyResult::Retry("read refused"))),
                 }
             }

@@ -150,7 +150,7 @@ impl Sim {
                 let voters: Vec<NodeId> = self.nodes[ids[0] as usize - 1]
                     .run
                     .as_ref()
-                    .map(|r| r.raft.membership().voters.iter().copied().collect())
+                    .map(|r| r.host.raft().membership().voters.iter().copied().collect())
                     .unwrap_or_default();
                 let others: Vec<NodeId> = voters.into_iter().filter(|&v| v != ids[0]).collect();
                 let other = self.rng.pick(&others).copied().unwrap_or(ids[1]);
@@ -234,7 +234,7 @@ impl Sim {
             n.id != id
                 && n.run
                     .as_ref()
-                    .is_some_and(|r| r.raft.role() == Role::Leader && r.raft.term() < term)
+                    .is_some_and(|r| r.host.raft().role() == Role::Leader && r.host.raft().term() < term)
         });
         let Some(old) = old.map(|n| n.id) else {
             return;
@@ -315,7 +315,7 @@ impl Sim {
         let Some(run) = self.node(b).run.as_ref() else {
             return;
         };
-        let m = run.raft.membership();
+        let m = run.host.raft().membership();
         let mut pool: Vec<NodeId> = m
             .voters
             .iter()
@@ -428,7 +428,7 @@ impl Sim {
         let b_term = self.nodes[b as usize - 1]
             .run
             .as_ref()
-            .map_or(0, |r| r.raft.term());
+            .map_or(0, |r| r.host.raft().term());
         let stall_ends = self.nodes[c as usize - 1].disk_stall_until <= self.now + TICK_US;
         if b_term < term && !stall_ends {
             return;
@@ -563,7 +563,7 @@ impl Sim {
         let Some(run) = self.node(leader).run.as_ref() else {
             return;
         };
-        let m = run.raft.membership().clone();
+        let m = run.host.raft().membership().clone();
         let outsiders: Vec<NodeId> = (1..=total).filter(|id| !m.contains(*id)).collect();
         let learners: Vec<NodeId> = m.learners.iter().copied().collect();
         let voters: Vec<NodeId> = m.voters.iter().copied().collect();
@@ -605,8 +605,11 @@ impl Sim {
         }
         let change = changes.clone();
         let run = self.node(leader).run.as_mut().expect("leader is running");
-        let result = run.raft.change_membership(&changes);
-        let new_voters: Vec<NodeId> = run.raft.membership().voters.iter().copied().collect();
+        let result = run
+            .host
+            .handle_change_membership(&changes, ProposalCaller::Nemesis)
+            .map_err(|(_, e)| e);
+        let new_voters: Vec<NodeId> = run.host.raft().membership().voters.iter().copied().collect();
         if result.is_ok() {
             self.stats.membership_changes += 1;
             if self.rng.chance(self.params.split_after_membership_prob) {
@@ -716,7 +719,8 @@ impl Sim {
             return;
         };
         let voters: Vec<NodeId> = run
-            .raft
+            .host
+            .raft()
             .membership()
             .voters
             .iter()
@@ -727,7 +731,7 @@ impl Sim {
             return;
         };
         let run = self.node(leader).run.as_mut().expect("leader is running");
-        let result = run.raft.transfer_leadership(to);
+        let result = run.host.handle_transfer(to);
         self.stats.transfers += 1;
         self.trace.push(
             self.now,
