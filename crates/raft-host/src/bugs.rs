@@ -48,4 +48,3 @@ impl HostBugs {
         self.on & (1 << bug as u8) != 0
     }
 }
-

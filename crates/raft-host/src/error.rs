@@ -162,7 +162,6 @@ pub enum TransferError {
     Fatal(String),
 }
 
-
 /// Why a [`NodeHost`](crate::NodeHost) could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

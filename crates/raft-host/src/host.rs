@@ -373,9 +373,9 @@ where
                         MembershipError::LearnerLagging { id, lag_entries }
                     }
                     E::TransferInProgress => MembershipError::TransferInProgress,
-                    E::Storage(e) => {
-                        MembershipError::Fatal(self.set_fatal(format!("engine storage read: {e}")).0)
-                    }
+                    E::Storage(e) => MembershipError::Fatal(
+                        self.set_fatal(format!("engine storage read: {e}")).0,
+                    ),
                 };
                 Err((caller, err))
             }
@@ -835,7 +835,8 @@ where
             if early_msgs {
                 // BUG: votes and acknowledgements leave before the write
                 // they promise is durable.
-                self.transmits.extend(std::mem::take(&mut persisted_messages));
+                self.transmits
+                    .extend(std::mem::take(&mut persisted_messages));
             }
             self.writes.push_back(WriteOp::Write(WriteBatch {
                 number: rd.number,

@@ -75,6 +75,6 @@ mod tests;
 pub use bugs::HostBug;
 pub use config::HostConfig;
 pub use error::*;
-pub use merge::{Merger, WriteParts};
 pub use host::{Caller, Event, HostCounters, NodeHost, ReadPath, WriteBatch, WriteOp};
+pub use merge::{Merger, WriteParts};
 pub use status::{NodeStatus, PeerProgress};

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use raft_core::{
-    Entry, EntryPayload, LogIndex, MemStorage, Membership, Message, MessageBody, Role,
+    Entry, EntryPayload, LogIndex, LogStore, MemStorage, Membership, Message, MessageBody, Role,
     StateMachine,
 };
 
@@ -61,7 +61,7 @@ fn config(id: u64) -> HostConfig {
     c
 }
 
-fn host(id: u64, voters: &[u64], cfg: HostConfig) -> Host {
+fn host(voters: &[u64], cfg: HostConfig) -> Host {
     let store = MemStorage::new_with_membership(Membership::new_voters(voters.iter().copied()));
     NodeHost::open(cfg, store, Sum::default()).unwrap()
 }
@@ -101,7 +101,7 @@ fn events(h: &mut Host) -> Vec<Event<u64, u64, u64>> {
 
 /// A single-voter node, leading, its blank entry applied.
 fn leader() -> Host {
-    let mut h = host(1, &[1], config(1));
+    let mut h = host(&[1], config(1));
     for _ in 0..40 {
         h.handle_tick();
         h.process().unwrap();
@@ -142,7 +142,7 @@ fn a_proposal_is_answered_only_after_its_write_is_durable() {
 
 #[test]
 fn a_vote_leaves_only_after_it_is_durable() {
-    let mut h = host(2, &[1, 2, 3], config(2));
+    let mut h = host(&[1, 2, 3], config(2));
     h.process().unwrap();
     let m = Message {
         from: 1,
@@ -164,15 +164,21 @@ fn a_vote_leaves_only_after_it_is_durable() {
     let Some(WriteOp::Write(b)) = h.poll_write() else {
         panic!("expected the vote to be written");
     };
-    assert_eq!(b.hard_state.map(|hs| (hs.term, hs.vote)), Some((5, Some(1))));
+    assert_eq!(
+        b.hard_state.map(|hs| (hs.term, hs.vote)),
+        Some((5, Some(1)))
+    );
     assert!(h.poll_transmit().is_none());
     h.handle_durable(b.number).unwrap();
     let m = h.poll_transmit().expect("the vote, once durable");
-    assert!(matches!(m.body, MessageBody::VoteResponse(ref r) if r.granted), "{m:?}");
+    assert!(
+        matches!(m.body, MessageBody::VoteResponse(ref r) if r.granted),
+        "{m:?}"
+    );
 }
 
 #[test]
-fn a_read_waits_until_its_index_is_applied() {
+fn reads_are_answered_at_their_read_point() {
     let mut h = leader();
     // A proposal in flight (not durable yet), then a read: its read index
     // covers the leader's commit, which is already applied.
@@ -201,7 +207,7 @@ fn a_read_waits_until_its_index_is_applied() {
 fn proposals_beyond_the_limit_are_refused_and_come_back() {
     let mut cfg = config(1);
     cfg.pending_proposals_max = 2;
-    let mut h = host(1, &[1], cfg);
+    let mut h = host(&[1], cfg);
     for _ in 0..40 {
         h.handle_tick();
         h.process().unwrap();
@@ -222,7 +228,7 @@ fn a_snapshot_is_taken_and_compacted_after_the_keep_window() {
     cfg.snapshot_trigger_entries = 4;
     cfg.snapshot_keep_entries = 2;
     cfg.snapshot_keep_ticks_max = 1_000;
-    let mut h = host(1, &[1], cfg);
+    let mut h = host(&[1], cfg);
     for _ in 0..40 {
         h.handle_tick();
         h.process().unwrap();
@@ -230,7 +236,8 @@ fn a_snapshot_is_taken_and_compacted_after_the_keep_window() {
     }
     let mut compacted_at = Vec::new();
     for i in 0..8u8 {
-        h.handle_propose(Bytes::from(vec![i]), u64::from(i)).unwrap();
+        h.handle_propose(Bytes::from(vec![i]), u64::from(i))
+            .unwrap();
         h.process().unwrap();
         while let Some(op) = h.poll_write() {
             match op {
@@ -275,7 +282,8 @@ fn a_failing_state_machine_is_fatal_and_every_caller_hears_it() {
     let evs = events(&mut h);
     // The first proposal applied; the rest fail with the fatal reason.
     assert!(
-        evs.iter().any(|e| matches!(e, Event::Applied { caller: 1, .. })),
+        evs.iter()
+            .any(|e| matches!(e, Event::Applied { caller: 1, .. })),
         "{evs:?}"
     );
     let failed: Vec<u64> = evs

@@ -167,12 +167,8 @@ struct Receivers<R> {
     admin: mpsc::Receiver<AdminRequest>,
 }
 
-type Host<St, SM> = NodeHost<
-    Arc<St>,
-    SM,
-    ProposalCaller<<SM as raft_core::StateMachine>::Response>,
-    ReadCaller,
->;
+type Host<St, SM> =
+    NodeHost<Arc<St>, SM, ProposalCaller<<SM as raft_core::StateMachine>::Response>, ReadCaller>;
 
 struct Driver<St: RaftStorage, SM: raft_core::StateMachine, T: Transport> {
     cfg: RuntimeConfig,
@@ -376,7 +372,6 @@ fn writer_loop<St: RaftStorage>(
         }
     }
 }
-
 
 impl<St, SM, T> Driver<St, SM, T>
 where

@@ -9,8 +9,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use raft_core::{
-    Entry, InitialState, LogIndex, LogStore, MemStorage, Membership, Snapshot,
-    StorageError, Term,
+    Entry, InitialState, LogIndex, LogStore, MemStorage, Membership, Snapshot, StorageError, Term,
 };
 
 use crate::error::StorageFailure;

@@ -8,9 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use raft_sim::{
-    run, run_many, stand_ins, BugKind, Faults, PlantedBug, SimConfig, StorageKind,
-};
+use raft_sim::{run, run_many, stand_ins, BugKind, Faults, PlantedBug, SimConfig, StorageKind};
 
 #[derive(Parser)]
 #[command(
@@ -98,9 +96,8 @@ impl Common {
             if !cfg!(feature = "planted-bugs") {
                 bail!("--bug needs a build with `--features planted-bugs`");
             }
-            let bug = BugKind::parse(name).with_context(|| {
-                format!("unknown bug {name:?}; known: {:?}", BugKind::all())
-            })?;
+            let bug = BugKind::parse(name)
+                .with_context(|| format!("unknown bug {name:?}; known: {:?}", BugKind::all()))?;
             cfg.bug = Some(PlantedBug {
                 bug,
                 node: self.bug_node,

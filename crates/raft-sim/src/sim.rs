@@ -17,7 +17,8 @@ use raft_core::{
     MessageBody, Nanos, NodeId, Role, Snapshot, SoftState, StateMachine, Term,
 };
 use raft_host::{
-    Event as HostEvent, HostConfig, ProposeError, ReadConsistency, ReadError, ReadPath, WriteBatch, WriteOp,
+    Event as HostEvent, HostConfig, ProposeError, ReadConsistency, ReadError, ReadPath, WriteBatch,
+    WriteOp,
 };
 use raft_storage::{FaultKind, SimDisk, Store, StoreConfig, WriteError};
 use raftkv::server::state::{ServerCommand, ServerResponse, ServerState};
@@ -782,9 +783,14 @@ impl Sim {
                         .nodes
                         .iter()
                         .filter_map(|n| {
-                            n.run
-                                .as_ref()
-                                .map(|r| format!("n{}:{}@t{}", n.id, r.host.raft().role(), r.host.raft().term()))
+                            n.run.as_ref().map(|r| {
+                                format!(
+                                    "n{}:{}@t{}",
+                                    n.id,
+                                    r.host.raft().role(),
+                                    r.host.raft().term()
+                                )
+                            })
                         })
                         .collect();
                     self.violation(
@@ -1031,7 +1037,9 @@ impl Sim {
         #[allow(unused_mut)]
         let mut host = match SimHost::open(cfg, store, Checked::new(server)) {
             Ok(h) => h,
-            Err(e) => return self.violation("restart", format!("n{id}: NodeHost::open failed: {e}")),
+            Err(e) => {
+                return self.violation("restart", format!("n{id}: NodeHost::open failed: {e}"))
+            }
         };
         #[cfg(feature = "planted-bugs")]
         if let Some(b) = self.cfg.bug {
@@ -1548,7 +1556,11 @@ impl Sim {
     }
 
     /// One answer or notice from node `id`'s host.
-    fn on_host_event(&mut self, id: NodeId, ev: HostEvent<ServerResponse, ProposalCaller, ReadCaller>) {
+    fn on_host_event(
+        &mut self,
+        id: NodeId,
+        ev: HostEvent<ServerResponse, ProposalCaller, ReadCaller>,
+    ) {
         match ev {
             HostEvent::SoftState(ss) => {
                 if let Some(run) = self.node(id).run.as_mut() {
@@ -1624,7 +1636,11 @@ impl Sim {
                     return;
                 };
                 let value = {
-                    let sm = run.host.state_machine().read().unwrap_or_else(|e| e.into_inner());
+                    let sm = run
+                        .host
+                        .state_machine()
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner());
                     sm.inner.kv().get(&key_bytes(caller.key)).map(|kv| kv.value)
                 };
                 self.reply(id, caller.waiter, ReplyResult::Read(value));
@@ -1665,7 +1681,11 @@ impl Sim {
             return;
         };
         let (applied, snapshots, out_of_turn) = {
-            let mut sm = run.host.state_machine().write().unwrap_or_else(|e| e.into_inner());
+            let mut sm = run
+                .host
+                .state_machine()
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
             (
                 std::mem::take(&mut sm.applied),
                 std::mem::take(&mut sm.snapshots),
@@ -1745,7 +1765,8 @@ impl Sim {
         }
         self.node(id).shadow.compact(index);
         self.stats.compactions += 1;
-        self.trace.push(self.now, TraceKind::Compact { node: id, index });
+        self.trace
+            .push(self.now, TraceKind::Compact { node: id, index });
         if let Err(msg) = self.checker.snapshot_digest(index, digest, id) {
             self.violation("state-machine-safety", msg);
         }
@@ -1816,8 +1837,9 @@ impl Sim {
             return self.violation("monotonic", msg);
         }
         if applied != sm_applied {
-            let msg =
-                format!("n{id}: engine says applied {applied} but the state machine is at {sm_applied}");
+            let msg = format!(
+                "n{id}: engine says applied {applied} but the state machine is at {sm_applied}"
+            );
             return self.violation("contract", msg);
         }
         run.last_applied = applied;
@@ -1866,12 +1888,10 @@ impl Sim {
                     if other.id == id || raft.role() != Role::Leader || raft.term() <= ct {
                         continue;
                     }
-                    if let Err(msg) = self.checker.leader_holds(
-                        &other.shadow,
-                        other.id,
-                        raft.term(),
-                        lo..=commit,
-                    ) {
+                    if let Err(msg) =
+                        self.checker
+                            .leader_holds(&other.shadow, other.id, raft.term(), lo..=commit)
+                    {
                         return self.violation("leader-completeness", msg);
                     }
                 }
@@ -2014,7 +2034,11 @@ impl Sim {
         let mut by_applied: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
         for n in &self.nodes {
             let Some(run) = n.run.as_ref() else { continue };
-            let sm = run.host.state_machine().read().unwrap_or_else(|e| e.into_inner());
+            let sm = run
+                .host
+                .state_machine()
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             let kv = sm.inner.kv();
             if let Err(e) = kv.validate() {
                 let msg = format!("n{}: KvStore invariant broken: {e}", n.id);

@@ -40,7 +40,10 @@ impl Sim {
         } else if roll < 35 {
             client.seq += 1;
             let cmd = Command::delete(key_bytes(key)).with_session(client.id, client.seq);
-            (KvInput::Delete { key }, ReqKind::Propose(ServerCommand::Kv(cmd).encode()))
+            (
+                KvInput::Delete { key },
+                ReqKind::Propose(ServerCommand::Kv(cmd).encode()),
+            )
         } else if roll < 60 {
             client.seq += 1;
             let expected = match client.known.get(&key) {
@@ -257,7 +260,10 @@ impl Sim {
             return; // Down: the client times out.
         };
         let result = match req.kind {
-            ReqKind::Propose(cmd) => match run.host.handle_propose(cmd, ProposalCaller::Client(waiter)) {
+            ReqKind::Propose(cmd) => match run
+                .host
+                .handle_propose(cmd, ProposalCaller::Client(waiter))
+            {
                 Ok(p) => {
                     self.figure8_appended(id, p.term);
                     if self.phase == Phase::Faults
@@ -290,10 +296,8 @@ impl Sim {
                     Some((waiter, ReplyResult::NotLeader(leader_hint)))
                 }
                 Err((_, ProposeError::Fatal(e))) => {
-                    return self.violation(
-                        "contract",
-                        format!("n{id}: propose hit a fatal error: {e}"),
-                    );
+                    return self
+                        .violation("contract", format!("n{id}: propose hit a fatal error: {e}"));
                 }
                 Err(_) => Some((waiter, ReplyResult::Retry("proposal refused"))),
             },

@@ -232,9 +232,9 @@ impl Sim {
         }
         let old = self.nodes.iter().find(|n| {
             n.id != id
-                && n.run
-                    .as_ref()
-                    .is_some_and(|r| r.host.raft().role() == Role::Leader && r.host.raft().term() < term)
+                && n.run.as_ref().is_some_and(|r| {
+                    r.host.raft().role() == Role::Leader && r.host.raft().term() < term
+                })
         });
         let Some(old) = old.map(|n| n.id) else {
             return;
@@ -609,7 +609,14 @@ impl Sim {
             .host
             .handle_change_membership(&changes, ProposalCaller::Nemesis)
             .map_err(|(_, e)| e);
-        let new_voters: Vec<NodeId> = run.host.raft().membership().voters.iter().copied().collect();
+        let new_voters: Vec<NodeId> = run
+            .host
+            .raft()
+            .membership()
+            .voters
+            .iter()
+            .copied()
+            .collect();
         if result.is_ok() {
             self.stats.membership_changes += 1;
             if self.rng.chance(self.params.split_after_membership_prob) {
