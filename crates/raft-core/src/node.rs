@@ -1089,16 +1089,19 @@ mod status_tests {
         c.deliver_all();
         let base = c.node(follower).cfg.election_timeout_ticks;
         let st = c.node(follower).status();
-        assert!((base..2 * base).contains(&st.election_timeout_ticks), "{st:?}");
-        assert!(st.election_elapsed_ticks < st.election_timeout_ticks, "{st:?}");
+        assert!(
+            (base..2 * base).contains(&st.election_timeout_ticks),
+            "{st:?}"
+        );
+        assert!(
+            st.election_elapsed_ticks < st.election_timeout_ticks,
+            "{st:?}"
+        );
         // Cut off from the leader, the follower's timer only grows.
         c.isolate(follower);
         let before = c.node(follower).status().election_elapsed_ticks;
         c.node_mut(follower).tick();
         c.node_mut(follower).tick();
-        assert_eq!(
-            c.node(follower).status().election_elapsed_ticks,
-            before + 2
-        );
+        assert_eq!(c.node(follower).status().election_elapsed_ticks, before + 2);
     }
 }

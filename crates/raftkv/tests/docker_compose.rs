@@ -242,15 +242,23 @@ fn compose_cluster_survives_a_stopped_container() {
     let mut project = Project::new();
 
     // The image, from the debug binary cargo built for this test.
-    run(Command::new(repo_root().join("scripts/docker-image.sh"))
-        .args(["--binary", RAFTKV, "--tag", &project.image]));
+    run(
+        Command::new(repo_root().join("scripts/docker-image.sh")).args([
+            "--binary",
+            RAFTKV,
+            "--tag",
+            &project.image,
+        ]),
+    );
     run(project.compose().args(["up", "-d"]));
     let ids = [1u64, 2, 3];
     let mut addrs: Vec<(u64, SocketAddr)> = ids.iter().map(|&id| (id, project.addr(id))).collect();
 
-    let leader = wait_for(Duration::from_secs(30), "a leader all nodes agree on", || {
-        agreed_leader(&addrs)
-    });
+    let leader = wait_for(
+        Duration::from_secs(30),
+        "a leader all nodes agree on",
+        || agreed_leader(&addrs),
+    );
     // The members are known by their service names, as the compose file
     // gives them: resolving those is what let the nodes elect a leader.
     let members = request(addrs[0].1, "GET", "/v1/members", None).expect("members");
@@ -272,9 +280,14 @@ fn compose_cluster_survives_a_stopped_container() {
 
     // Stop the leader's container; the survivors elect a new leader and
     // take writes.
-    run(project.compose().args(["stop", "--timeout", "5", &format!("n{leader}")]));
-    let survivors: Vec<(u64, SocketAddr)> =
-        addrs.iter().copied().filter(|(id, _)| *id != leader).collect();
+    run(project
+        .compose()
+        .args(["stop", "--timeout", "5", &format!("n{leader}")]));
+    let survivors: Vec<(u64, SocketAddr)> = addrs
+        .iter()
+        .copied()
+        .filter(|(id, _)| *id != leader)
+        .collect();
     let new_leader = wait_for(Duration::from_secs(30), "a new leader", || {
         agreed_leader(&survivors).filter(|l| *l != leader)
     });
