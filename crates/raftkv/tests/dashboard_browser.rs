@@ -17,10 +17,12 @@
 //! 4. restart it with "Restart": three nodes up again;
 //! 5. isolate the leader with "Isolate": another node wins, the cause is
 //!    the isolation; "Heal" brings the node back as a follower;
-//! 6. load a simulator trace (`tests/fixtures/raft-sim-seed7-3nodes.json`,
-//!    written by `raft-sim replay --seed 7 --nodes 3 --steps 3000 --profile
-//!    elections --faults crash,partition,transfer,pause --json FILE`) and
-//!    step through it: three nodes, elections listed, a leader at the end.
+//! 6. refuse a file that is not a trace, then load a simulator trace
+//!    (`tests/fixtures/raft-sim-seed7-3nodes.json`, written by `raft-sim
+//!    replay --seed 7 --nodes 3 --steps 3000 --profile elections --faults
+//!    crash,partition,transfer,pause --json FILE`) through the file input
+//!    and step through it: three nodes, a leader at the first election,
+//!    every election of the trace listed at its end; then back to live.
 //!
 //! Screenshots of each stage go to `target/tmp/dashboard-screenshots/`.
 //! Skipped with a message when no Chromium is installed (`CHROMIUM` names
@@ -365,6 +367,20 @@ impl Browser {
         );
     }
 
+    /// Chooses `path` in the file input `selector` (as a user would; the
+    /// page gets its `change` event).
+    fn set_file(&mut self, selector: &str, path: &std::path::Path) {
+        let doc = self.call("DOM.getDocument", json!({}));
+        let found = self.call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["root"]["nodeId"], "selector": selector}),
+        );
+        self.call(
+            "DOM.setFileInputFiles",
+            json!({"files": [path], "nodeId": found["nodeId"]}),
+        );
+    }
+
     fn screenshot(&mut self, name: &str) -> PathBuf {
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
         let png = base64::engine::general_purpose::STANDARD
@@ -447,6 +463,28 @@ fn newest_election(st: &Value) -> Value {
         .and_then(|e| e.first())
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+/// The number of events of a `raft-sim replay --json` trace, and of
+/// elections won in it (a node's role event naming itself leader, once per
+/// leader and term), counted here independently of the page's loader.
+fn trace_counts(path: &std::path::Path) -> (usize, usize) {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("trace")).expect("JSON");
+    let timeline = doc["timeline"].as_array().expect("timeline");
+    let mut current = None;
+    let mut won = 0;
+    for e in timeline {
+        let w = &e["what"];
+        if w["type"] == "role" && w["leader"] == w["node"] {
+            let this = (w["node"].as_u64(), w["term"].as_u64());
+            if current != Some(this) {
+                won += 1;
+                current = Some(this);
+            }
+        }
+    }
+    (timeline.len(), won)
 }
 
 #[test]
@@ -544,27 +582,32 @@ fn dashboard_shows_the_cluster_and_follows_a_failover() {
         |st| three_up_one_leader(st) && node(st, isolated)["role"] == "follower",
     );
 
-    // 6. A simulator trace in the same view.
-    let trace = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/raft-sim-seed7-3nodes.json"),
-    )
-    .expect("trace fixture");
-    let info = b.eval(&format!(
-        "JSON.stringify(window.__dashboard.loadTraceText({}, 'seed 7'))",
-        serde_json::to_string(&trace).expect("string")
-    ));
-    let info: Value = serde_json::from_str(info.as_str().expect("load result")).expect("JSON");
-    assert_eq!(info["nodes"], 3, "{info}");
-    let events = info["events"].as_u64().expect("event count");
-    assert!(info["elections"].as_u64().unwrap_or(0) >= 2, "{info}");
-    let st = b.state();
-    assert_eq!(st["mode"], "trace");
+    // 6. A simulator trace in the same view, through the file input. A
+    //    file that is not a trace is refused with a message first.
+    b.set_file(
+        "#trace-file",
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    );
+    let toast = b.eval("new Promise((ok) => setTimeout(() => ok(document.querySelector('.toast')?.textContent ?? ''), 300))");
+    assert!(
+        toast.as_str().is_some_and(|t| t.contains("not JSON")),
+        "no refusal shown: {toast}"
+    );
+    assert_eq!(b.state()["mode"], "live");
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/raft-sim-seed7-3nodes.json");
+    let (events, elections) = trace_counts(&fixture);
+    b.set_file("#trace-file", &fixture);
+    let st = b.wait(Duration::from_secs(10), "the trace loaded", |st| {
+        st["mode"] == "trace"
+    });
     assert!(
         st["position"]
             .as_str()
-            .is_some_and(|p| p.starts_with(&format!("event 1 of {events}"))),
+            .is_some_and(|p| p.starts_with(&format!("event 1 of {events} "))),
         "{st:#}"
     );
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(3), "{st:#}");
     // Step to the first election, then to the end.
     b.eval("document.querySelector('button[data-step=\"next-role\"]').click()");
     let st = b.state();
@@ -578,12 +621,22 @@ fn dashboard_shows_the_cluster_and_follows_a_failover() {
     b.eval("document.querySelector('button[data-step=\"last\"]').click()");
     let st = b.state();
     assert_eq!(
-        st["elections"].as_array().map(|e| e.len() as u64),
-        info["elections"].as_u64(),
+        st["elections"].as_array().map(Vec::len),
+        Some(elections),
+        "every LEADS of the trace listed: {st:#}"
+    );
+    assert!(
+        st["position"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("event {events} of {events} "))),
         "{st:#}"
     );
-    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(3), "{st:#}");
     b.screenshot("6-trace-end.png");
+    // And back to the live cluster.
+    b.eval("document.querySelector('#back-live').click()");
+    b.wait(Duration::from_secs(10), "the live cluster again", |st| {
+        st["mode"] == "live" && three_up_one_leader(st)
+    });
 
     // No console error, exception or failed load all along.
     b.state();

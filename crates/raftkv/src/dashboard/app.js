@@ -97,7 +97,7 @@
     const r = n <= 1 ? 0 : 125;
     ids.forEach((id, i) => {
       const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(n, 1);
-      pos.set(id, { x: 210 + r * Math.cos(a), y: 175 + r * Math.sin(a) });
+      pos.set(id, { x: 210 + r * Math.cos(a), y: 190 + r * Math.sin(a) });
     });
     return pos;
   }
@@ -856,6 +856,8 @@
 
   function enterTraceMode() {
     dash.mode = 'trace';
+    const t = $('.toast');
+    if (t) t.hidden = true;
     if (live.timer !== null) { clearTimeout(live.timer); live.timer = null; }
     $('#banner').hidden = true;
     $('#player').hidden = false;
@@ -887,7 +889,7 @@
     const t = dash.trace;
     if (!t) return;
     if (t.playing) { stopPlaying(); return; }
-    $('#play').textContent = '❚❚ pause';
+    $('#play').textContent = '■ pause';
     t.playing = setInterval(() => {
       const step = Number($('#speed').value) || 1;
       if (t.index >= t.events.length - 1) { stopPlaying(); return; }
