@@ -423,6 +423,29 @@
     return a && a.action === action && Date.now() - a.at < ACTION_MEMORY_MS;
   }
 
+  /** Why the leader `known` lost its leadership, from what the page saw. */
+  function whyLost(known, nodes, at) {
+    const old = nodes.find((n) => n.id === known.id);
+    if (!old || !old.up) {
+      return recentAction(known.id, 'kill')
+        ? { kind: 'killed', text: `leader node ${known.id} was killed from this page` }
+        : { kind: 'unreachable', text: `leader node ${known.id} stopped answering (${old ? old.error : 'gone'})` };
+    }
+    if (old.isolated || recentAction(known.id, 'isolate')) {
+      return { kind: 'isolated', text: `leader node ${known.id} was isolated from its peers` };
+    }
+    if (live.transfer && at - live.transfer.at < ACTION_MEMORY_MS) {
+      return { kind: 'transfer', text: `node ${known.id} handed leadership over (asked from this page)` };
+    }
+    if (live.lastTransferTarget && live.lastTransferTarget.from === known.id) {
+      return { kind: 'transfer', text: `node ${known.id} handed leadership over` };
+    }
+    return {
+      kind: 'lapsed',
+      text: `node ${known.id} lost its leadership while it still answered (its heartbeats did not reach a majority in time, or it saw a higher term)`,
+    };
+  }
+
   /** Notes changes between two polls; infers elections and their causes. */
   function observe(nodes, at) {
     for (const n of nodes) {
@@ -442,21 +465,7 @@
     const stillLeads = known && nodes.some((n) => n.id === known.id && n.up && n.role === 'leader' && n.term === known.term);
     // Losing the leader: remember why, and each node's campaign count.
     if (known && !stillLeads && !live.lost) {
-      const old = nodes.find((n) => n.id === known.id);
-      let why;
-      if (!old || !old.up) {
-        why = recentAction(known.id, 'kill')
-          ? { kind: 'killed', text: `leader node ${known.id} was killed from this page` }
-          : { kind: 'unreachable', text: `leader node ${known.id} stopped answering (${old ? old.error : 'gone'})` };
-      } else if (old.isolated || recentAction(known.id, 'isolate')) {
-        why = { kind: 'isolated', text: `leader node ${known.id} was isolated from its peers` };
-      } else if (live.transfer && at - live.transfer.at < ACTION_MEMORY_MS) {
-        why = { kind: 'transfer', text: `node ${known.id} handed leadership over (asked from this page)` };
-      } else if (live.lastTransferTarget && live.lastTransferTarget.from === known.id) {
-        why = { kind: 'transfer', text: `node ${known.id} handed leadership over` };
-      } else {
-        why = { kind: 'lapsed', text: `node ${known.id} stopped leading while it still answered (its heartbeats did not reach a majority, or it saw a higher term)` };
-      }
+      const why = whyLost(known, nodes, at);
       live.lost = { at, why, started: new Map(nodes.map((n) => [n.id, n.started])) };
       liveEvent('leader', `no leader: ${why.text}`);
     }
@@ -472,12 +481,13 @@
       } else if (live.lastTransferTarget && live.lastTransferTarget.to === leader.id && live.lastTransferTarget.from === known.id) {
         cause = `leadership transfer from node ${known.id}`;
         causeKind = 'transfer';
-      } else if (live.lost) {
-        cause = live.lost.why.text;
-        causeKind = live.lost.why.kind;
       } else {
-        cause = `node ${known.id} was deposed between two polls`;
-        causeKind = 'lapsed';
+        // Usually noted when the old leader stepped down; if it still
+        // claims its older term (an isolated leader that has not noticed
+        // yet), judge now.
+        const why = live.lost ? live.lost.why : whyLost(known, nodes, at);
+        cause = why.text;
+        causeKind = why.kind;
       }
       const extra = [];
       if (live.lost) {
