@@ -105,13 +105,11 @@ impl Project {
     fn compose(&self) -> Command {
         let mut c = Command::new("docker-compose");
         c.current_dir(repo_root())
-            .args(["--no-ansi", "-p", &self.name, "-f", "docker-compose.yml"])
+            .args(["-p", &self.name, "-f", "docker-compose.yml"])
             .env("RAFTKV_IMAGE", &self.image)
             .env("RAFTKV_N1_PORT", "")
             .env("RAFTKV_N2_PORT", "")
-            .env("RAFTKV_N3_PORT", "")
-            // compose 1.x warns about --no-ansi on newer releases only.
-            .env("COMPOSE_INTERACTIVE_NO_CLI", "1");
+            .env("RAFTKV_N3_PORT", "");
         c
     }
 
