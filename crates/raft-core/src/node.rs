@@ -55,6 +55,14 @@ pub struct Status {
     pub progress: Vec<PeerStatus>,
     /// Leadership transfer target, if one is under way.
     pub transfer_target: Option<NodeId>,
+    /// Ticks since the election timer was last reset (a follower resets it
+    /// when it hears from its leader or grants a vote). Read-only, for
+    /// status pages that show the timer running down.
+    pub election_elapsed_ticks: u32,
+    /// The randomized timeout (in `[election_timeout_ticks,
+    /// 2 * election_timeout_ticks)`) that `election_elapsed_ticks` counts
+    /// toward: a follower or candidate campaigns when it gets there.
+    pub election_timeout_ticks: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -638,6 +646,8 @@ impl<S: LogStore> RawNode<S> {
                 })
                 .collect(),
             transfer_target: self.transfer,
+            election_elapsed_ticks: self.election_elapsed,
+            election_timeout_ticks: self.randomized_election_timeout,
         }
     }
 
@@ -1063,4 +1073,35 @@ impl<S: LogStore> RawNode<S> {
 #[cfg(feature = "planted-bugs")]
 fn cfg_bugs() -> crate::bugs::PlantedBugs {
     crate::bugs::PlantedBugs::default()
+}
+
+#[cfg(test)]
+mod status_tests {
+    use crate::testing::Cluster;
+
+    /// The election timer in `status()` runs with ticks, stays within the
+    /// randomized bounds, and restarts when a leader is heard from.
+    #[test]
+    fn status_shows_the_election_timer() {
+        let mut c = Cluster::new(3, 7);
+        let leader = c.run_until_leader(200).expect("a leader");
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        c.deliver_all();
+        let base = c.node(follower).cfg.election_timeout_ticks;
+        let st = c.node(follower).status();
+        assert!(
+            (base..2 * base).contains(&st.election_timeout_ticks),
+            "{st:?}"
+        );
+        assert!(
+            st.election_elapsed_ticks < st.election_timeout_ticks,
+            "{st:?}"
+        );
+        // Cut off from the leader, the follower's timer only grows.
+        c.isolate(follower);
+        let before = c.node(follower).status().election_elapsed_ticks;
+        c.node_mut(follower).tick();
+        c.node_mut(follower).tick();
+        assert_eq!(c.node(follower).status().election_elapsed_ticks, before + 2);
+    }
 }

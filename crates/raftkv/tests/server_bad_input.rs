@@ -159,7 +159,11 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         let r = c.request(node, "GET", "/v2/kv/keep", None);
         assert_error(&r, 404, "not_found");
         assert_eq!(r.json()["error"]["leader_hint"], Value::Null);
-        assert_error(&c.request(node, "GET", "/", None), 404, "not_found");
+        assert_error(
+            &c.request(node, "GET", "/nothing-here", None),
+            404,
+            "not_found",
+        );
         assert_error(
             &c.request(node, "PATCH", "/v1/kv/keep", Some("{}")),
             405,

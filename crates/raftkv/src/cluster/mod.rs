@@ -9,6 +9,7 @@
 //! `<data-dir>/cluster.json` on the first run, so running the command again
 //! restarts the same cluster from its data.
 
+pub mod control;
 mod monitor;
 mod process;
 
@@ -64,6 +65,17 @@ pub struct ClusterArgs {
     /// `raftkv serve` as --log-format).
     #[arg(long)]
     pub log_format: Option<String>,
+    /// The dashboard's buttons (kill, restart, isolate, transfer
+    /// leadership) on every node's page at `/`: `true` or `false`. Kill and
+    /// restart go through a control endpoint of this launcher on a free
+    /// 127.0.0.1 port.
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dashboard_controls: bool,
     /// Extra arguments for every `raftkv serve`, after `--`
     /// (e.g. `-- --snapshot-entries 1000`).
     #[arg(last = true)]
@@ -80,8 +92,21 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--kill-leader-every must be at least 100ms");
         }
     }
-    let serve_args = serve_args(&args)?;
+    let mut serve_args = serve_args(&args)?;
     let (manifest, created) = load_or_create_manifest(&args.data_dir, args.nodes, args.base_port)?;
+    // Bound before any node starts: each is told where it is.
+    let control = if args.dashboard_controls {
+        let listener = control::bind()
+            .map_err(|e| anyhow::anyhow!("cannot listen for the dashboard's controls: {e}"))?;
+        serve_args.extend([
+            "--dashboard-controls".to_string(),
+            "--launcher-url".to_string(),
+            format!("http://{}", listener.local_addr()?),
+        ]);
+        Some(listener)
+    } else {
+        None
+    };
     let exe = std::env::current_exe().map_err(|e| {
         anyhow::anyhow!("cannot find the raftkv executable to start the nodes: {e}")
     })?;
@@ -93,7 +118,7 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(monitor::run(cluster, args, created))
+    runtime.block_on(monitor::run(cluster, args, created, control))
 }
 
 /// The arguments every `raftkv serve` child gets: the launcher's own serve
@@ -111,6 +136,18 @@ fn serve_args(args: &ClusterArgs) -> anyhow::Result<Vec<String>> {
         }
         let format = crate::server::LogFormat::parse(format)?;
         out.extend(["--log-format".to_string(), format.as_str().to_string()]);
+    }
+    if args.dashboard_controls {
+        if let Some(a) = args
+            .serve_args
+            .iter()
+            .find(|a| a.starts_with("--dashboard-controls") || a.starts_with("--launcher-url"))
+        {
+            anyhow::bail!(
+                "{a} after `--`: the launcher sets the dashboard controls itself \
+                 (use `raftkv cluster --dashboard-controls false` to turn them off)"
+            );
+        }
     }
     out.extend(args.serve_args.iter().cloned());
     Ok(out)

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::control::{self, ControlCall};
 use super::{ClusterArgs, LocalCluster};
 use crate::client::{Client, ClientConfig, NodeStatus};
+use crate::server::routes::dev_control::Action;
+use crate::server::ApiError;
 
 /// Lines of a node's log shown when it fails to start or dies.
 const LOG_TAIL_LINES: usize = 15;
@@ -29,6 +32,8 @@ enum NodeView {
     NoAnswer(String),
     /// Killed by `--kill-leader-every`, restarting at the given time.
     Killed { restart_at: Instant },
+    /// Killed from the dashboard: down until the dashboard restarts it.
+    Stopped,
     /// Exited by itself.
     Exited(String),
 }
@@ -39,7 +44,7 @@ impl NodeView {
         match self {
             NodeView::Up(s) => format!("{}(t{})", role_of(s), s.term),
             NodeView::NoAnswer(_) => "no-answer".into(),
-            NodeView::Killed { .. } => "killed".into(),
+            NodeView::Killed { .. } | NodeView::Stopped => "killed".into(),
             NodeView::Exited(_) => "exited".into(),
         }
     }
@@ -69,6 +74,8 @@ struct Monitor {
     kills: u64,
     last_plain_summary: String,
     last_plain_at: Instant,
+    /// The dashboard's kill and restart requests (`--dashboard-controls`).
+    control: Option<tokio::sync::mpsc::Receiver<ControlCall>>,
 }
 
 /// Runs the cluster until a signal or the duration ends.
@@ -76,11 +83,13 @@ pub(super) async fn run(
     cluster: LocalCluster,
     args: ClusterArgs,
     created: bool,
+    control: Option<std::net::TcpListener>,
 ) -> anyhow::Result<ExitCode> {
     // Signal handlers first, so a Ctrl-C during startup still stops the
     // children we already started.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let control_addr = control.as_ref().and_then(|l| l.local_addr().ok());
     let m = cluster.manifest().clone();
     let mut config = ClientConfig::new(m.endpoints());
     config.request_timeout = args.refresh.max(Duration::from_millis(500));
@@ -102,8 +111,12 @@ pub(super) async fn run(
         kills: 0,
         last_plain_summary: String::new(),
         last_plain_at: Instant::now(),
+        control: control.map(control::serve).transpose()?,
     };
     mon.print_banner(created);
+    if let Some(addr) = control_addr {
+        println!("  launcher control endpoint: http://{addr}/v1/control (the dashboard's kill and restart)");
+    }
     let started = tokio::select! {
         r = mon.start() => r,
         _ = sigint.recv() => Err(anyhow::anyhow!("interrupted while starting")),
@@ -122,10 +135,16 @@ pub(super) async fn run(
     let reason = loop {
         mon.refresh().await;
         let sleep = tokio::time::sleep(mon.args.refresh);
-        tokio::select! {
-            _ = sleep => {}
+        let call = tokio::select! {
+            _ = sleep => None,
+            call = next_call(&mut mon.control) => Some(call),
             _ = sigint.recv() => break "Ctrl-C",
             _ = sigterm.recv() => break "SIGTERM",
+        };
+        if let Some(call) = call {
+            let answer = mon.on_control(call.request.node, call.request.action);
+            // The asker may have given up; nothing to do then.
+            let _ = call.reply.send(answer);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break "--duration elapsed";
@@ -138,7 +157,64 @@ pub(super) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The next dashboard request; never, without the controls.
+async fn next_call(control: &mut Option<tokio::sync::mpsc::Receiver<ControlCall>>) -> ControlCall {
+    match control {
+        Some(rx) => match rx.recv().await {
+            Some(call) => call,
+            // The endpoint stopped: no more requests.
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Monitor {
+    /// Carries out a dashboard request: kill or restart node `id`.
+    fn on_control(&mut self, id: u64, action: Action) -> Result<serde_json::Value, ApiError> {
+        let known =
+            (1..=self.cluster.manifest().nodes).contains(&id) || self.views.contains_key(&id);
+        if !known {
+            return Err(ApiError::BadRequest(format!(
+                "this cluster has no node {id} (nodes 1 to {})",
+                self.cluster.manifest().nodes
+            )));
+        }
+        let message =
+            match action {
+                Action::Kill => {
+                    if !self.cluster.kill(id) {
+                        return Err(ApiError::BadRequest(format!("node {id} is not running")));
+                    }
+                    self.views.insert(id, NodeView::Stopped);
+                    if self.leader.is_some_and(|(l, _)| l == id) {
+                        self.pending_failover = Some((id, Instant::now()));
+                        self.leader = None;
+                    }
+                    format!("killed node {id} with SIGKILL (dashboard)")
+                }
+                Action::Restart => {
+                    if self.cluster.is_running(id) {
+                        return Err(ApiError::BadRequest(format!(
+                            "node {id} is already running"
+                        )));
+                    }
+                    self.cluster.start_node(id).map_err(|e| {
+                        ApiError::BadRequest(format!("cannot restart node {id}: {e:#}"))
+                    })?;
+                    self.views
+                        .insert(id, NodeView::NoAnswer("restarting".into()));
+                    format!("restarted node {id} (dashboard)")
+                }
+                Action::Isolate | Action::Heal => return Err(ApiError::BadRequest(
+                    "isolate and heal are done by the node itself: POST /v1/dev/control to a node"
+                        .into(),
+                )),
+            };
+        self.event(&message);
+        Ok(serde_json::json!({"node": id, "action": action, "message": message}))
+    }
+
     fn elapsed(&self) -> String {
         format!("[{:>7.1}s]", self.started.elapsed().as_secs_f64())
     }
@@ -183,6 +259,15 @@ impl Monitor {
         println!("  curl -X PUT {ep}/v1/kv/greeting -d '{{\"value\": \"hello\"}}'");
         println!("  curl {}/v1/kv/greeting", m.endpoint(m.nodes));
         println!("  raftkv bench --clients 16 --duration 10s");
+        println!(
+            "Dashboard: {ep}/ (any node){}",
+            if self.args.dashboard_controls {
+                "; its kill, restart, isolate and transfer buttons are on \
+                 (--dashboard-controls false turns them off)"
+            } else {
+                ""
+            }
+        );
         println!("Ctrl-C stops every node; the data stays in {} and the same command restarts the cluster.", self.cluster.data_dir().display());
         if let Some(every) = self.args.kill_leader_every {
             println!(
@@ -278,7 +363,7 @@ impl Monitor {
             .filter(|id| {
                 !matches!(
                     self.views.get(id),
-                    Some(NodeView::Killed { .. } | NodeView::Exited(_))
+                    Some(NodeView::Killed { .. } | NodeView::Stopped | NodeView::Exited(_))
                 )
             })
             .map(|id| (id, self.cluster.manifest().endpoint(id)))
@@ -358,7 +443,7 @@ impl Monitor {
         let any_down = self
             .views
             .values()
-            .any(|v| matches!(v, NodeView::Killed { .. }));
+            .any(|v| matches!(v, NodeView::Killed { .. } | NodeView::Stopped));
         let Some((id, term)) = self.leader else {
             return;
         };
@@ -488,6 +573,9 @@ impl Monitor {
                         .saturating_duration_since(Instant::now())
                         .as_secs_f64()
                 ),
+                Some(NodeView::Stopped) => {
+                    writeln!(out, "{prefix}DOWN: killed from the dashboard")
+                }
                 Some(NodeView::Exited(why)) => writeln!(out, "{prefix}DOWN: exited ({why})"),
                 None => writeln!(out, "{prefix}starting"),
             };

@@ -17,6 +17,7 @@ use super::config::ServerConfig;
 use super::error::{ApiError, Reason};
 use super::extract::RequestInfo;
 use super::forward;
+use super::isolate::Isolation;
 use super::metrics::HttpMetrics;
 use super::state::{ServerCommand, ServerResponse, ServerState};
 
@@ -33,6 +34,9 @@ pub struct App {
     pub registry: Registry,
     /// Makes the ids of requests that arrive without an `x-request-id`.
     pub request_ids: RequestIds,
+    /// The dashboard's "isolate" switch (in the message path only with
+    /// `--dashboard-controls`).
+    pub isolation: Isolation,
 }
 
 /// Request ids for requests that arrive without one:

@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// One log line per HTTP request (target `raftkv::access`).
     pub access_log: bool,
+    /// The dashboard's buttons and `POST /v1/dev/control`.
+    pub dashboard_controls: bool,
+    /// The launcher's control endpoint (`host:port`), for kill and restart.
+    pub launcher: Option<PeerAddr>,
 }
 
 /// `--log-format`.
@@ -167,6 +171,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub access_log: Option<bool>,
+    pub dashboard_controls: Option<bool>,
+    pub launcher_url: Option<String>,
 }
 
 /// `peers` / `clients` in a file: the flag's string
@@ -399,6 +405,18 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         Some(text) => LogFormat::parse(text)?,
         None => LogFormat::default(),
     };
+    let dashboard_controls = args
+        .dashboard_controls
+        .or(file.dashboard_controls)
+        .unwrap_or(false);
+    let launcher = match args
+        .launcher_url
+        .as_deref()
+        .or(file.launcher_url.as_deref())
+    {
+        Some(url) => Some(parse_launcher_url(url, dashboard_controls)?),
+        None => None,
+    };
     Ok(ServerConfig {
         id,
         cluster_id,
@@ -418,7 +436,35 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         log_level,
         log_format,
         access_log: args.access_log.or(file.access_log).unwrap_or(false),
+        dashboard_controls,
+        launcher,
     })
+}
+
+/// `--launcher-url http://HOST:PORT` (a trailing `/` allowed): plain HTTP,
+/// no path, and only with the controls on (it serves nothing else).
+fn parse_launcher_url(url: &str, controls: bool) -> Result<PeerAddr, ConfigError> {
+    const SETTING: &str = "--launcher-url";
+    if !controls {
+        return Err(invalid(
+            SETTING,
+            "kill and restart are dashboard controls: give --dashboard-controls too",
+        ));
+    }
+    let rest = url.trim().strip_prefix("http://").ok_or_else(|| {
+        invalid(
+            SETTING,
+            format!("`{url}` is not http://HOST:PORT (the launcher's control endpoint)"),
+        )
+    })?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err(invalid(
+            SETTING,
+            format!("`{url}` has a path; give only http://HOST:PORT"),
+        ));
+    }
+    parse_addr(SETTING, rest)
 }
 
 fn check_range(setting: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -630,6 +676,42 @@ mod tests {
             resolve_with_file(&flag, file).unwrap().log_format,
             LogFormat::Text
         );
+    }
+
+    #[test]
+    fn dashboard_controls_are_off_by_default_and_the_launcher_needs_them() {
+        let a = args(1, PEERS, CLIENTS);
+        let c = resolve_with_file(&a, FileConfig::default()).unwrap();
+        assert!(!c.dashboard_controls);
+        assert_eq!(c.launcher, None);
+        let on = ServeArgs {
+            dashboard_controls: Some(true),
+            launcher_url: Some("http://127.0.0.1:9000/".into()),
+            ..a.clone()
+        };
+        let c = resolve_with_file(&on, FileConfig::default()).unwrap();
+        assert!(c.dashboard_controls);
+        assert_eq!(c.launcher, Some("127.0.0.1:9000".parse().unwrap()));
+        let file: FileConfig = toml::from_str("dashboard_controls = true").unwrap();
+        assert!(resolve_with_file(&a, file).unwrap().dashboard_controls);
+        for (controls, url, says) in [
+            (None, "http://127.0.0.1:9000", "--dashboard-controls"),
+            (Some(true), "https://127.0.0.1:9000", "http://HOST:PORT"),
+            (Some(true), "http://127.0.0.1:9000/x", "path"),
+            (Some(true), "http://127.0.0.1", "PORT"),
+        ] {
+            let bad = ServeArgs {
+                dashboard_controls: controls,
+                launcher_url: Some(url.into()),
+                ..a.clone()
+            };
+            let err = resolve_with_file(&bad, FileConfig::default()).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("--launcher-url") && text.contains(says),
+                "{url}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `routes/`       | one file per route, the router, timeout and metrics layers    |
 //! | `app.rs`        | shared handler state; the write path and the read path        |
 //! | `forward.rs`    | follower → leader forwarding (one hop)                         |
+//! | `isolate.rs`    | the dashboard's "isolate" switch between the driver and the transport |
 //! | `extract.rs`    | extractors that answer bad input with JSON errors             |
 //! | `error.rs`      | [`ApiError`]: the error contract (codes, reasons, statuses) and the runtime error mapping |
 //! | `metrics.rs`    | HTTP metrics next to the runtime's; build info; `process_*`   |
@@ -46,6 +47,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod forward;
+pub mod isolate;
 pub mod listener;
 pub mod lock;
 pub mod metrics;
@@ -153,6 +155,23 @@ pub struct ServeArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub access_log: Option<bool>,
+    /// The dashboard's buttons (kill, restart, isolate, transfer) and the
+    /// `POST /v1/dev/control` route behind them [default: false; `raftkv
+    /// cluster` turns them on]. For a test or demo cluster only: anyone who
+    /// can reach the client port can then cut this node off its peers.
+    #[arg(
+        long,
+        env = "RAFTKV_DASHBOARD_CONTROLS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dashboard_controls: Option<bool>,
+    /// Where kill and restart requests go: the control endpoint of the
+    /// `raftkv cluster` that started this node (`http://127.0.0.1:PORT`;
+    /// set by the launcher). Needs --dashboard-controls.
+    #[arg(long, env = "RAFTKV_LAUNCHER_URL")]
+    pub launcher_url: Option<String>,
 }
 
 /// Entry point of `raftkv serve`: resolves the configuration, starts

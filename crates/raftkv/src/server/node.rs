@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 
 use super::app::{App, RequestIds};
 use super::config::{LogFormat, ServerConfig};
+use super::isolate::Isolation;
 use super::listener::{self, ListenerLimits};
 use super::lock::lock_data_dir;
 use super::metrics::HttpMetrics;
@@ -137,6 +138,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     // A frame must hold a full append batch of the largest entries.
     tcp.max_frame_bytes =
         u32::try_from((64u64 << 20).max(2 * entry_bytes_max + (1 << 20))).unwrap_or(u32::MAX);
+    let inbound_queue_max = tcp.inbound_queue_max;
     let (transport, inbound) = TcpTransport::start(tcp, raft_metrics.clone())
         .await
         .with_context(|| format!("cannot listen for peers on {}", cfg.listen_peer))?;
@@ -152,14 +154,28 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     rc.raft.max_entry_bytes = entry_bytes_max;
     rc.raft.max_append_bytes = rc.raft.max_append_bytes.max(entry_bytes_max);
     let (state, book) = ServerState::new(kv_config.clone()).context("invalid key-value limits")?;
-    let raft = raft_runtime::start(
-        rc,
-        Arc::new(store),
-        state,
-        transport,
-        inbound,
-        raft_metrics.clone(),
-    )
+    let isolation = Isolation::new();
+    let raft = if cfg.dashboard_controls {
+        // The dashboard's "isolate" needs a switch in the message path.
+        let (transport, inbound) = isolation.wrap(transport, inbound, inbound_queue_max);
+        raft_runtime::start(
+            rc,
+            Arc::new(store),
+            state,
+            transport,
+            inbound,
+            raft_metrics.clone(),
+        )
+    } else {
+        raft_runtime::start(
+            rc,
+            Arc::new(store),
+            state,
+            transport,
+            inbound,
+            raft_metrics.clone(),
+        )
+    }
     .context("cannot start the Raft node")?;
 
     // 4. Background tasks and HTTP.
@@ -185,6 +201,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         metrics: http_metrics.clone(),
         registry,
         request_ids: RequestIds::new(id),
+        isolation,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, fatal_rx) = watch::channel(None::<String>);

@@ -40,6 +40,8 @@ use super::extract::{read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_I
 use super::forward::FORWARDED_TO_HEADER;
 use super::metrics::{RequestLabels, RouteLabel};
 
+pub mod dashboard;
+pub mod dev_control;
 mod health;
 mod kv_cas;
 mod kv_delete;
@@ -67,7 +69,12 @@ const METRICS: &str = "/metrics";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const VERSION: &str = "/version";
-const ROUTES: [&str; 12] = [
+const DASHBOARD_PAGE: &str = "/";
+const DASHBOARD_ASSET: &str = "/dashboard/{file}";
+const DASHBOARD: &str = "/v1/dashboard";
+const DASHBOARD_NODE: &str = "/v1/dashboard/node";
+const DEV_CONTROL: &str = "/v1/dev/control";
+const ROUTES: [&str; 17] = [
     KV_LIST,
     KV_KEY,
     KV_CAS,
@@ -80,6 +87,11 @@ const ROUTES: [&str; 12] = [
     HEALTHZ,
     READYZ,
     VERSION,
+    DASHBOARD_PAGE,
+    DASHBOARD_ASSET,
+    DASHBOARD,
+    DASHBOARD_NODE,
+    DEV_CONTROL,
 ];
 
 /// Builds the router of the client API.
@@ -102,6 +114,11 @@ pub fn router(app: SharedApp) -> Router {
         .route(HEALTHZ, get(health::healthz))
         .route(READYZ, get(health::readyz))
         .route(VERSION, get(version::handle))
+        .route(DASHBOARD_PAGE, get(dashboard::page))
+        .route(DASHBOARD_ASSET, get(dashboard::asset))
+        .route(DASHBOARD, get(dashboard::cluster))
+        .route(DASHBOARD_NODE, get(dashboard::node))
+        .route(DEV_CONTROL, post(dev_control::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are limited by our own extractor (`LimitedBody`), which

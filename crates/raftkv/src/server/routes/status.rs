@@ -9,13 +9,13 @@ use axum::extract::State;
 use axum::Json;
 use raft_core::Membership;
 use raft_runtime::PeerProgress;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::server::app::SharedApp;
 use crate::server::error::ApiError;
 use crate::server::extract::{NoBody, NoQuery, QueryParams};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MembershipJson {
     pub voters: Vec<u64>,
     pub voters_outgoing: Vec<u64>,
