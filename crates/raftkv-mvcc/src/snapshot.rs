@@ -249,6 +249,12 @@ impl MvccStore {
             to: self.file.clone(),
             source,
         };
+        if !self.file_backed {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a store on a custom backend cannot install a snapshot file",
+            )));
+        }
         if received.live != self.file {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,

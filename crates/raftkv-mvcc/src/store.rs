@@ -72,6 +72,8 @@ pub struct MvccStore {
     pub(crate) state: StateRecord,
     /// Applied index of the last durable commit: what survives a crash.
     pub(crate) durable_applied_index: LogIndex,
+    /// A file (not a custom backend): snapshots can be installed.
+    pub(crate) file_backed: bool,
     /// The first fatal failure; once set, every call is refused.
     pub(crate) failed: OnceLock<String>,
 }
@@ -274,6 +276,52 @@ impl MvccStore {
             file,
             config,
             options,
+            file_backed: true,
+            failed: OnceLock::new(),
+        })
+    }
+
+    /// Opens (or, if `backend` is empty, creates) a store on a redb
+    /// [`redb::StorageBackend`] instead of a file: how the simulator runs it
+    /// on its simulated disk, and how the crash tests model power loss.
+    /// `label` names the store in errors. Such a store cannot
+    /// [`install`](MvccStore::install) a received snapshot (which renames
+    /// files); the rest is identical.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        label: impl Into<PathBuf>,
+        config: KvConfig,
+        options: MvccOptions,
+    ) -> Result<MvccStore, OpenError> {
+        let file = label.into();
+        config
+            .validate()
+            .map_err(|e| OpenError::Options(e.to_string()))?;
+        let fresh = backend
+            .len()
+            .map_err(|e| OpenError::Fault(engine(&file)(redb::StorageError::from(e))))?
+            == 0;
+        let mut builder = Database::builder();
+        builder
+            .set_cache_size(options.cache_bytes)
+            .set_check_integrity_on_open(options.verify_on_open && !fresh);
+        let db = catch(&file, || {
+            builder
+                .create_with_backend(backend)
+                .map_err(|e| OpenError::Fault(engine(&file)(e)))
+        })?;
+        if fresh {
+            catch(&file, || init_tables(&db, &file, &StateRecord::empty()))?;
+        }
+        let state = catch(&file, || read_meta(&db, &file))?;
+        Ok(MvccStore {
+            db: Arc::new(db),
+            durable_applied_index: state.applied_index,
+            state,
+            file,
+            config,
+            options,
+            file_backed: false,
             failed: OnceLock::new(),
         })
     }
