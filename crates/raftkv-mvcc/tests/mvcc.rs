@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use proptest::prelude::*;
 use raftkv_mvcc::{CompactError, EventKind, MvccStore, ReadError};
