@@ -267,7 +267,7 @@ impl MvccStore {
         // the new one is a different file, so the two do not conflict.
         let db = open_db(&self.file, &self.options, false).map_err(InstallError::Open)?;
         let state = catch(&self.file, || read_meta(&db, &self.file)).map_err(InstallError::Open)?;
-        self.db = std::sync::Arc::new(db);
+        self.db = crate::store::DbHandle::new(db);
         self.durable_applied_index = state.applied_index;
         self.state = state;
         Ok(())
@@ -675,8 +675,12 @@ impl SnapshotReceiver {
         if let Err(e) = &r {
             self.failed = Some(e.to_string());
             // Free the engine at once; the file is garbage.
-            self.txn = None;
-            self.db = None;
+            let txn = self.txn.take();
+            let db = self.db.take();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                drop(txn);
+                drop(db);
+            }));
         }
         r
     }
@@ -953,9 +957,15 @@ impl Drop for SnapshotReceiver {
     fn drop(&mut self) {
         // An unfinished (or failed) transfer's file is garbage; a finished
         // one belongs to the `ReceivedSnapshot` and stays for `install`.
+        // Dropping the engine may panic on a damaged file: never unwind
+        // out of a drop.
+        let txn = self.txn.take();
+        let db = self.db.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(txn);
+            drop(db);
+        }));
         if !self.handed_over {
-            self.txn = None;
-            self.db = None;
             let _ = remove_file_if_exists(&self.file);
         }
     }

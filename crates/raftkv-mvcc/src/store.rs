@@ -62,9 +62,42 @@ pub struct CompactProgress {
     pub done: bool,
 }
 
+/// A shared handle on the engine whose drop cannot unwind: redb closes the
+/// file on drop and may panic there on a damaged file (it reads the
+/// allocator state), which must not abort a thread already handling the
+/// error that revealed the damage.
+pub(crate) struct DbHandle(Option<Arc<Database>>);
+
+impl DbHandle {
+    pub(crate) fn new(db: Database) -> DbHandle {
+        DbHandle(Some(Arc::new(db)))
+    }
+
+    pub(crate) fn from_arc(db: Arc<Database>) -> DbHandle {
+        DbHandle(Some(db))
+    }
+}
+
+impl std::ops::Deref for DbHandle {
+    type Target = Arc<Database>;
+
+    fn deref(&self) -> &Arc<Database> {
+        // Taken only by `drop`.
+        self.0.as_ref().expect("the handle is present until dropped")
+    }
+}
+
+impl Drop for DbHandle {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
+
 /// The durable MVCC key-value state machine. See the crate documentation.
 pub struct MvccStore {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: DbHandle,
     pub(crate) file: PathBuf,
     pub(crate) config: KvConfig,
     pub(crate) options: MvccOptions,
@@ -270,7 +303,7 @@ impl MvccStore {
         let db = open_db(&file, &options, false)?;
         let state = catch(&file, || read_meta(&db, &file))?;
         Ok(MvccStore {
-            db: Arc::new(db),
+            db: DbHandle::new(db),
             durable_applied_index: state.applied_index,
             state,
             file,
@@ -315,7 +348,7 @@ impl MvccStore {
         }
         let state = catch(&file, || read_meta(&db, &file))?;
         Ok(MvccStore {
-            db: Arc::new(db),
+            db: DbHandle::new(db),
             durable_applied_index: state.applied_index,
             state,
             file,

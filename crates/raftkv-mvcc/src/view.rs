@@ -17,6 +17,7 @@ use crate::codec::{
     decode_change, CurrentRecord, HistoryRecord, SessionRecord, StateRecord,
 };
 use crate::error::{Fault, ReadError};
+use crate::store::{catch, DbHandle};
 use crate::tables::{
     corrupt, engine, get_at, get_current, list_current, CHANGES, CURRENT, HISTORY, META,
     META_STATE, SESSIONS, SESSION_LRU,
@@ -75,7 +76,7 @@ pub struct ReadView {
     pub(crate) state: StateRecord,
     pub(crate) file: PathBuf,
     pub(crate) config: KvConfig,
-    _db: Arc<Database>,
+    _db: DbHandle,
 }
 
 impl ReadView {
@@ -100,7 +101,7 @@ impl ReadView {
             state,
             file,
             config,
-            _db: db,
+            _db: DbHandle::from_arc(db),
         })
     }
 
@@ -116,6 +117,10 @@ impl ReadView {
 
     /// Number of live keys.
     pub fn len(&self) -> Result<u64, Fault> {
+        catch(&self.file, || self.len_inner())
+    }
+
+    fn len_inner(&self) -> Result<u64, Fault> {
         self.current.len().map_err(engine(&self.file))
     }
 
@@ -149,6 +154,10 @@ impl ReadView {
 
     /// The key's live version (what [`raftkv_state::KvStore::get`] returns).
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, ReadError> {
+        catch(&self.file, || self.get_inner(key))
+    }
+
+    fn get_inner(&self, key: &[u8]) -> Result<Option<KeyValue>, ReadError> {
         self.check_key(key)?;
         Ok(get_current(&self.current, key, &self.file)?.map(|r| r.to_kv(key)))
     }
@@ -157,6 +166,10 @@ impl ReadView {
     /// `compact_revision <= revision <= applied_index`, else
     /// [`ReadError::Compacted`] / [`ReadError::FutureRevision`].
     pub fn get_at(&self, key: &[u8], revision: LogIndex) -> Result<Option<KeyValue>, ReadError> {
+        catch(&self.file, || self.get_at_inner(key, revision))
+    }
+
+    fn get_at_inner(&self, key: &[u8], revision: LogIndex) -> Result<Option<KeyValue>, ReadError> {
         self.check_key(key)?;
         self.check_revision(revision)?;
         Ok(get_at(&self.current, &self.history, key, revision, &self.file)?)
@@ -165,6 +178,10 @@ impl ReadView {
     /// Up to `limit` live keys with `prefix`, ascending, checked like a
     /// [`ReadCommand::List`].
     pub fn list(&self, prefix: &[u8], limit: u64) -> Result<ListResponse, ReadError> {
+        catch(&self.file, || self.list_inner(prefix, limit))
+    }
+
+    fn list_inner(&self, prefix: &[u8], limit: u64) -> Result<ListResponse, ReadError> {
         ReadCommand::List {
             prefix: Bytes::copy_from_slice(prefix),
             limit,
@@ -182,12 +199,11 @@ impl ReadView {
     /// The key's changes at revisions `>= from_revision`, ascending, at most
     /// `limit` (`1..=list_limit_max`). `from_revision` below the compact
     /// revision is [`ReadError::Compacted`]: the changes before it are gone.
-    pub fn history(
-        &self,
-        key: &[u8],
-        from_revision: LogIndex,
-        limit: u64,
-    ) -> Result<KeyHistory, ReadError> {
+    pub fn history(&self, key: &[u8], from_revision: LogIndex, limit: u64) -> Result<KeyHistory, ReadError> {
+        catch(&self.file, || self.history_inner(key, from_revision, limit))
+    }
+
+    fn history_inner(&self, key: &[u8], from_revision: LogIndex, limit: u64) -> Result<KeyHistory, ReadError> {
         self.check_key(key)?;
         if limit == 0 || limit > self.config.list_limit_max {
             return Err(ReadError::Rejected(CommandError::ListLimitOutOfRange {
@@ -262,6 +278,10 @@ impl ReadView {
     /// Runs a read exactly as applying it through the log would (what
     /// [`raftkv_state::KvStore::execute_read`] answers).
     pub fn execute_read(&self, read: &ReadCommand) -> Result<Response, ReadError> {
+        catch(&self.file, || self.execute_read_inner(read))
+    }
+
+    fn execute_read_inner(&self, read: &ReadCommand) -> Result<Response, ReadError> {
         if let Err(e) = read.check(&self.config) {
             return Ok(Response::Rejected(e));
         }
@@ -282,6 +302,10 @@ impl ReadView {
 
     /// A client's session, if the store still holds it.
     pub fn session(&self, client_id: u64) -> Result<Option<SessionInfo>, Fault> {
+        catch(&self.file, || self.session_inner(client_id))
+    }
+
+    fn session_inner(&self, client_id: u64) -> Result<Option<SessionInfo>, Fault> {
         let sessions = self.txn.open_table(SESSIONS).map_err(engine(&self.file))?;
         let Some(guard) = sessions.get(client_id).map_err(engine(&self.file))? else {
             return Ok(None);
@@ -295,6 +319,10 @@ impl ReadView {
 
     /// Number of client sessions held.
     pub fn session_count(&self) -> Result<u64, Fault> {
+        catch(&self.file, || self.session_count_inner())
+    }
+
+    fn session_count_inner(&self) -> Result<u64, Fault> {
         let sessions = self.txn.open_table(SESSIONS).map_err(engine(&self.file))?;
         sessions.len().map_err(engine(&self.file))
     }
@@ -306,6 +334,10 @@ impl ReadView {
     /// tables. History and compaction are not part of it (KvStore has
     /// neither). `O(n)`; for tests and the simulator.
     pub fn digest(&self) -> Result<u64, Fault> {
+        catch(&self.file, || self.digest_inner())
+    }
+
+    fn digest_inner(&self) -> Result<u64, Fault> {
         let file = &self.file;
         let mut h = Fnv::new();
         h.varint(self.state.applied_index);
@@ -338,6 +370,10 @@ impl ReadView {
     /// within the applied index, the data size, the session index. `O(n)`:
     /// for tests, a receiver, or an operator's check.
     pub fn verify(&self) -> Result<VerifyReport, Fault> {
+        catch(&self.file, || self.verify_inner())
+    }
+
+    fn verify_inner(&self) -> Result<VerifyReport, Fault> {
         let file = &self.file;
         let bad = |detail: String| Fault::Corrupt {
             file: file.clone(),
