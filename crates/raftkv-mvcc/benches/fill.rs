@@ -60,7 +60,9 @@ fn parse_args() -> Args {
             "--keys" => args.keys = val().parse().expect("--keys N"),
             "--value-bytes" => args.value_bytes = val().parse().expect("--value-bytes B"),
             "--batch" => args.batch = val().parse().expect("--batch E"),
-            "--checkpoint-every" => args.checkpoint_every = val().parse().expect("--checkpoint-every E"),
+            "--checkpoint-every" => {
+                args.checkpoint_every = val().parse().expect("--checkpoint-every E")
+            }
             "--cache-mib" => args.cache_mib = val().parse().expect("--cache-mib M"),
             "--dir" => args.dir = Some(PathBuf::from(val())),
             "--chunk-kib" => args.chunk_kib = val().parse().expect("--chunk-kib K"),
@@ -222,7 +224,10 @@ fn main() {
         (apply_in_tenth[0] + checkpoint_in_tenth[0]).as_secs_f64()
             / (apply_in_tenth[9] + checkpoint_in_tenth[9]).as_secs_f64()
     );
-    let rates: Vec<String> = apply_in_tenth.iter().map(|d| format!("{:.0}", rate(*d))).collect();
+    let rates: Vec<String> = apply_in_tenth
+        .iter()
+        .map(|d| format!("{:.0}", rate(*d)))
+        .collect();
     println!("apply entries/s per tenth: {}", rates.join(" "));
     println!(
         "apply batch ({} entries) latency: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
@@ -244,7 +249,10 @@ fn main() {
     }
     let t = Instant::now();
     let durable = store.checkpoint().expect("final checkpoint");
-    println!("final checkpoint: {:.1} ms (durable applied index {durable})", ms(t.elapsed()));
+    println!(
+        "final checkpoint: {:.1} ms (durable applied index {durable})",
+        ms(t.elapsed())
+    );
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let (rss_now, rss_peak) = rss();
     println!(
@@ -313,7 +321,9 @@ fn main() {
         let k = key(1 + rng.next_u64() % args.keys);
         let t = Instant::now();
         assert!(store.get(k.as_bytes()).expect("get").is_some());
-        get_us.record(t.elapsed().as_micros().max(1) as u64).expect("in range");
+        get_us
+            .record(t.elapsed().as_micros().max(1) as u64)
+            .expect("in range");
     }
     println!(
         "random get: p50 {} us, p99 {} us, p99.9 {} us",

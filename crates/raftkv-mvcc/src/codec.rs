@@ -40,7 +40,9 @@ pub enum RecordError {
     #[error("{table} record of {len} bytes is shorter than its header")]
     TooShort { table: &'static str, len: u64 },
     /// The CRC32C over key and value does not match.
-    #[error("{table} record fails its checksum (stored {stored:#010x}, computed {computed:#010x})")]
+    #[error(
+        "{table} record fails its checksum (stored {stored:#010x}, computed {computed:#010x})"
+    )]
     Checksum {
         table: &'static str,
         stored: u32,
@@ -101,7 +103,13 @@ pub(crate) struct CurrentRecord {
 }
 
 impl CurrentRecord {
-    pub(crate) fn encode(key: &[u8], create: LogIndex, modr: LogIndex, version: u64, value: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode(
+        key: &[u8],
+        create: LogIndex,
+        modr: LogIndex,
+        version: u64,
+        value: &[u8],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(CURRENT_HEADER_BYTES + value.len());
         out.extend_from_slice(&[0; CRC_BYTES]);
         out.extend_from_slice(&create.to_le_bytes());
@@ -168,7 +176,13 @@ pub(crate) enum HistoryRecord {
 }
 
 impl HistoryRecord {
-    pub(crate) fn encode_put(key: &[u8], rev: LogIndex, create: LogIndex, version: u64, value: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode_put(
+        key: &[u8],
+        rev: LogIndex,
+        create: LogIndex,
+        version: u64,
+        value: &[u8],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(HISTORY_HEADER_BYTES + value.len());
         out.extend_from_slice(&[0; CRC_BYTES]);
         out.push(KIND_PUT);
@@ -186,7 +200,11 @@ impl HistoryRecord {
         seal(&[key, &rev.to_be_bytes()], out)
     }
 
-    pub(crate) fn decode(key: &[u8], rev: LogIndex, bytes: &[u8]) -> Result<HistoryRecord, RecordError> {
+    pub(crate) fn decode(
+        key: &[u8],
+        rev: LogIndex,
+        bytes: &[u8],
+    ) -> Result<HistoryRecord, RecordError> {
         const T: &str = "history";
         if bytes.len() < HISTORY_HEADER_BYTES {
             return Err(RecordError::TooShort {
@@ -208,7 +226,9 @@ impl HistoryRecord {
             KIND_TOMBSTONE if bytes.len() == HISTORY_HEADER_BYTES => Ok(HistoryRecord::Tombstone),
             kind => Err(RecordError::Malformed {
                 table: T,
-                detail: format!("kind {kind}, create {create_revision}, version {version} at revision {rev}"),
+                detail: format!(
+                    "kind {kind}, create {create_revision}, version {version} at revision {rev}"
+                ),
             }),
         }
     }
@@ -267,11 +287,12 @@ impl SessionRecord {
             });
         }
         check_crc(T, &[&client_id.to_le_bytes()], bytes)?;
-        let response =
-            Response::decode(&bytes[SESSION_HEADER_BYTES..]).map_err(|e| RecordError::Malformed {
+        let response = Response::decode(&bytes[SESSION_HEADER_BYTES..]).map_err(|e| {
+            RecordError::Malformed {
                 table: T,
                 detail: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(SessionRecord {
             last_seq: u64_at(bytes, 4),
             last_used_index: u64_at(bytes, 12),
@@ -332,10 +353,12 @@ impl StateRecord {
             });
         }
         check_crc(T, &[b"state"], bytes)?;
-        let (state, rest) = postcard::take_from_bytes::<StateRecord>(&bytes[CRC_BYTES..])
-            .map_err(|e| RecordError::Malformed {
-                table: T,
-                detail: e.to_string(),
+        let (state, rest) =
+            postcard::take_from_bytes::<StateRecord>(&bytes[CRC_BYTES..]).map_err(|e| {
+                RecordError::Malformed {
+                    table: T,
+                    detail: e.to_string(),
+                }
             })?;
         if !rest.is_empty() || state.compact_revision > state.applied_index {
             return Err(RecordError::Malformed {

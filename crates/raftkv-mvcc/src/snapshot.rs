@@ -143,7 +143,10 @@ impl SnapshotChunk {
     pub fn decode_prefix(bytes: &[u8]) -> Result<(SnapshotChunk, usize), ReceiveError> {
         let bad = |seq, detail: String| ReceiveError::BadChunk { seq, detail };
         if bytes.len() < CHUNK_HEADER_BYTES + 4 {
-            return Err(bad(0, format!("{} bytes is shorter than a chunk header", bytes.len())));
+            return Err(bad(
+                0,
+                format!("{} bytes is shorter than a chunk header", bytes.len()),
+            ));
         }
         if bytes[..4] != CHUNK_MAGIC || bytes[4] != CHUNK_VERSION {
             return Err(bad(0, "bad magic or version".into()));
@@ -155,11 +158,17 @@ impl SnapshotChunk {
             return Err(bad(seq, format!("unknown flags {flags:#04x}")));
         }
         if len > CHUNK_BYTES_MAX {
-            return Err(bad(seq, format!("payload of {len} bytes exceeds {CHUNK_BYTES_MAX}")));
+            return Err(bad(
+                seq,
+                format!("payload of {len} bytes exceeds {CHUNK_BYTES_MAX}"),
+            ));
         }
         let total = CHUNK_HEADER_BYTES + len + 4;
         if bytes.len() < total {
-            return Err(bad(seq, format!("truncated: {} of {total} bytes", bytes.len())));
+            return Err(bad(
+                seq,
+                format!("truncated: {} of {total} bytes", bytes.len()),
+            ));
         }
         let payload = Bytes::copy_from_slice(&bytes[CHUNK_HEADER_BYTES..CHUNK_HEADER_BYTES + len]);
         let crc32c = u32::from_le_bytes(
@@ -375,7 +384,8 @@ impl SnapshotSource {
                         self.buf.put_slice(&klen);
                         self.buf.put_slice(key);
                         self.buf.put_slice(value);
-                        self.stream_crc = crc32c::crc32c_append(self.stream_crc, &self.buf[start..]);
+                        self.stream_crc =
+                            crc32c::crc32c_append(self.stream_crc, &self.buf[start..]);
                         self.records += 1;
                         last = Some(key.to_vec());
                         if self.full() {
@@ -407,12 +417,14 @@ impl SnapshotSource {
                         HistoryRecord::decode(key, rev, value).map_err(corrupt(file))?;
                         let start = self.buf.len();
                         self.buf.put_u8(TAG_HISTORY);
-                        self.buf.put_u32_le((4 + key.len() + 8 + value.len()) as u32);
+                        self.buf
+                            .put_u32_le((4 + key.len() + 8 + value.len()) as u32);
                         self.buf.put_u32_le(key.len() as u32);
                         self.buf.put_slice(key);
                         self.buf.put_u64_le(rev);
                         self.buf.put_slice(value);
-                        self.stream_crc = crc32c::crc32c_append(self.stream_crc, &self.buf[start..]);
+                        self.stream_crc =
+                            crc32c::crc32c_append(self.stream_crc, &self.buf[start..]);
                         self.records += 1;
                         last = Some((key.to_vec(), rev));
                         if self.full() {
@@ -427,7 +439,8 @@ impl SnapshotSource {
                     };
                 }
                 Phase::Changes(after) => {
-                    let (next, exhausted) = self.fill_u64(&after, TAG_CHANGE, file, Table::Changes)?;
+                    let (next, exhausted) =
+                        self.fill_u64(&after, TAG_CHANGE, file, Table::Changes)?;
                     self.phase = if exhausted {
                         Phase::Sessions(None)
                     } else {
@@ -451,7 +464,11 @@ impl SnapshotSource {
                     let mut last = after;
                     let mut exhausted = true;
                     let mut batch = Vec::new();
-                    for item in self.lru.range((lower, Bound::Unbounded)).map_err(engine(file))? {
+                    for item in self
+                        .lru
+                        .range((lower, Bound::Unbounded))
+                        .map_err(engine(file))?
+                    {
                         let (k, v) = item.map_err(engine(file))?;
                         batch.push((k.value(), v.value()));
                         last = Some(k.value());
@@ -463,7 +480,11 @@ impl SnapshotSource {
                     for (k, v) in batch {
                         self.push_record(TAG_LRU, &[&k.to_le_bytes(), &v.to_le_bytes()]);
                     }
-                    self.phase = if exhausted { Phase::End } else { Phase::Lru(last) };
+                    self.phase = if exhausted {
+                        Phase::End
+                    } else {
+                        Phase::Lru(last)
+                    };
                 }
                 Phase::End => {
                     let crc = self.stream_crc.to_le_bytes();
@@ -740,7 +761,9 @@ impl SnapshotReceiver {
     }
 
     fn txn(&self) -> &WriteTransaction {
-        self.txn.as_ref().expect("a live receiver has a transaction")
+        self.txn
+            .as_ref()
+            .expect("a live receiver has a transaction")
     }
 
     fn bad(&self, detail: String) -> ReceiveError {
@@ -787,8 +810,8 @@ impl SnapshotReceiver {
                 if self.header.is_some() {
                     return Err(self.bad("a second header".into()));
                 }
-                let header: SnapshotHeader = postcard::from_bytes(&body)
-                    .map_err(|e| self.bad(format!("header: {e}")))?;
+                let header: SnapshotHeader =
+                    postcard::from_bytes(&body).map_err(|e| self.bad(format!("header: {e}")))?;
                 if header.magic != FORMAT_MAGIC || header.format_version != FORMAT_VERSION {
                     return Err(self.bad(format!(
                         "header of layout version {}, this build reads {FORMAT_VERSION}",
@@ -836,7 +859,8 @@ impl SnapshotReceiver {
                 }
                 self.counts.history += 1;
                 let mut t = self.txn().open_table(HISTORY).map_err(engine(&file))?;
-                t.insert((&key[..], rev), &body[..]).map_err(engine(&file))?;
+                t.insert((&key[..], rev), &body[..])
+                    .map_err(engine(&file))?;
             }
             TAG_CHANGE | TAG_SESSION => {
                 if body.len() < 8 {

@@ -10,15 +10,16 @@ use raftkv_state::{
     CasAction, CasResponse, ClientSession, Command, CommandError, Condition, DeleteResponse,
     GetResponse, KvConfig, PutResponse, ReadCommand, Response, WriteCommand, WriteOp,
 };
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableHandle};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Table, TableHandle,
+};
 
 use crate::codec::{
     check_format, decode_change, encode_change, encode_format, CurrentRecord, HistoryRecord,
     SessionRecord, StateRecord,
 };
-use crate::error::{
-    ApplyError, CheckpointError, CompactError, Fault, OpenError, ReadError,
-};
+use crate::error::{ApplyError, CheckpointError, CompactError, Fault, OpenError, ReadError};
 use crate::tables::{
     corrupt, engine, get_current, last_history_in, list_current, CHANGES, CURRENT, HISTORY, META,
     META_FORMAT, META_STATE, SESSIONS, SESSION_LRU,
@@ -83,7 +84,9 @@ impl std::ops::Deref for DbHandle {
 
     fn deref(&self) -> &Arc<Database> {
         // Taken only by `drop`.
-        self.0.as_ref().expect("the handle is present until dropped")
+        self.0
+            .as_ref()
+            .expect("the handle is present until dropped")
     }
 }
 
@@ -155,7 +158,10 @@ pub(crate) fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {
 /// it may panic on a file altered outside it; a panic must not take the
 /// process down with an unexplained message, nor leave a half-used store
 /// running.
-pub(crate) fn catch<T, E: From<Fault>>(file: &Path, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub(crate) fn catch<T, E: From<Fault>>(
+    file: &Path,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
@@ -173,7 +179,11 @@ pub(crate) fn catch<T, E: From<Fault>>(file: &Path, f: impl FnOnce() -> Result<T
 }
 
 /// Opens the redb file with the options (creating it only if `create`).
-pub(crate) fn open_db(file: &Path, options: &MvccOptions, create: bool) -> Result<Database, OpenError> {
+pub(crate) fn open_db(
+    file: &Path,
+    options: &MvccOptions,
+    create: bool,
+) -> Result<Database, OpenError> {
     let mut builder = Database::builder();
     builder
         .set_cache_size(options.cache_bytes)
@@ -219,7 +229,9 @@ pub(crate) fn read_meta(db: &Database, file: &Path) -> Result<StateRecord, OpenE
         file: file.to_path_buf(),
         detail,
     };
-    let txn = db.begin_read().map_err(|e| OpenError::Fault(engine(file)(e)))?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| OpenError::Fault(engine(file)(e)))?;
     let meta = match txn.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => {
@@ -552,7 +564,8 @@ impl MvccStore {
         let file = self.file.clone();
         let r = catch(&file, || -> Result<StateRecord, CompactError> {
             let mut txn = self.db.begin_write().map_err(engine(&file))?;
-            txn.set_durability(Durability::None).map_err(engine(&file))?;
+            txn.set_durability(Durability::None)
+                .map_err(engine(&file))?;
             let mut state = self.state.clone();
             state.compact_revision = revision;
             {
@@ -602,7 +615,8 @@ impl MvccStore {
         let compact_revision = self.state.compact_revision;
         let r = catch(&file, || -> Result<CompactProgress, CompactError> {
             let mut txn = self.db.begin_write().map_err(engine(&file))?;
-            txn.set_durability(Durability::None).map_err(engine(&file))?;
+            txn.set_durability(Durability::None)
+                .map_err(engine(&file))?;
             let mut progress = CompactProgress {
                 changes_processed: 0,
                 versions_removed: 0,
@@ -639,7 +653,9 @@ impl MvccStore {
                         last_history_in(&w.history, &key, Bound::Included(rev), &file)?
                     {
                         if r == rev {
-                            w.history.remove((key.as_slice(), rev)).map_err(engine(&file))?;
+                            w.history
+                                .remove((key.as_slice(), rev))
+                                .map_err(engine(&file))?;
                             progress.versions_removed += 1;
                         }
                     }
@@ -706,7 +722,11 @@ impl<'t> Writer<'t> {
     }
 
     /// One entry, with KvStore's semantics (see raftkv-state).
-    fn apply_entry(&mut self, state: &mut StateRecord, entry: &Entry) -> Result<Response, ApplyError> {
+    fn apply_entry(
+        &mut self,
+        state: &mut StateRecord,
+        entry: &Entry,
+    ) -> Result<Response, ApplyError> {
         let index = entry.index;
         if index <= state.applied_index {
             return Ok(Response::AlreadyApplied {
@@ -803,7 +823,9 @@ impl<'t> Writer<'t> {
                 )));
             }
             session.last_used_index = index;
-            self.lru.insert(index, client_id).map_err(engine(self.file))?;
+            self.lru
+                .insert(index, client_id)
+                .map_err(engine(self.file))?;
             if seq <= session.last_seq {
                 let response = if seq == session.last_seq {
                     // A retry of the last write: answer it again.
@@ -833,7 +855,9 @@ impl<'t> Writer<'t> {
             .map_err(engine(self.file))?
             .is_some();
         if !existed {
-            self.lru.insert(index, client_id).map_err(engine(self.file))?;
+            self.lru
+                .insert(index, client_id)
+                .map_err(engine(self.file))?;
             // Over the cap: evict the least recently used (never the one
             // just inserted, which has the highest index).
             while self.sessions.len().map_err(engine(self.file))? > self.config.sessions_max {
@@ -900,7 +924,12 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    fn apply_write(&mut self, state: &mut StateRecord, op: &WriteOp, index: LogIndex) -> Result<Response, Fault> {
+    fn apply_write(
+        &mut self,
+        state: &mut StateRecord,
+        op: &WriteOp,
+        index: LogIndex,
+    ) -> Result<Response, Fault> {
         if let Err(e) = op.check(self.config) {
             return Ok(Response::Rejected(e));
         }

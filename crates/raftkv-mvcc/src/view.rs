@@ -7,15 +7,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use raft_core::LogIndex;
 use raftkv_state::{
-    CommandError, GetResponse, KeyValue, KvConfig, ListResponse, ReadCommand, Response,
-    SessionInfo,
+    CommandError, GetResponse, KeyValue, KvConfig, ListResponse, ReadCommand, Response, SessionInfo,
 };
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{
-    decode_change, CurrentRecord, HistoryRecord, SessionRecord, StateRecord,
-};
+use crate::codec::{decode_change, CurrentRecord, HistoryRecord, SessionRecord, StateRecord};
 use crate::error::{Fault, ReadError};
 use crate::store::{catch, DbHandle};
 use crate::tables::{
@@ -80,7 +80,11 @@ pub struct ReadView {
 }
 
 impl ReadView {
-    pub(crate) fn new(db: Arc<Database>, file: PathBuf, config: KvConfig) -> Result<ReadView, Fault> {
+    pub(crate) fn new(
+        db: Arc<Database>,
+        file: PathBuf,
+        config: KvConfig,
+    ) -> Result<ReadView, Fault> {
         let txn = db.begin_read().map_err(engine(&file))?;
         let meta = txn.open_table(META).map_err(engine(&file))?;
         let state = {
@@ -172,7 +176,13 @@ impl ReadView {
     fn get_at_inner(&self, key: &[u8], revision: LogIndex) -> Result<Option<KeyValue>, ReadError> {
         self.check_key(key)?;
         self.check_revision(revision)?;
-        Ok(get_at(&self.current, &self.history, key, revision, &self.file)?)
+        Ok(get_at(
+            &self.current,
+            &self.history,
+            key,
+            revision,
+            &self.file,
+        )?)
     }
 
     /// Up to `limit` live keys with `prefix`, ascending, checked like a
@@ -199,11 +209,21 @@ impl ReadView {
     /// The key's changes at revisions `>= from_revision`, ascending, at most
     /// `limit` (`1..=list_limit_max`). `from_revision` below the compact
     /// revision is [`ReadError::Compacted`]: the changes before it are gone.
-    pub fn history(&self, key: &[u8], from_revision: LogIndex, limit: u64) -> Result<KeyHistory, ReadError> {
+    pub fn history(
+        &self,
+        key: &[u8],
+        from_revision: LogIndex,
+        limit: u64,
+    ) -> Result<KeyHistory, ReadError> {
         catch(&self.file, || self.history_inner(key, from_revision, limit))
     }
 
-    fn history_inner(&self, key: &[u8], from_revision: LogIndex, limit: u64) -> Result<KeyHistory, ReadError> {
+    fn history_inner(
+        &self,
+        key: &[u8],
+        from_revision: LogIndex,
+        limit: u64,
+    ) -> Result<KeyHistory, ReadError> {
         self.check_key(key)?;
         if limit == 0 || limit > self.config.list_limit_max {
             return Err(ReadError::Rejected(CommandError::ListLimitOutOfRange {
@@ -387,7 +407,10 @@ impl ReadView {
             let key = k.value();
             let r = CurrentRecord::decode(key, v.value()).map_err(corrupt(file))?;
             if r.mod_revision > applied {
-                return Err(bad(format!("a key's revision {} > applied {applied}", r.mod_revision)));
+                return Err(bad(format!(
+                    "a key's revision {} > applied {applied}",
+                    r.mod_revision
+                )));
             }
             data_bytes += (key.len() + r.value.len()) as u64;
             report.keys += 1;
@@ -426,19 +449,25 @@ impl ReadView {
             let client_id = k.value();
             let s = SessionRecord::decode(client_id, v.value()).map_err(corrupt(file))?;
             if s.last_used_index == 0 || s.last_used_index > applied {
-                return Err(bad(format!("session {client_id} last used outside 1..={applied}")));
+                return Err(bad(format!(
+                    "session {client_id} last used outside 1..={applied}"
+                )));
             }
             let indexed = lru
                 .get(s.last_used_index)
                 .map_err(engine(file))?
                 .map(|g| g.value());
             if indexed != Some(client_id) {
-                return Err(bad(format!("session {client_id} missing from the eviction index")));
+                return Err(bad(format!(
+                    "session {client_id} missing from the eviction index"
+                )));
             }
             report.sessions += 1;
         }
         if lru.len().map_err(engine(file))? != report.sessions {
-            return Err(bad("the eviction index has entries without a session".into()));
+            return Err(bad(
+                "the eviction index has entries without a session".into()
+            ));
         }
         Ok(report)
     }

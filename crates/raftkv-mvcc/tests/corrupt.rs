@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use raft_core::rng::SplitMix64;
-use raftkv_mvcc::{MvccOptions, MvccStore, OpenError, ReadError, Fault};
+use raftkv_mvcc::{Fault, MvccOptions, MvccStore, OpenError, ReadError};
 use raftkv_state::{Command, KvConfig};
 
 const KEYS: u64 = 300;
@@ -26,10 +26,17 @@ fn build(dir: &Path) -> PathBuf {
     let path = dir.join("state.redb");
     let mut store = MvccStore::open(&path, config(), options()).unwrap();
     let batch: Vec<_> = (1..=KEYS)
-        .map(|i| normal(i, &Command::put(format!("k{i:04}"), value(i)).with_session(i % 5, i)))
+        .map(|i| {
+            normal(
+                i,
+                &Command::put(format!("k{i:04}"), value(i)).with_session(i % 5, i),
+            )
+        })
         .collect();
     store.apply_batch(&batch).unwrap();
-    store.apply_batch(&[normal(KEYS + 1, &Command::put("k0001", "new"))]).unwrap();
+    store
+        .apply_batch(&[normal(KEYS + 1, &Command::put("k0001", "new"))])
+        .unwrap();
     store.checkpoint().unwrap();
     drop(store);
     path
@@ -48,7 +55,9 @@ fn read_everything(store: &MvccStore) -> Result<Vec<Option<Vec<u8>>>, String> {
     view.digest().map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for i in 1..=KEYS {
-        let kv = store.get(format!("k{i:04}").as_bytes()).map_err(|e| e.to_string())?;
+        let kv = store
+            .get(format!("k{i:04}").as_bytes())
+            .map_err(|e| e.to_string())?;
         out.push(kv.map(|kv| kv.value.to_vec()));
     }
     let old = store.get_at(b"k0001", KEYS).map_err(|e| e.to_string())?;
@@ -81,18 +90,27 @@ fn a_flipped_value_byte_is_refused_not_served() {
     assert_eq!(store.get(b"k0041").unwrap().unwrap().value, value(41));
     // ...the damaged one is refused, naming the file...
     let err = store.get(b"k0042").unwrap_err();
-    assert!(matches!(err, ReadError::Fault(Fault::Corrupt { .. })), "{err}");
+    assert!(
+        matches!(err, ReadError::Fault(Fault::Corrupt { .. })),
+        "{err}"
+    );
     assert!(names_file(&err.to_string(), &damaged), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
     // ...and the store stops serving: a damaged file is not half-trusted.
     let after = store.get(b"k0041").unwrap_err();
-    assert!(matches!(after, ReadError::Fault(Fault::Failed { .. })), "{after}");
+    assert!(
+        matches!(after, ReadError::Fault(Fault::Failed { .. })),
+        "{after}"
+    );
 
     // A verifying open refuses the file outright.
     let err = MvccStore::open(
         &damaged,
         config(),
-        MvccOptions { verify_on_open: true, ..options() },
+        MvccOptions {
+            verify_on_open: true,
+            ..options()
+        },
     )
     .unwrap_err();
     assert!(names_file(&err.to_string(), &damaged), "{err}");
@@ -152,7 +170,10 @@ fn sweep(path: &Path, dir: &Path, verify_on_open: bool, flips: u64, seed: u64) -
         let offset = rng.next_u64() as usize % len;
         let damaged = dir.join(format!("sweep-{n}.redb"));
         flip(path, &damaged, offset, 1 << (rng.next_u64() % 8));
-        let options = MvccOptions { verify_on_open, ..options() };
+        let options = MvccOptions {
+            verify_on_open,
+            ..options()
+        };
         let outcome = MvccStore::open(&damaged, config(), options)
             .map_err(|e| e.to_string())
             .and_then(|s| read_everything(&s));
@@ -162,7 +183,10 @@ fn sweep(path: &Path, dir: &Path, verify_on_open: bool, flips: u64, seed: u64) -
                 intact += 1;
             }
             Err(message) => {
-                assert!(names_file(&message, &damaged), "flip at {offset}: {message}");
+                assert!(
+                    names_file(&message, &damaged),
+                    "flip at {offset}: {message}"
+                );
                 refused += 1;
             }
         }

@@ -33,7 +33,10 @@ fn run(
             let key = format!("k{}", rng.next_u64() % 12);
             let cmd = match rng.next_u64() % 4 {
                 0 => Command::delete(key),
-                _ => Command::put(key, format!("v{index}-{}", "x".repeat((rng.next_u64() % 300) as usize))),
+                _ => Command::put(
+                    key,
+                    format!("v{index}-{}", "x".repeat((rng.next_u64() % 300) as usize)),
+                ),
             }
             .with_session(rng.next_u64() % 3, index);
             let e = normal(index, &cmd);
@@ -43,7 +46,7 @@ fn run(
         }
         store.apply_batch(&batch).unwrap();
         observe(store, Phase::Applied);
-        if rng.next_u64() % 5 == 0 {
+        if rng.next_u64().is_multiple_of(5) {
             observe(store, Phase::BeforeCheckpoint);
             store.checkpoint().unwrap();
             observe(store, Phase::AfterCheckpoint);
@@ -78,7 +81,10 @@ fn process_crash_at_any_call_reopens_at_the_durable_index() {
             std::fs::copy(&path, &copy).unwrap();
             images.push((copy, s.durable_applied_index()));
         });
-        assert!(store.durable_applied_index() > 0, "seed {seed}: some checkpoint happened");
+        assert!(
+            store.durable_applied_index() > 0,
+            "seed {seed}: some checkpoint happened"
+        );
         for (copy, durable) in images {
             let reopened = open(&copy, &config);
             assert_eq!(reopened.applied_index(), durable, "seed {seed} {copy:?}");
@@ -131,7 +137,7 @@ impl MemDisk {
         for op in pending {
             match op {
                 Op::SetLen(len) => {
-                    if rng.next_u64() % 2 == 0 {
+                    if rng.next_u64().is_multiple_of(2) {
                         image.resize(*len as usize, 0);
                     }
                 }
@@ -208,7 +214,8 @@ fn power_loss_at_any_point_reopens_at_the_durable_index() {
     for seed in 0..3 {
         let disk = MemDisk::from_image(Vec::new());
         let mut store =
-            MvccStore::open_with_backend(disk.clone(), "mem-disk", config.clone(), options()).unwrap();
+            MvccStore::open_with_backend(disk.clone(), "mem-disk", config.clone(), options())
+                .unwrap();
         let mut kv = KvStore::new(config.clone()).unwrap();
         let mut digests = vec![kv.digest()];
         let mut rng = SplitMix64::new(seed ^ 0xdead_beef);
@@ -248,8 +255,15 @@ fn power_loss_at_any_point_reopens_at_the_durable_index() {
             )
             .unwrap();
             let index = reopened.applied_index();
-            assert!(allowed.contains(&index), "seed {seed}: reopened at {index}, allowed {allowed:?}");
-            assert_eq!(reopened.digest().unwrap(), digests[index as usize], "seed {seed} at {index}");
+            assert!(
+                allowed.contains(&index),
+                "seed {seed}: reopened at {index}, allowed {allowed:?}"
+            );
+            assert_eq!(
+                reopened.digest().unwrap(),
+                digests[index as usize],
+                "seed {seed} at {index}"
+            );
             reopened.view().unwrap().verify().unwrap();
             reopened_images += 1;
         }
@@ -268,7 +282,10 @@ fn replay_after_crash_converges() {
     let mut kv = KvStore::new(config.clone()).unwrap();
     let mut log = Vec::new();
     for i in 1..=60u64 {
-        let e = normal(i, &Command::put(format!("k{}", i % 7), format!("{i}")).with_session(i % 3, i));
+        let e = normal(
+            i,
+            &Command::put(format!("k{}", i % 7), format!("{i}")).with_session(i % 3, i),
+        );
         kv.apply(&e).unwrap();
         log.push(e);
     }
@@ -281,9 +298,10 @@ fn replay_after_crash_converges() {
     assert_eq!(reopened.durable_applied_index(), 25);
     // The host replays its log from an older point than needed: harmless.
     let responses = reopened.apply_batch(&log[10..]).unwrap();
-    assert!(responses[..15]
-        .iter()
-        .all(|r| matches!(r, raftkv_state::Response::AlreadyApplied { applied_index: 25 })));
+    assert!(responses[..15].iter().all(|r| matches!(
+        r,
+        raftkv_state::Response::AlreadyApplied { applied_index: 25 }
+    )));
     assert_eq!(reopened.applied_index(), 60);
     assert_eq!(reopened.digest().unwrap(), kv.digest());
 }

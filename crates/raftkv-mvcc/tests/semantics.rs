@@ -26,7 +26,11 @@ fn assert_same_state(kv: &KvStore, mvcc: &MvccStore) {
     assert_eq!(view.len().unwrap(), kv.len() as u64);
     assert_eq!(view.state().data_bytes, kv.data_bytes());
     for key in ["a", "b", "ab", "abc", "b1", "c", "zz"] {
-        assert_eq!(view.get(key.as_bytes()).unwrap(), kv.get(key.as_bytes()), "get {key}");
+        assert_eq!(
+            view.get(key.as_bytes()).unwrap(),
+            kv.get(key.as_bytes()),
+            "get {key}"
+        );
     }
     for prefix in ["", "a", "b", "ab", "q"] {
         for limit in 1..=3 {
@@ -38,7 +42,11 @@ fn assert_same_state(kv: &KvStore, mvcc: &MvccStore) {
         }
     }
     for client in 0..4 {
-        assert_eq!(view.session(client).unwrap(), kv.session(client), "session {client}");
+        assert_eq!(
+            view.session(client).unwrap(),
+            kv.session(client),
+            "session {client}"
+        );
     }
     assert_eq!(view.session_count().unwrap(), kv.session_count() as u64);
     view.verify().unwrap();
@@ -116,16 +124,28 @@ fn already_applied_and_gaps_match_kvstore() {
     let e2 = normal(2, &Command::put("a", "2"));
     assert_eq!(mvcc.apply(&e1).unwrap(), kv.apply(&e1).unwrap());
     // A replayed entry is ignored, as KvStore ignores it.
-    assert_eq!(mvcc.apply(&e1).unwrap(), Response::AlreadyApplied { applied_index: 1 });
-    assert_eq!(kv.apply(&e1).unwrap(), Response::AlreadyApplied { applied_index: 1 });
+    assert_eq!(
+        mvcc.apply(&e1).unwrap(),
+        Response::AlreadyApplied { applied_index: 1 }
+    );
+    assert_eq!(
+        kv.apply(&e1).unwrap(),
+        Response::AlreadyApplied { applied_index: 1 }
+    );
     // A gap is fatal for the batch and changes nothing, not even the
     // entries before it in the same batch.
     let e4 = normal(4, &Command::put("b", "x"));
     let err = mvcc.apply_batch(&[e2.clone(), e4]).unwrap_err();
-    assert!(matches!(
-        err,
-        ApplyError::IndexGap { applied_index: 2, entry_index: 4 }
-    ), "{err}");
+    assert!(
+        matches!(
+            err,
+            ApplyError::IndexGap {
+                applied_index: 2,
+                entry_index: 4
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(mvcc.applied_index(), 1);
     assert_eq!(mvcc.get(b"a").unwrap().unwrap().value, "1");
     // The store still works: the gap was the driver's fault, not a fault of
@@ -142,15 +162,26 @@ fn reads_check_limits_like_kvstore() {
     let kv = KvStore::new(config).unwrap();
     for read in [
         raftkv_state::ReadCommand::Get { key: "".into() },
-        raftkv_state::ReadCommand::Get { key: "toolong".into() },
-        raftkv_state::ReadCommand::List { prefix: "".into(), limit: 0 },
-        raftkv_state::ReadCommand::List { prefix: "".into(), limit: 4 },
+        raftkv_state::ReadCommand::Get {
+            key: "toolong".into(),
+        },
+        raftkv_state::ReadCommand::List {
+            prefix: "".into(),
+            limit: 0,
+        },
+        raftkv_state::ReadCommand::List {
+            prefix: "".into(),
+            limit: 4,
+        },
     ] {
         let got = mvcc.execute_read(&read).unwrap();
         assert!(matches!(got, Response::Rejected(_)), "{read:?}");
         assert_eq!(got, kv.execute_read(&read));
     }
-    assert!(matches!(mvcc.get(b""), Err(raftkv_mvcc::ReadError::Rejected(_))));
+    assert!(matches!(
+        mvcc.get(b""),
+        Err(raftkv_mvcc::ReadError::Rejected(_))
+    ));
 }
 
 #[test]
@@ -160,8 +191,8 @@ fn statemachine_snapshot_restore_round_trip() {
     let mut src = open(&dir.path().join("a.redb"), &config);
     let mut kv = KvStore::new(config.clone()).unwrap();
     for i in 1..=30u64 {
-        let cmd = Command::put(["a", "b", "c"][(i % 3) as usize], format!("v{i}"))
-            .with_session(i % 3, i);
+        let cmd =
+            Command::put(["a", "b", "c"][(i % 3) as usize], format!("v{i}")).with_session(i % 3, i);
         let e = normal(i, &cmd);
         kv.apply(&e).unwrap();
         src.apply(&e).unwrap();

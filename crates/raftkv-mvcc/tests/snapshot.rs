@@ -4,13 +4,11 @@
 mod common;
 
 use common::*;
-use raft_core::{Entry, EntryPayload, Membership};
-use raftkv_mvcc::snapshot::{CHUNK_BYTES_MIN};
-use raftkv_mvcc::{
-    MvccStore, ReceiveError, SendError, SnapshotChunk, SnapshotReceiver,
-};
-use raftkv_state::{Command, KvConfig, KvStore};
 use raft_core::StateMachine;
+use raft_core::{Entry, EntryPayload, Membership};
+use raftkv_mvcc::snapshot::CHUNK_BYTES_MIN;
+use raftkv_mvcc::{MvccStore, ReceiveError, SendError, SnapshotChunk, SnapshotReceiver};
+use raftkv_state::{Command, KvConfig, KvStore};
 
 fn config() -> KvConfig {
     KvConfig {
@@ -34,8 +32,15 @@ fn populated(path: &std::path::Path, entries: u64) -> (MvccStore, KvStore) {
                 payload: EntryPayload::Membership(Membership::new_voters([1, 2, i % 5 + 3])),
             },
             _ => {
-                let value = if i == 5 { vec![b'L'; 10_000] } else { format!("value-{i}").into_bytes() };
-                normal(i, &Command::put(format!("key-{}", i % 50), value).with_session(i % 20, i))
+                let value = if i == 5 {
+                    vec![b'L'; 10_000]
+                } else {
+                    format!("value-{i}").into_bytes()
+                };
+                normal(
+                    i,
+                    &Command::put(format!("key-{}", i % 50), value).with_session(i % 20, i),
+                )
             }
         };
         kv.apply(&e).unwrap();
@@ -78,8 +83,11 @@ fn round_trip_while_writes_continue() {
         assert!(chunk.payload.len() <= CHUNK_BYTES_MIN);
         assert!(chunk.verify());
         index += 1;
-        src.apply_batch(&[normal(index, &Command::put("key-1", "written during the transfer"))])
-            .unwrap();
+        src.apply_batch(&[normal(
+            index,
+            &Command::put("key-1", "written during the transfer"),
+        )])
+        .unwrap();
         chunks.push(chunk);
     }
     assert!(chunks.len() > 3, "several chunks: {}", chunks.len());
@@ -115,23 +123,37 @@ fn round_trip_while_writes_continue() {
 fn chunk_size_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = populated(&dir.path().join("src.redb"), 50);
-    assert!(matches!(src.snapshot_source(100), Err(SendError::ChunkSize { .. })));
-    assert!(matches!(src.snapshot_source(64 << 20), Err(SendError::ChunkSize { .. })));
+    assert!(matches!(
+        src.snapshot_source(100),
+        Err(SendError::ChunkSize { .. })
+    ));
+    assert!(matches!(
+        src.snapshot_source(64 << 20),
+        Err(SendError::ChunkSize { .. })
+    ));
 }
 
 #[test]
 fn damaged_or_misordered_chunks_are_refused_and_the_live_store_is_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = populated(&dir.path().join("src.redb"), 300);
-    let chunks: Vec<_> = src.snapshot_source(CHUNK_BYTES_MIN).unwrap().map(Result::unwrap).collect();
+    let chunks: Vec<_> = src
+        .snapshot_source(CHUNK_BYTES_MIN)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let live = dir.path().join("dst.redb");
     let mut dst = MvccStore::open(&live, config(), options()).unwrap();
-    dst.apply_batch(&[normal(1, &Command::put("mine", "kept"))]).unwrap();
+    dst.apply_batch(&[normal(1, &Command::put("mine", "kept"))])
+        .unwrap();
 
     // A flipped byte in a chunk's wire form.
     let mut wire = chunks[1].encode();
     wire[30] ^= 0x01;
-    assert!(matches!(SnapshotChunk::decode_prefix(&wire), Err(ReceiveError::BadChunk { seq: 1, .. })));
+    assert!(matches!(
+        SnapshotChunk::decode_prefix(&wire),
+        Err(ReceiveError::BadChunk { seq: 1, .. })
+    ));
 
     // A chunk whose payload no longer matches its checksum.
     let mut rx = SnapshotReceiver::begin(&live, &config(), &options()).unwrap();
@@ -142,14 +164,23 @@ fn damaged_or_misordered_chunks_are_refused_and_the_live_store_is_untouched() {
     bad.payload = payload.into();
     assert!(matches!(rx.push(&bad), Err(ReceiveError::BadChunk { .. })));
     // The receiver is dead; its file is gone once dropped.
-    assert!(matches!(rx.push(&chunks[1]), Err(ReceiveError::Failed { .. })));
+    assert!(matches!(
+        rx.push(&chunks[1]),
+        Err(ReceiveError::Failed { .. })
+    ));
     drop(rx);
     assert!(!dir.path().join("dst.redb.incoming").exists());
 
     // A missing chunk.
     let mut rx = SnapshotReceiver::begin(&live, &config(), &options()).unwrap();
     rx.push(&chunks[0]).unwrap();
-    assert!(matches!(rx.push(&chunks[2]), Err(ReceiveError::OutOfOrder { expected: 1, got: 2 })));
+    assert!(matches!(
+        rx.push(&chunks[2]),
+        Err(ReceiveError::OutOfOrder {
+            expected: 1,
+            got: 2
+        })
+    ));
     drop(rx);
 
     // A stream cut short (the last chunk never came).
@@ -197,7 +228,11 @@ fn damaged_or_misordered_chunks_are_refused_and_the_live_store_is_untouched() {
 fn interrupted_transfer_restarts_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = populated(&dir.path().join("src.redb"), 300);
-    let chunks: Vec<_> = src.snapshot_source(CHUNK_BYTES_MIN).unwrap().map(Result::unwrap).collect();
+    let chunks: Vec<_> = src
+        .snapshot_source(CHUNK_BYTES_MIN)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let live = dir.path().join("dst.redb");
     let incoming = dir.path().join("dst.redb.incoming");
     let dst = MvccStore::open(&live, config(), options()).unwrap();
@@ -253,10 +288,15 @@ fn a_finished_but_uninstalled_snapshot_is_discarded_at_open() {
 fn views_opened_before_an_install_keep_the_old_state() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = populated(&dir.path().join("src.redb"), 100);
-    let chunks: Vec<_> = src.snapshot_source(CHUNK_BYTES_MIN).unwrap().map(Result::unwrap).collect();
+    let chunks: Vec<_> = src
+        .snapshot_source(CHUNK_BYTES_MIN)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let live = dir.path().join("dst.redb");
     let mut dst = MvccStore::open(&live, config(), options()).unwrap();
-    dst.apply_batch(&[normal(1, &Command::put("old", "1"))]).unwrap();
+    dst.apply_batch(&[normal(1, &Command::put("old", "1"))])
+        .unwrap();
     let old_view = dst.view().unwrap();
     let dst = {
         let mut rx = SnapshotReceiver::begin(&live, &config(), &options()).unwrap();

@@ -109,11 +109,10 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(p, l)| Command::list(p, l)),
     ];
     // Sessions: few clients, sequence numbers that go up, repeat and go back.
-    (op, prop::option::weighted(0.6, (0u64..4, 0u64..6)))
-        .prop_map(|(c, s)| match s {
-            Some((client, seq)) => c.with_session(client, seq),
-            None => c,
-        })
+    (op, prop::option::weighted(0.6, (0u64..4, 0u64..6))).prop_map(|(c, s)| match s {
+        Some((client, seq)) => c.with_session(client, seq),
+        None => c,
+    })
 }
 
 pub fn payload() -> impl Strategy<Value = Payload> {
