@@ -680,6 +680,8 @@ where
                 })
                 .collect(),
             transfer_target: s.transfer_target,
+            election_elapsed_ticks: s.election_elapsed_ticks,
+            election_timeout_ticks: s.election_timeout_ticks,
             inflight_writes: self.inflight.len(),
             pending_proposals: self.waiters.len(),
             pending_reads: self.pending_reads(),

@@ -35,6 +35,11 @@ pub struct NodeStatus {
     /// Per follower (leader only).
     pub peers: Vec<PeerProgress>,
     pub transfer_target: Option<NodeId>,
+    /// Ticks since the election timer was last reset (leader contact, a
+    /// vote granted, an election started).
+    pub election_elapsed_ticks: u32,
+    /// The randomized timeout `election_elapsed_ticks` counts towards.
+    pub election_timeout_ticks: u32,
     /// Writes handed out and not yet durable.
     pub inflight_writes: usize,
     /// Proposals and membership changes waiting to be applied.

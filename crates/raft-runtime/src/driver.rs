@@ -572,10 +572,10 @@ where
         match a {
             AdminRequest::ChangeMembership(changes, reply) => {
                 let caller = ProposalCaller::Membership { reply };
-                if let Err((caller, err)) = self.host.handle_change_membership(&changes, caller) {
-                    if let ProposalCaller::Membership { reply } = caller {
-                        let _ = reply.send(Err(err));
-                    }
+                if let Err((ProposalCaller::Membership { reply }, err)) =
+                    self.host.handle_change_membership(&changes, caller)
+                {
+                    let _ = reply.send(Err(err));
                 }
             }
             AdminRequest::Transfer(to, reply) => {
@@ -629,10 +629,10 @@ where
                             self.host.handle_durable(b.number)?;
                             wrote_inline = true;
                         } else {
-                            self.to_writer(WriteOp::Write(b))?;
+                            self.hand_to_writer(WriteOp::Write(b))?;
                         }
                     }
-                    op @ WriteOp::Compact(_) => self.to_writer(op)?,
+                    op @ WriteOp::Compact(_) => self.hand_to_writer(op)?,
                 }
             }
             self.deliver_events();
@@ -644,7 +644,7 @@ where
         Ok(())
     }
 
-    fn to_writer(&mut self, op: WriteOp) -> Result<(), Stop> {
+    fn hand_to_writer(&mut self, op: WriteOp) -> Result<(), Stop> {
         let Some(tx) = &self.writer_tx else {
             return Err(Stop::Fatal("writer thread stopped".into()));
         };

@@ -1611,13 +1611,12 @@ impl Sim {
                 let ProposalCaller::Client(w) = caller else {
                     return;
                 };
-                match error {
-                    // Certainly not applied: the client may retry at once.
-                    ProposeError::Dropped => self.reply(id, w, ReplyResult::Lost),
-                    // May have been applied (a snapshot covered it): the
-                    // client hears nothing and its attempt times out, an
-                    // unknown outcome in the history.
-                    _ => {}
+                // Certainly not applied: the client may retry at once. Any
+                // other failure (`Indeterminate`: a snapshot covered it) may
+                // have applied: the client hears nothing and its attempt
+                // times out, an unknown outcome in the history.
+                if error == ProposeError::Dropped {
+                    self.reply(id, w, ReplyResult::Lost);
                 }
             }
             HostEvent::ReadReady { caller, index } => {

@@ -117,6 +117,18 @@ fn the_cluster_view_isolation_and_bad_control_requests() {
         .map(|n| n["id"].as_u64().unwrap())
         .collect();
     assert_eq!(leaders, [leader], "{all:#}");
+    // Every node reports its election timer: a randomized timeout of at
+    // least the configured minimum, and how far it has run.
+    for n in nodes {
+        let s = &n["node"]["status"];
+        let timeout = s["election_timeout_ticks"].as_u64().expect("timer timeout");
+        let elapsed = s["election_elapsed_ticks"].as_u64().expect("timer elapsed");
+        assert!(timeout >= 2, "{all:#}");
+        // A follower hearing heartbeats never reaches its timeout.
+        if n["id"] != leader {
+            assert!(elapsed < timeout, "{all:#}");
+        }
+    }
     let l = nodes.iter().find(|n| n["id"] == leader).unwrap();
     for f in &followers {
         let sent = l["node"]["counters"]["messages_sent"][f.to_string()]

@@ -106,6 +106,10 @@ pub struct NodeStatusJson {
     /// Per follower (on the leader): match and next index, state.
     pub peers: Vec<PeerJson>,
     pub transfer_target: Option<NodeId>,
+    /// Election timer: ticks since its last reset, and the randomized
+    /// timeout it counts towards (the page draws it as a ring).
+    pub election_elapsed_ticks: u32,
+    pub election_timeout_ticks: u32,
     pub pending_proposals: usize,
     pub pending_reads: usize,
 }
@@ -233,6 +237,8 @@ pub async fn local_node(app: &App) -> Result<NodeJson, ApiError> {
             members: MembershipJson::from(&st.membership),
             peers: st.peers.into_iter().map(PeerJson::from).collect(),
             transfer_target: st.transfer_target,
+            election_elapsed_ticks: st.election_elapsed_ticks,
+            election_timeout_ticks: st.election_timeout_ticks,
             pending_proposals: st.pending_proposals,
             pending_reads: st.pending_reads,
         },
