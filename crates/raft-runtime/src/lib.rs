@@ -164,6 +164,7 @@ pub mod local;
 pub mod metrics;
 pub mod storage;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 
 pub use addr::{AddrParseError, PeerAddr};
@@ -174,4 +175,5 @@ pub use handle::{LeaderInfo, NodeStatus, PeerProgress, RaftHandle};
 pub use metrics::Metrics;
 pub use storage::{MemStore, RaftStorage, WriteParts};
 pub use tcp::{TcpConfig, TcpTransport};
+pub use tls::{PeerTls, TlsCerts, TlsError, TlsFiles};
 pub use transport::{inbound_channel, Inbound, Transport};
