@@ -31,6 +31,9 @@ enum Command {
     Cluster(raftkv::cluster::ClusterArgs),
     /// Generate load against running endpoints and report latency.
     Bench(raftkv::bench::BenchArgs),
+    /// Make TLS certificates for local use (a CA and one per node).
+    #[command(subcommand)]
+    Certs(raftkv::certs::CertsCommand),
     /// Client commands (put, get, del, cas, ls, status, member, leader).
     #[command(flatten)]
     Client(raftkv::cli::ClientCommand),
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => raftkv::server::main(args),
         Command::Cluster(args) => raftkv::cluster::main(args),
         Command::Bench(args) => raftkv::bench::main(args),
+        Command::Certs(cmd) => raftkv::certs::main(cmd),
         Command::Client(cmd) => raftkv::cli::main(cmd),
     };
     match result {
