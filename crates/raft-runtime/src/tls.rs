@@ -601,10 +601,16 @@ pub(crate) fn names_node(cert: &CertificateDer<'_>, id: NodeId) -> bool {
         .is_ok()
 }
 
-/// The rustls error inside an I/O error from a TLS stream, if any.
+/// The rustls error inside an I/O error from a TLS stream, if any, also
+/// when I/O errors wrap each other (as HTTP clients' connectors do).
 pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    let mut inner = e.get_ref()?;
+    loop {
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        inner = inner.downcast_ref::<io::Error>()?.get_ref()?;
+    }
 }
 
 /// A short, stable reason for a failed handshake, for metrics labels:
