@@ -140,7 +140,9 @@ pub enum ConfigError {
     Zero(&'static str),
     /// The peer transport's TLS certificate does not carry this node's
     /// name ([`crate::tls::peer_name`]), so peers would refuse it.
-    #[error("the peer TLS certificate must name {expected}, this node's identity (it names {found})")]
+    #[error(
+        "the peer TLS certificate must name {expected}, this node's identity (it names {found})"
+    )]
     TlsIdentity { expected: String, found: String },
     /// A limit is outside its allowed range.
     #[error("{name} is {value}, allowed {min}..={max}")]

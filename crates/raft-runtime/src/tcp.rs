@@ -392,7 +392,8 @@ async fn accept_loop(
             match &cfg.tls {
                 None => serve_inbound(stream, remote, None, &cfg, &known, &inbound, &metrics).await,
                 Some(tls) => {
-                    if let Some((stream, cert)) = accept_tls(tls, stream, remote, &cfg, &metrics).await
+                    if let Some((stream, cert)) =
+                        accept_tls(tls, stream, remote, &cfg, &metrics).await
                     {
                         let cert = Some(cert);
                         serve_inbound(stream, remote, cert, &cfg, &known, &inbound, &metrics).await;
@@ -414,7 +415,10 @@ async fn accept_tls(
     remote: SocketAddr,
     cfg: &TcpConfig,
     metrics: &Metrics,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, CertificateDer<'static>)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    CertificateDer<'static>,
+)> {
     let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
     let timed_out = || {
         warn!(%remote, "no TLS handshake from the peer in time; closing");

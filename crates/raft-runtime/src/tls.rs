@@ -165,7 +165,10 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in a PEM file, in order; at least one.
-pub fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_pem(what, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -343,7 +346,10 @@ impl TlsCerts {
     }
 
     fn current(&self) -> Arc<Material> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A server configuration presenting the current certificate. With
@@ -364,15 +370,13 @@ impl TlsCerts {
     /// A client configuration that verifies servers against the current CA
     /// and presents the current certificate when asked for one.
     pub fn client_config(self: &Arc<Self>) -> Result<ClientConfig, TlsError> {
-        Ok(
-            ClientConfig::builder_with_provider(self.provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| TlsError::Config(e.to_string()))?
-                .dangerous()
-                // Delegates to rustls' own WebPKI verifier of the current CA.
-                .with_custom_certificate_verifier(Arc::new(Live(self.clone())))
-                .with_client_cert_resolver(Arc::new(Live(self.clone()))),
-        )
+        Ok(ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            // Delegates to rustls' own WebPKI verifier of the current CA.
+            .with_custom_certificate_verifier(Arc::new(Live(self.clone())))
+            .with_client_cert_resolver(Arc::new(Live(self.clone()))))
     }
 }
 
@@ -383,9 +387,10 @@ fn load_material(
 ) -> Result<Material, TlsError> {
     let key = load_certified_key(&files.cert, &files.key, provider)?;
     let roots = Arc::new(load_roots(&files.ca)?);
-    let server_verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let server_verifier =
+        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
     let client_verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration as TimeDuration, OffsetDateTime};
 
@@ -182,7 +182,11 @@ impl CertDir {
 /// A `--hosts` entry as a subject alternative name.
 fn san(host: &str) -> Result<SanType, CertsError> {
     let h = host.trim();
-    if let Ok(ip) = h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = h
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(SanType::IpAddress(ip));
     }
     // rustls' own DNS name check: what clients will accept is what we write.
@@ -226,7 +230,11 @@ fn ca_params(key: &KeyPair) -> CertificateParams {
     params
 }
 
-fn leaf_params(common_name: String, sans: Vec<SanType>, ekus: Vec<ExtendedKeyUsagePurpose>) -> CertificateParams {
+fn leaf_params(
+    common_name: String,
+    sans: Vec<SanType>,
+    ekus: Vec<ExtendedKeyUsagePurpose>,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "raftkv (local use)");
@@ -284,7 +292,12 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError> {
     Ok(())
 }
 
-fn write_pair(cert_path: &Path, cert_pem: &str, key_path: &Path, key: &KeyPair) -> Result<(), CertsError> {
+fn write_pair(
+    cert_path: &Path,
+    cert_pem: &str,
+    key_path: &Path,
+    key: &KeyPair,
+) -> Result<(), CertsError> {
     write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(cert_path, cert_pem.as_bytes(), 0o644)
 }
@@ -320,7 +333,12 @@ pub fn init(dir: &Path, nodes: u64, hosts: &[String], force: bool) -> Result<Cer
         .collect::<Result<Vec<_>, _>>()?;
     let out = CertDir::new(dir);
     if !force {
-        let mut paths = vec![out.ca_cert(), out.ca_key(), out.client_cert(), out.client_key()];
+        let mut paths = vec![
+            out.ca_cert(),
+            out.ca_key(),
+            out.client_cert(),
+            out.client_key(),
+        ];
         for id in 1..=nodes {
             paths.push(out.node_cert(id));
             paths.push(out.node_key(id));
@@ -449,11 +467,19 @@ mod tests {
             let e = TlsCerts::load(files, Some(raft_runtime::tls::peer_name(id + 1))).unwrap_err();
             assert!(e.to_string().contains("does not name raft-node-"), "{e}");
         }
-        for key in [out.ca_key(), out.node_key(1), out.node_key(2), out.client_key()] {
+        for key in [
+            out.ca_key(),
+            out.node_key(1),
+            out.node_key(2),
+            out.client_key(),
+        ] {
             let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", key.display());
         }
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         // A second run refuses to replace anything...
         let e = init(&dir, 2, &[], false).unwrap_err();
         assert!(matches!(e, CertsError::Exists(_)), "{e}");

@@ -205,9 +205,8 @@ impl Conn {
                         addr: self.addr.clone(),
                         detail,
                     };
-                    let name = server_name(&self.addr).ok_or_else(|| {
-                        tls_err(format!("`{}` has no host to verify", self.addr))
-                    })?;
+                    let name = server_name(&self.addr)
+                        .ok_or_else(|| tls_err(format!("`{}` has no host to verify", self.addr)))?;
                     let s = connector
                         .connect(name, s)
                         .await

@@ -127,10 +127,11 @@ fn serve_args(args: &ClusterArgs) -> anyhow::Result<Vec<String>> {
         out.extend(["--log-format".to_string(), format.as_str().to_string()]);
     }
     if args.tls
-        && args
-            .serve_args
-            .iter()
-            .any(|a| ["--tls-cert", "--tls-key", "--tls-ca"].iter().any(|f| a.starts_with(f)))
+        && args.serve_args.iter().any(|a| {
+            ["--tls-cert", "--tls-key", "--tls-ca"]
+                .iter()
+                .any(|f| a.starts_with(f))
+        })
     {
         anyhow::bail!(
             "--tls makes and passes the certificates itself; drop --tls-cert/--tls-key/--tls-ca after `--`"

@@ -226,10 +226,7 @@ impl Monitor {
             for id in 1..=nodes {
                 let slot = &mut ready[(id - 1) as usize];
                 if !*slot {
-                    *slot = self
-                        .client
-                        .healthy(&self.cluster.endpoint(id))
-                        .await;
+                    *slot = self.client.healthy(&self.cluster.endpoint(id)).await;
                 }
             }
             if ready.iter().all(|r| *r) {

@@ -287,7 +287,9 @@ impl LocalCluster {
 
     /// The founding voters' endpoints.
     pub fn endpoints(&self) -> Vec<String> {
-        (1..=self.manifest.nodes).map(|id| self.endpoint(id)).collect()
+        (1..=self.manifest.nodes)
+            .map(|id| self.endpoint(id))
+            .collect()
     }
 
     /// The TLS settings of a client of this cluster: its CA, and its client

@@ -430,7 +430,9 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         args.tls_cert.clone().or(file.tls_cert),
         args.tls_key.clone().or(file.tls_key),
         args.tls_ca.clone().or(file.tls_ca),
-        args.tls_client_auth.or(file.tls_client_auth).unwrap_or(false),
+        args.tls_client_auth
+            .or(file.tls_client_auth)
+            .unwrap_or(false),
     )?;
     Ok(ServerConfig {
         id,

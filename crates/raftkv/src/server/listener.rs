@@ -330,8 +330,9 @@ mod tests {
 
     #[test]
     fn the_refusal_names_the_https_url_of_the_request() {
-        let (host, path) =
-            request_target(b"GET /v1/kv/a?x=1 HTTP/1.1\r\nAccept: */*\r\nhOsT: 127.0.0.1:7700\r\n\r\n");
+        let (host, path) = request_target(
+            b"GET /v1/kv/a?x=1 HTTP/1.1\r\nAccept: */*\r\nhOsT: 127.0.0.1:7700\r\n\r\n",
+        );
         assert_eq!(host.as_deref(), Some("127.0.0.1:7700"));
         assert_eq!(path.as_deref(), Some("/v1/kv/a?x=1"));
         // Nothing usable: the caller falls back to the local address.

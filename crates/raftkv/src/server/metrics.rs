@@ -116,7 +116,9 @@ impl HttpMetrics {
     /// Counts a certificate reload.
     pub fn tls_reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
-        self.tls_reloads.get_or_create(&ResultLabel { result }).inc();
+        self.tls_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Registers every metric under the `raftkv_` prefix.

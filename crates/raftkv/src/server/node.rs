@@ -314,7 +314,10 @@ async fn listen_addr(addr: &PeerAddr) -> anyhow::Result<SocketAddr> {
 /// An HTTP client for talking to other nodes' client APIs: with TLS, it
 /// verifies them against the cluster CA and presents this node's
 /// certificate (both reloaded on SIGHUP).
-fn http_client(certs: Option<&Arc<TlsCerts>>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+fn http_client(
+    certs: Option<&Arc<TlsCerts>>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(1));
