@@ -749,7 +749,7 @@ mod tests {
     fn tls_files_come_from_flags_or_file() {
         let a = args(1, PEERS, CLIENTS);
         let c = resolve_with_file(&a, FileConfig::default()).unwrap();
-        assert_eq!((c.tls, c.scheme()), (None, "http"));
+        assert_eq!((c.scheme(), c.tls), ("http", None));
         let file: FileConfig = toml::from_str(
             "tls_cert = \"n1.pem\"\ntls_key = \"n1.key\"\ntls_ca = \"ca.pem\"\ntls_client_auth = true",
         )
