@@ -430,7 +430,7 @@ async fn accept_tls(
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1..)) if first[0] == TLS_HANDSHAKE_BYTE => {}
         Ok(Ok(1..)) => {
-            warn!(%remote, "peer connection without TLS refused: this node's peer port requires TLS (is the other node started without --tls-*?)");
+            warn!(%remote, "peer connection without TLS refused: this node's peer port requires TLS (does the other node run without TLS?)");
             metrics.tls_refused("not_tls");
             return None;
         }

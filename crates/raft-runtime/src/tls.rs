@@ -130,7 +130,7 @@ pub enum TlsError {
     },
     /// The certificate does not carry the node's name, so peers would
     /// refuse it.
-    #[error("the certificate {} does not name {name} (peers check that name; `raftkv certs init` makes node certificates that carry it)", .path.display())]
+    #[error("the certificate {} does not name {name} (a DNS name peers check)", .path.display())]
     Identity { path: PathBuf, name: String },
     /// rustls refused to build a configuration from the material.
     #[error("TLS configuration: {0}")]

@@ -558,6 +558,30 @@ fn raftkv_cluster_tls_runs_end_to_end() {
     // leader over HTTPS if it follows.
     let (code, out, err) = cli(&["get", "greeting", "--endpoints", &endpoints[2]], &env);
     assert_eq!((code, out.trim()), (0, "hello"), "{err}");
+    // The load generator's lean HTTP/1 client speaks TLS too.
+    let report = dir.path().join("bench.json");
+    let (code, _, err) = cli(
+        &[
+            "bench",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+            "--read-ratio",
+            "0.5",
+            "--json",
+            p(&report),
+            "--endpoints",
+            &endpoints.join(","),
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(report["writes"]["count"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["reads"]["count"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     // Every node serves TLS to clients and peers.
     for id in 1..=3 {
         let log =
@@ -586,4 +610,58 @@ fn raftkv_cluster_tls_runs_end_to_end() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+/// Certificates a node cannot use stop it at startup, with the file and
+/// the reason named, before it touches its data directory.
+#[test]
+fn a_node_refuses_to_start_with_certificates_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs::init(&dir.path().join("certs"), 2, &[], false).unwrap();
+    let other = certs::init(&dir.path().join("other"), 1, &[], false).unwrap();
+    let missing = dir.path().join("missing.key");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            tls_flags(&c.node_cert(2), &c.node_key(2), &c.ca_cert()),
+            "does not name raft-node-1",
+        ),
+        (
+            tls_flags(&c.node_cert(1), &c.node_key(2), &c.ca_cert()),
+            "does not belong to the certificate",
+        ),
+        (
+            tls_flags(&c.node_cert(1), &missing, &c.ca_cert()),
+            "cannot read the private key",
+        ),
+        (
+            tls_flags(&c.node_cert(1), &c.node_key(1), &other.ca_cert()),
+            "does not verify against the CA",
+        ),
+        (
+            vec!["--tls-cert".into(), p(&c.node_cert(1)).into()],
+            "give --tls-cert, --tls-key and --tls-ca together",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let data = dir.path().join("data");
+        let out = Command::new(RAFTKV)
+            .args([
+                "serve",
+                "--id",
+                "1",
+                "--peers",
+                "1=127.0.0.1:1",
+                "--clients",
+                "1=127.0.0.1:2",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+        assert!(!data.exists(), "{flags:?} touched the data directory");
+    }
 }

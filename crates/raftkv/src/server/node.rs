@@ -67,8 +67,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     // is touched.
     let certs = match &cfg.tls {
         Some(tls) => Some(
-            TlsCerts::load(tls.files.clone(), Some(peer_name(id)))
-                .context("cannot use the TLS certificates (--tls-cert, --tls-key, --tls-ca)")?,
+            TlsCerts::load(tls.files.clone(), Some(peer_name(id))).context(
+                "cannot use the TLS certificates (--tls-cert, --tls-key, --tls-ca; \
+                     `raftkv certs init` makes a CA and node certificates)",
+            )?,
         ),
         None => None,
     };
