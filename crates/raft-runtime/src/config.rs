@@ -155,6 +155,12 @@ pub enum ConfigError {
     /// A limit, capacity or duration that must be positive is zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// The peer transport's TLS certificate does not carry this node's
+    /// name ([`crate::tls::peer_name`]), so peers would refuse it.
+    #[error(
+        "the peer TLS certificate must name {expected}, this node's identity (it names {found})"
+    )]
+    TlsIdentity { expected: String, found: String },
     /// A limit is outside its allowed range.
     #[error("{name} is {value}, allowed {min}..={max}")]
     OutOfRange {

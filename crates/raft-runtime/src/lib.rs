@@ -42,7 +42,8 @@
 //!
 //! **Metrics.** [`Metrics`] holds `prometheus-client` counters, gauges and
 //! histograms (proposals, commits, applies, append and fsync latency, commit
-//! latency, messages sent/dropped per peer, refused connections by reason,
+//! latency, messages sent/dropped per peer, refused connections and peer
+//! TLS refusals by reason,
 //! elections started/won, leader changes, snapshots). [`Metrics::register`]
 //! adds them to a server's registry; [`Metrics::render`] renders them alone.
 //!
@@ -136,7 +137,7 @@
 //!   never stalls the event loop;
 //! - transport tasks (tokio): one listener, one task per inbound connection,
 //!   one task per outbound peer (see [`tcp`] for framing, handshake, queues
-//!   and backoff);
+//!   and backoff, and [`tls`] for the optional mutual TLS between peers);
 //! - the application: any number of [`RaftHandle`] clones; inputs reach the
 //!   driver over bounded channels (proposals, reads, admin, peer messages).
 //!
@@ -164,6 +165,7 @@ pub mod local;
 pub mod metrics;
 pub mod storage;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 
 pub use addr::{AddrParseError, PeerAddr};
@@ -174,4 +176,5 @@ pub use handle::{LeaderInfo, NodeStatus, PeerProgress, RaftHandle};
 pub use metrics::Metrics;
 pub use storage::{MemStore, RaftStorage, WriteParts};
 pub use tcp::{TcpConfig, TcpTransport};
+pub use tls::{PeerTls, TlsCerts, TlsError, TlsFiles};
 pub use transport::{inbound_channel, Inbound, Transport};

@@ -71,6 +71,12 @@ pub struct Metrics {
     pub messages_received_dropped: Counter,
     /// Connections or frames refused (bad handshake, undecodable frame, ...).
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Peer connections whose TLS failed, either way, by reason
+    /// (`untrusted_certificate`, `no_certificate`, `refused_by_peer`,
+    /// `not_tls`, `identity`, `timeout`, `handshake_failed`): a node
+    /// of another CA, a node without TLS, a certificate naming another
+    /// node. See [`crate::tls::handshake_reason`].
+    pub peer_tls_refused: Family<ReasonLabel, Counter>,
     /// Elections (and pre-elections) this node started.
     pub elections_started: Counter,
     /// Elections this node won.
@@ -113,6 +119,7 @@ impl Metrics {
             messages_received: Counter::default(),
             messages_received_dropped: Counter::default(),
             connections_refused: Family::default(),
+            peer_tls_refused: Family::default(),
             elections_started: Counter::default(),
             elections_won: Counter::default(),
             leader_changes: Counter::default(),
@@ -196,6 +203,11 @@ impl Metrics {
             self.connections_refused.clone(),
         );
         r.register(
+            "peer_tls_refused",
+            "Peer connections refused by TLS (either direction), by reason",
+            self.peer_tls_refused.clone(),
+        );
+        r.register(
             "elections_started",
             "Elections started",
             self.elections_started.clone(),
@@ -245,6 +257,14 @@ impl Metrics {
 
     pub(crate) fn refused(&self, reason: &str) {
         self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn tls_refused(&self, reason: &str) {
+        self.peer_tls_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

@@ -40,8 +40,20 @@
 //!   under the same name with a new IP is reached at the next reconnect.
 //! - Connections are one-way: a node reads only from connections others
 //!   opened to it, and writes only to connections it opened.
+//! - **TLS** (`tls`, off by default): every connection is mutual TLS
+//!   against the cluster CA, and each side checks that the other's
+//!   certificate names the node it is (or claims to be): see
+//!   [`crate::tls`]. A connection that is not TLS, a certificate of
+//!   another CA, none, or one naming another node is refused, logged
+//!   (WARN) and counted in `raft_peer_tls_refused_total{reason}`, on the
+//!   listener's side for the connecting node's certificate and on the
+//!   dialer's side for the listener's. The TLS handshake (and the peek at
+//!   its first byte) counts against `handshake_timeout`. Certificates
+//!   reloaded with [`crate::tls::TlsCerts::reload`] apply to every new
+//!   connection.
 //!
-//! There is no authentication or encryption: run it on a trusted network.
+//! Without TLS there is no authentication beyond the cluster id and no
+//! encryption: run it on a trusted network.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -50,7 +62,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use raft_core::{Message, NodeId};
-use tokio::io::{AsyncWriteExt, BufReader};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -60,6 +73,7 @@ use crate::addr::PeerAddr;
 use crate::config::ConfigError;
 use crate::frame::{encode_frame, read_frame, FrameError, Hello, WireFrame};
 use crate::metrics::{Metrics, PeerLabel};
+use crate::tls::{handshake_reason, names_node, peer_name, PeerTls, TLS_HANDSHAKE_BYTE};
 use crate::transport::{inbound_channel, Inbound, Transport};
 
 /// A connection that lived this long resets the reconnect backoff; a peer
@@ -102,6 +116,9 @@ pub struct TcpConfig {
     pub write_timeout: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// Mutual TLS for every peer connection; `None` (the default) is plain
+    /// TCP. The certificate must name this node ([`peer_name`]).
+    pub tls: Option<PeerTls>,
 }
 
 impl TcpConfig {
@@ -122,6 +139,7 @@ impl TcpConfig {
             write_timeout: Duration::from_secs(5),
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(2),
+            tls: None,
         }
     }
 
@@ -156,6 +174,15 @@ impl TcpConfig {
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            let expected = peer_name(self.node_id);
+            if tls.certs().identity() != Some(expected.as_str()) {
+                return Err(ConfigError::TlsIdentity {
+                    expected,
+                    found: tls.certs().identity().unwrap_or("no name").to_string(),
+                });
             }
         }
         Ok(())
@@ -362,16 +389,100 @@ async fn accept_loop(
         let (cfg, known, inbound, metrics) =
             (cfg.clone(), known.clone(), inbound.clone(), metrics.clone());
         conns.spawn(async move {
-            serve_inbound(stream, remote, &cfg, &known, &inbound, &metrics).await;
+            match &cfg.tls {
+                None => serve_inbound(stream, remote, None, &cfg, &known, &inbound, &metrics).await,
+                Some(tls) => {
+                    if let Some((stream, cert)) =
+                        accept_tls(tls, stream, remote, &cfg, &metrics).await
+                    {
+                        let cert = Some(cert);
+                        serve_inbound(stream, remote, cert, &cfg, &known, &inbound, &metrics).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
 }
 
-/// Reads one inbound connection until it closes or misbehaves.
-async fn serve_inbound(
+/// The TLS handshake of an inbound connection: refuses (logs and counts)
+/// a connection that does not start with a TLS handshake, and any
+/// handshake that fails (rustls has checked the client certificate against
+/// the CA). Returns the stream and the client's certificate.
+async fn accept_tls(
+    tls: &PeerTls,
     stream: TcpStream,
     remote: SocketAddr,
+    cfg: &TcpConfig,
+    metrics: &Metrics,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    CertificateDer<'static>,
+)> {
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let timed_out = || {
+        warn!(%remote, "no TLS handshake from the peer in time; closing");
+        metrics.tls_refused("timeout");
+    };
+    // A plain-TCP node sends a length prefix, never 0x16 first: say so
+    // plainly instead of logging a TLS parse error.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) if first[0] == TLS_HANDSHAKE_BYTE => {}
+        Ok(Ok(1..)) => {
+            warn!(%remote, "peer connection without TLS refused: this node's peer port requires TLS (does the other node run without TLS?)");
+            metrics.tls_refused("not_tls");
+            return None;
+        }
+        Ok(Ok(_)) => {
+            debug!(%remote, "peer closed the connection before the TLS handshake");
+            return None;
+        }
+        Ok(Err(e)) => {
+            debug!(%remote, error = %e, "peer connection failed before the TLS handshake");
+            return None;
+        }
+        Err(_) => {
+            timed_out();
+            return None;
+        }
+    }
+    let stream = match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = handshake_reason(&e);
+            warn!(%remote, reason, error = %e,
+                "peer TLS handshake failed (a certificate not signed by the cluster CA, or none?); connection refused");
+            metrics.tls_refused(reason);
+            return None;
+        }
+        Err(_) => {
+            timed_out();
+            return None;
+        }
+    };
+    // The verifier makes a certificate mandatory; be total anyway.
+    let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+    else {
+        warn!(%remote, "peer presented no TLS certificate; connection refused");
+        metrics.tls_refused("no_certificate");
+        return None;
+    };
+    Some((stream, cert))
+}
+
+/// Reads one inbound connection until it closes or misbehaves. `peer_cert`
+/// is the TLS client certificate, when TLS is on: it must name the node the
+/// handshake frame claims to be.
+async fn serve_inbound<S: AsyncRead + Unpin>(
+    stream: S,
+    remote: SocketAddr,
+    peer_cert: Option<CertificateDer<'static>>,
     cfg: &TcpConfig,
     known: &RwLock<BTreeMap<NodeId, Arc<Notify>>>,
     inbound: &mpsc::Sender<Message>,
@@ -418,6 +529,14 @@ async fn serve_inbound(
         warn!(%remote, to = hello.to, from = hello.from, "handshake for another node refused");
         metrics.refused("wrong_node");
         return;
+    }
+    if let Some(cert) = &peer_cert {
+        if !names_node(cert, hello.from) {
+            warn!(%remote, from = hello.from, expected = %peer_name(hello.from),
+                "peer's TLS certificate does not name the node it claims to be; refused");
+            metrics.tls_refused("identity");
+            return;
+        }
     }
     // Only map updates happen under this lock; poisoning cannot leave it
     // half-updated.
@@ -491,6 +610,9 @@ async fn peer_loop(
 ) {
     let backoff_max = cfg.reconnect_backoff_max.max(cfg.reconnect_backoff_min);
     let mut backoff = cfg.reconnect_backoff_min;
+    // The last TLS failure logged at WARN: the same one again (every
+    // reconnect, while a peer has the wrong certificate) goes to DEBUG.
+    let mut tls_failure: Option<String> = None;
     loop {
         let addr = addr_rx.borrow_and_update().clone();
         // A host name is looked up again at every attempt (see `addr.rs`);
@@ -509,13 +631,39 @@ async fn peer_loop(
         if let Some(stream) = connected {
             let since = Instant::now();
             debug!(%addr, "connected to peer");
-            match write_loop(&cfg, peer, stream, &mut rx, &mut addr_rx, &metrics).await {
-                Ok(End::QueueClosed) => return, // the transport shut down
-                Ok(End::AddressChanged) => {
+            // Small frames (heartbeats, acknowledgements): do not wait to
+            // fill a segment.
+            let _ = stream.set_nodelay(true);
+            let ended = match &cfg.tls {
+                None => Some(write_loop(&cfg, peer, stream, &mut rx, &mut addr_rx, &metrics).await),
+                Some(tls) => match connect_tls(tls, &cfg, peer, stream).await {
+                    Ok(stream) => {
+                        tls_failure = None;
+                        Some(write_loop(&cfg, peer, stream, &mut rx, &mut addr_rx, &metrics).await)
+                    }
+                    Err(e) => {
+                        let reason = handshake_reason(&e);
+                        metrics.tls_refused(reason);
+                        let text = e.to_string();
+                        if tls_failure.as_deref() != Some(text.as_str()) {
+                            warn!(%addr, reason, error = %text, expected = %peer_name(peer),
+                                "TLS handshake with the peer failed (its certificate is not from the cluster CA, or does not name it?); retrying with back-off");
+                            tls_failure = Some(text);
+                        } else {
+                            debug!(%addr, reason, error = %text, "TLS handshake with the peer failed again");
+                        }
+                        None
+                    }
+                },
+            };
+            match ended {
+                Some(Ok(End::QueueClosed)) => return, // the transport shut down
+                Some(Ok(End::AddressChanged)) => {
                     backoff = cfg.reconnect_backoff_min;
                     continue; // connect to the new address now
                 }
-                Err(e) => debug!(%addr, error = %e, "peer connection lost"),
+                Some(Err(e)) => debug!(%addr, error = %e, "peer connection lost"),
+                None => {}
             }
             if since.elapsed() >= STABLE_CONNECTION {
                 backoff = cfg.reconnect_backoff_min;
@@ -569,6 +717,25 @@ async fn connect(addr: &PeerAddr) -> io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
+/// The TLS handshake of an outbound connection: the peer's certificate
+/// must chain to the CA and name `peer` (see [`crate::tls`]).
+async fn connect_tls(
+    tls: &PeerTls,
+    cfg: &TcpConfig,
+    peer: NodeId,
+    stream: TcpStream,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = ServerName::try_from(peer_name(peer))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    match tokio::time::timeout(cfg.handshake_timeout, tls.connector.connect(name, stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake with the peer timed out",
+        )),
+    }
+}
+
 /// Why [`write_loop`] ended without an I/O error.
 enum End {
     /// The queue closed: the transport shut down.
@@ -579,15 +746,14 @@ enum End {
 
 /// Writes batches to one connection until it fails (`Err`), the address
 /// changes, or the queue closes.
-async fn write_loop(
+async fn write_loop<S: AsyncWrite + Unpin>(
     cfg: &TcpConfig,
     peer: NodeId,
-    mut stream: TcpStream,
+    mut stream: S,
     rx: &mut mpsc::Receiver<Message>,
     addr_rx: &mut watch::Receiver<PeerAddr>,
     metrics: &Metrics,
 ) -> io::Result<End> {
-    stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(64 << 10);
     let hello = WireFrame::Hello(Hello {
         cluster_id: cfg.cluster_id,
@@ -631,8 +797,18 @@ async fn write_loop(
     }
 }
 
-async fn write_timed(cfg: &TcpConfig, stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
-    match tokio::time::timeout(cfg.write_timeout, stream.write_all(buf)).await {
+/// Writes `buf` and flushes it (a TLS stream holds written bytes in its
+/// record buffer until flushed; for TCP the flush is free).
+async fn write_timed<S: AsyncWrite + Unpin>(
+    cfg: &TcpConfig,
+    stream: &mut S,
+    buf: &[u8],
+) -> io::Result<()> {
+    let write = async {
+        stream.write_all(buf).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(cfg.write_timeout, write).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -9,13 +9,22 @@
 //! (bad request, too large, no leader, timeout...); 2 bad command line
 //! (clap); 3 key not found; 4 compare-and-swap condition false; 5 no node
 //! reachable; 6 the endpoint is not a raftkv server (something else
-//! answered: a wrong port?).
+//! answered: a wrong port?); 7 TLS failed (a server certificate not from
+//! `--ca`, a client certificate refused, `http://` to a TLS server or
+//! `https://` to a plain one).
+//!
+//! `https://` endpoints need `--ca FILE` (env `RAFTKV_CA`), the CA that
+//! signed the servers' certificates; `--cert FILE --key FILE`
+//! (`RAFTKV_CERT`, `RAFTKV_KEY`) present a client certificate to servers
+//! run with `--tls-client-auth`.
 //!
 //! An error that leaves a write's fate unknown (the server's
 //! `indeterminate`, or an answer lost after sending) says so: the write may
 //! or may not have been applied.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Subcommand};
@@ -35,6 +44,9 @@ pub const EXIT_CAS_MISMATCH: u8 = 4;
 pub const EXIT_UNREACHABLE: u8 = 5;
 /// Exit code: what answered is not a raftkv server.
 pub const EXIT_NOT_RAFTKV: u8 = 6;
+/// Exit code: TLS failed (certificate refused either way, or a scheme that
+/// does not match the server).
+pub const EXIT_TLS: u8 = 7;
 
 /// What the CLI adds to an error no node could serve because no leader is
 /// known anywhere.
@@ -56,6 +68,37 @@ pub struct ConnOpts {
     /// How long to keep retrying while the cluster has no leader.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub retry_for: Duration,
+    #[command(flatten)]
+    pub tls: TlsOpts,
+}
+
+/// TLS options of a client command.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsOpts {
+    /// CA certificate (PEM) that signed the servers' certificates: needed
+    /// for https:// endpoints.
+    #[arg(long = "ca", id = "tls_ca", global = true, env = "RAFTKV_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one
+    /// (--tls-client-auth); with --key.
+    #[arg(long = "cert", id = "tls_cert", global = true, env = "RAFTKV_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long = "key", id = "tls_key", global = true, env = "RAFTKV_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsOpts {
+    /// The TLS settings, if a CA was given.
+    pub fn config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, ClientError> {
+        match &self.ca {
+            Some(ca) => client::tls_config(ca, self.cert.as_deref(), self.key.as_deref()).map(Some),
+            None if self.cert.is_some() || self.key.is_some() => Err(ClientError::Invalid(
+                "--cert and --key need --ca (the CA that signed the servers' certificates)".into(),
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 impl ConnOpts {
@@ -66,6 +109,7 @@ impl ConnOpts {
         config.request_timeout = self.timeout;
         config.connect_timeout = self.timeout.min(Duration::from_secs(1));
         config.retry_deadline = self.retry_for;
+        config.tls = self.tls.config()?;
         Client::new(config)
     }
 }
@@ -175,6 +219,8 @@ pub enum ClientCommand {
         /// Timeout of one HTTP request, e.g. 5s or 500ms.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
+        #[command(flatten)]
+        tls: TlsOpts,
     },
 }
 
@@ -279,6 +325,7 @@ pub fn exit_code(e: &ClientError) -> u8 {
         ClientError::CasMismatch { .. } => EXIT_CAS_MISMATCH,
         ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
         ClientError::NotRaftkv { .. } => EXIT_NOT_RAFTKV,
+        ClientError::Tls { .. } => EXIT_TLS,
         _ => EXIT_FAILED,
     }
 }
@@ -388,7 +435,9 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             if answered.is_empty() {
                 // Nothing to show: say why, as every other command would.
                 let foreign = rows.iter().find_map(|r| match &r.status {
-                    Err(e @ ClientError::NotRaftkv { .. }) => Some(e.clone()),
+                    Err(e @ (ClientError::NotRaftkv { .. } | ClientError::Tls { .. })) => {
+                        Some(e.clone())
+                    }
                     _ => None,
                 });
                 return Err(foreign.unwrap_or_else(|| ClientError::Unreachable {
@@ -453,8 +502,12 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             let leader = conn.client()?.transfer_leader(id).await?;
             println!("node {leader} is the leader");
         }
-        ClientCommand::Version { endpoints, timeout } => {
-            return version(endpoints.as_deref(), timeout).await;
+        ClientCommand::Version {
+            endpoints,
+            timeout,
+            tls,
+        } => {
+            return version(endpoints.as_deref(), timeout, &tls).await;
         }
     }
     Ok(0)
@@ -462,7 +515,11 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
 
 /// `raftkv version [--endpoints ...]`: the CLI's build, then one line per
 /// server: `ENDPOINT VERSION (REVISION, PROFILE, RUSTC)` or its error.
-async fn version(endpoints: Option<&str>, timeout: Duration) -> Result<u8, ClientError> {
+async fn version(
+    endpoints: Option<&str>,
+    timeout: Duration,
+    tls: &TlsOpts,
+) -> Result<u8, ClientError> {
     println!("raftkv {}", crate::version::BuildInfo::current().one_line());
     let Some(list) = endpoints else {
         return Ok(0);
@@ -471,6 +528,7 @@ async fn version(endpoints: Option<&str>, timeout: Duration) -> Result<u8, Clien
     let mut config = ClientConfig::new(endpoints.clone());
     config.request_timeout = timeout;
     config.connect_timeout = timeout.min(Duration::from_secs(1));
+    config.tls = tls.config()?;
     let client = Client::new(config)?;
     let mut first_error = None;
     let mut answered = 0;
@@ -516,6 +574,7 @@ pub fn describe_row_error(e: &ClientError) -> String {
             content_type,
             ..
         } => format!("not a raftkv server (it answered {status} {content_type})"),
+        ClientError::Tls { problem, .. } => format!("TLS: {problem}"),
         other => other.to_string(),
     }
 }
@@ -531,7 +590,7 @@ pub async fn gather_status(client: &Client, timeout: Duration) -> Vec<StatusRow>
     if first.iter().any(|r| r.status.is_ok()) {
         if let Ok(Ok(members)) = tokio::time::timeout(timeout, client.members()).await {
             for m in members {
-                let ep = format!("http://{}", m.client_addr);
+                let ep = client.endpoint_for(&m.client_addr);
                 if !endpoints.contains(&ep) {
                     endpoints.push(ep.clone());
                     extra.push(ep);

@@ -31,8 +31,19 @@
 //!
 //! Every other answer (404, 409, 400, 413) is returned as a typed error at
 //! once.
+//!
+//! **TLS.** `https://` endpoints need [`ClientConfig::tls`] (the CA that
+//! signed the servers' certificates, and a client certificate for servers
+//! that require one; see [`tls_config`]); the server's certificate must be
+//! valid for the endpoint's host. A TLS failure (a server certificate not
+//! from the CA, a refused client certificate, a plain-HTTP server behind
+//! an `https://` endpoint, or the server's `tls_required` answer to an
+//! `http://` request) is [`ClientError::Tls`], naming the endpoint and
+//! what to change; like a foreign answer, it moves on to the next endpoint,
+//! and is the call's error if no endpoint did better.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +84,9 @@ pub struct ClientConfig {
     /// How long one call keeps retrying on `not_applied` answers and (when
     /// safe) on timeouts and `indeterminate` answers.
     pub retry_deadline: Duration,
+    /// TLS settings for `https://` endpoints (see [`tls_config`]); `None`
+    /// refuses `https://` endpoints.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -84,8 +98,31 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             retry_deadline: Duration::from_secs(10),
+            tls: None,
         }
     }
+}
+
+/// The TLS settings of a client: trust the CA certificate(s) in `ca`;
+/// present `cert` (with its `key`) to servers that ask for a client
+/// certificate. Files are PEM.
+pub fn tls_config(
+    ca: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let pair = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(ClientError::Invalid(
+                "give --cert and --key together (the client certificate and its key)".into(),
+            ))
+        }
+    };
+    raft_runtime::tls::client_config_from_files(ca, pair)
+        .map(Arc::new)
+        .map_err(|e| ClientError::Invalid(format!("TLS: {e}")))
 }
 
 /// A key and its value with revisions, as the API returns it.
@@ -332,6 +369,15 @@ pub enum ClientError {
         /// What was wrong with it.
         detail: String,
     },
+    /// TLS failed, or the endpoint's scheme does not match the server:
+    /// nothing was applied. `problem` says what to change.
+    #[error("{endpoint}: {problem}")]
+    Tls {
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong and what to do about it.
+        problem: String,
+    },
     /// The request was refused before sending (bad endpoint, empty key...).
     #[error("{0}")]
     Invalid(String),
@@ -372,6 +418,7 @@ impl ClientError {
             },
             ClientError::Ambiguous { .. } => "ambiguous".into(),
             ClientError::BadResponse { .. } => "bad_response".into(),
+            ClientError::Tls { .. } => "tls".into(),
             ClientError::Invalid(_) => "invalid".into(),
         }
     }
@@ -415,7 +462,8 @@ pub fn encode_path_segment(s: &str) -> String {
 }
 
 /// Normalizes one endpoint: trims, adds `http://` when there is no scheme,
-/// drops a trailing `/`. Refuses empty strings and other schemes.
+/// drops a trailing `/`. Refuses empty strings and schemes other than
+/// `http` and `https`.
 pub fn normalize_endpoint(raw: &str) -> Result<String, ClientError> {
     let s = raw.trim().trim_end_matches('/');
     if s.is_empty() {
@@ -428,9 +476,9 @@ pub fn normalize_endpoint(raw: &str) -> Result<String, ClientError> {
     } else {
         format!("http://{s}")
     };
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(ClientError::Invalid(format!(
-            "endpoint {raw:?}: only http:// endpoints are supported"
+            "endpoint {raw:?}: only http:// and https:// endpoints are supported"
         )));
     }
     let parsed = reqwest::Url::parse(&url)
@@ -499,6 +547,9 @@ enum Attempt {
     ConnectFailed,
     /// Something that is not raftkv answered.
     Foreign { status: u16, content_type: String },
+    /// Refused before anything was applied, for a reason that applies to
+    /// this endpoint (TLS): try the others, report it if none does better.
+    Refused(ClientError),
     /// Sent, then no complete answer.
     Ambiguous(String),
 }
@@ -511,6 +562,9 @@ struct Inner {
     /// status answers, to follow leader hints.
     by_id: Mutex<HashMap<u64, String>>,
     retry_deadline: Duration,
+    /// `http` or `https`: the scheme of the first endpoint, used for the
+    /// client addresses learned from the cluster.
+    scheme: &'static str,
 }
 
 /// The raftkv API client. Cheap to clone (shares one connection pool).
@@ -538,7 +592,23 @@ impl Client {
             .iter()
             .map(|e| normalize_endpoint(e))
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
+        let https = endpoints.iter().any(|e| e.starts_with("https://"));
+        if https && config.tls.is_none() {
+            return Err(ClientError::Invalid(
+                "https:// endpoints need the CA that signed the servers' certificates: pass --ca FILE (or set RAFTKV_CA)"
+                    .into(),
+            ));
+        }
+        let scheme = if endpoints[0].starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder.use_preconfigured_tls((**tls).clone());
+        }
+        let http = builder
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
@@ -556,6 +626,7 @@ impl Client {
                 preferred: AtomicUsize::new(0),
                 by_id: Mutex::new(HashMap::new()),
                 retry_deadline: config.retry_deadline,
+                scheme,
             }),
         })
     }
@@ -935,17 +1006,22 @@ impl Client {
                     self.prefer(&endpoint);
                     return Ok(body);
                 }
-                Attempt::ConnectFailed | Attempt::Foreign { .. } => {
-                    if let Attempt::Foreign {
-                        status,
-                        content_type,
-                    } = outcome
-                    {
-                        foreign.get_or_insert(ClientError::NotRaftkv {
-                            endpoint: endpoint.clone(),
+                Attempt::ConnectFailed | Attempt::Foreign { .. } | Attempt::Refused(_) => {
+                    match outcome {
+                        Attempt::Foreign {
                             status,
                             content_type,
-                        });
+                        } => {
+                            foreign.get_or_insert(ClientError::NotRaftkv {
+                                endpoint: endpoint.clone(),
+                                status,
+                                content_type,
+                            });
+                        }
+                        Attempt::Refused(e) => {
+                            foreign.get_or_insert(e);
+                        }
+                        _ => {}
                     }
                     refused_in_a_row += 1;
                     if refused_in_a_row >= n {
@@ -1043,8 +1119,15 @@ impl Client {
                 endpoint: endpoint.to_string(),
                 detail,
             }),
+            Attempt::Refused(e) => Err(e),
             Attempt::Status(status, body) => Err(api_error(status, body, endpoint)),
         }
+    }
+
+    /// The endpoint of a node's client address (`host:port`, as the member
+    /// list gives it), with this client's scheme.
+    pub fn endpoint_for(&self, client_addr: &str) -> String {
+        format!("{}://{client_addr}", self.inner.scheme)
     }
 
     async fn learn_members_from(&self, endpoint: &str) {
@@ -1058,7 +1141,7 @@ impl Client {
         if let Ok(bytes) = self.call_at(endpoint, &req).await {
             if let Ok(body) = serde_json::from_slice::<MembersBody>(&bytes) {
                 for m in body.members {
-                    self.learn(m.id, &format!("http://{}", m.client_addr));
+                    self.learn(m.id, &self.endpoint_for(&m.client_addr));
                 }
             }
         }
@@ -1073,6 +1156,14 @@ impl Client {
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
+                if let Some(problem) = tls_problem(&e, endpoint) {
+                    // The server refused the handshake or we refused its
+                    // certificate: nothing reached the API.
+                    return Attempt::Refused(ClientError::Tls {
+                        endpoint: endpoint.to_string(),
+                        problem,
+                    });
+                }
                 return if e.is_connect() {
                     Attempt::ConnectFailed
                 } else {
@@ -1088,6 +1179,15 @@ impl Client {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_else(|| "no content type".to_string())
         };
+        if response.headers().contains_key(TLS_REQUIRED_HEADER) {
+            let https = endpoint.replacen("http://", "https://", 1);
+            return Attempt::Refused(ClientError::Tls {
+                endpoint: endpoint.to_string(),
+                problem: format!(
+                    "the server at {endpoint} speaks TLS; use {https} (with --ca FILE, the CA that signed its certificate)"
+                ),
+            });
+        }
         if !response.headers().contains_key(NODE_HEADER) {
             // Not raftkv: do not even read what it sent.
             return Attempt::Foreign {
@@ -1220,6 +1320,70 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The header of a TLS port's answer to a plain-HTTP request.
+pub use crate::server::listener::TLS_REQUIRED_HEADER;
+
+/// What went wrong with TLS in a failed request, in words that say what to
+/// change; `None` if the failure was not about TLS.
+fn tls_problem(e: &reqwest::Error, endpoint: &str) -> Option<String> {
+    use rustls::{AlertDescription, CertificateError, Error as TlsErr};
+    let https = endpoint.starts_with("https://");
+    // rustls' error sits inside an io::Error somewhere in the chain, and
+    // io::Error's `source()` skips what it wraps: look inside each one.
+    let mut found: Option<&TlsErr> = None;
+    let mut eof_in_handshake = false;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(t) = err.downcast_ref::<TlsErr>() {
+            found = Some(t);
+            break;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(t) = raft_runtime::tls::rustls_error(io) {
+                found = Some(t);
+                break;
+            }
+            // tokio-rustls' words for a peer that closed mid-handshake.
+            eof_in_handshake |= io.to_string().contains("tls handshake eof");
+        }
+        current = err.source();
+    }
+    let plain = endpoint.replacen("https://", "http://", 1);
+    let problem = match found {
+        Some(TlsErr::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "the server's certificate is not signed by the CA given with --ca (or RAFTKV_CA); use the CA of the cluster's certificates".to_string(),
+        Some(TlsErr::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => "the server's certificate is not valid for the host of this endpoint; use a name or IP it carries (`raftkv certs init` certificates carry localhost, 127.0.0.1 and --hosts)".to_string(),
+        Some(TlsErr::InvalidCertificate(other)) => {
+            format!("the server's certificate was refused: {other}")
+        }
+        Some(TlsErr::AlertReceived(AlertDescription::CertificateRequired)) => {
+            "the server requires a client certificate: pass --cert FILE --key FILE (or RAFTKV_CERT, RAFTKV_KEY)".to_string()
+        }
+        Some(TlsErr::AlertReceived(
+            a @ (AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::AccessDenied
+            | AlertDescription::UnsupportedCertificate),
+        )) => format!(
+            "the server refused our client certificate ({a:?}): it must be signed by the server's CA (--cert, --key)"
+        ),
+        Some(TlsErr::InvalidMessage(_)) if https => format!(
+            "the server does not speak TLS (it answered in plain text); use {plain}"
+        ),
+        Some(other) => format!("TLS failed: {other}"),
+        None if https && eof_in_handshake => format!(
+            "the server closed the connection during the TLS handshake; does it speak TLS (else use {plain})?"
+        ),
+        None => return None,
+    };
+    Some(problem)
+}
+
 /// The error and its sources on one line (reqwest's top-level message alone
 /// says only "error sending request"). Also the server's forwarding path.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -1271,7 +1435,8 @@ mod tests {
             "http://127.0.0.1:7700"
         );
         assert_eq!(normalize_endpoint(" http://h:1/ ").unwrap(), "http://h:1");
-        assert!(normalize_endpoint("https://h:1").is_err());
+        assert_eq!(normalize_endpoint("https://h:1/").unwrap(), "https://h:1");
+        assert!(normalize_endpoint("ftp://h:1").is_err());
         assert!(normalize_endpoint("http://h:1/x").is_err());
         assert!(normalize_endpoint("").is_err());
         assert!(parse_endpoints(",,").is_err());

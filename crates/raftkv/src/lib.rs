@@ -2,6 +2,7 @@
 //! launcher and a load generator.
 
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -26,11 +26,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one server node.
-    Serve(raftkv::server::ServeArgs),
+    // Boxed: its many options make it far larger than the other commands.
+    Serve(Box<raftkv::server::ServeArgs>),
     /// Start a local cluster of server processes and watch it.
     Cluster(raftkv::cluster::ClusterArgs),
     /// Generate load against running endpoints and report latency.
     Bench(raftkv::bench::BenchArgs),
+    /// Make TLS certificates for local use (a CA and one per node).
+    #[command(subcommand)]
+    Certs(raftkv::certs::CertsCommand),
     /// Client commands (put, get, del, cas, ls, status, member, leader).
     #[command(flatten)]
     Client(raftkv::cli::ClientCommand),
@@ -39,9 +43,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => raftkv::server::main(args),
+        Command::Serve(args) => raftkv::server::main(*args),
         Command::Cluster(args) => raftkv::cluster::main(args),
         Command::Bench(args) => raftkv::bench::main(args),
+        Command::Certs(cmd) => raftkv::certs::main(cmd),
         Command::Client(cmd) => raftkv::cli::main(cmd),
     };
     match result {

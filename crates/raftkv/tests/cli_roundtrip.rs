@@ -398,5 +398,10 @@ fn unreachable_endpoints_give_a_clear_error_and_exit_5() {
     let o = run(&dead, &["status"]);
     assert_eq!(o.status.code(), Some(5));
     assert!(stdout(&o).contains("unreachable"));
-    fails("ftp://x", &["get", "k"], 1, "only http:// endpoints");
+    fails(
+        "ftp://x",
+        &["get", "k"],
+        1,
+        "only http:// and https:// endpoints",
+    );
 }

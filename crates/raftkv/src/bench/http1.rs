@@ -6,12 +6,23 @@
 //! writes a pre-formatted request with one syscall and parses only the
 //! status line, `Content-Length` and `Transfer-Encoding`, which is all the
 //! raftkv server's answers need. Anything else it cannot parse is an error.
+//!
+//! With a TLS configuration ([`Conn::with_tls`]) the connection is HTTPS
+//! (rustls, verifying the server's certificate for the host of the
+//! address); the request is then written and flushed through the TLS
+//! record layer, one record per request.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// Largest response head (status line + headers) accepted.
 const HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -53,12 +64,62 @@ pub enum TransportError {
     /// No complete answer within the timeout.
     #[error("no answer from {addr} within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
+    /// The TLS handshake failed (nothing was sent).
+    #[error("TLS with {addr}: {detail}")]
+    Tls { addr: String, detail: String },
+}
+
+/// A plain or TLS connection.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A keep-alive connection to one `host:port`, reconnecting on demand.
 pub struct Conn {
     addr: String,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
+    tls: Option<TlsConnector>,
     out: Vec<u8>,
     buf: Vec<u8>,
     timeout: Duration,
@@ -67,9 +128,19 @@ pub struct Conn {
 impl Conn {
     /// A connection to `addr` (`host:port`), opened on first use.
     pub fn new(addr: String, timeout: Duration) -> Conn {
+        Conn::with_tls(addr, timeout, None)
+    }
+
+    /// A connection to `addr`, over TLS with `tls` if given.
+    pub fn with_tls(
+        addr: String,
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Conn {
         Conn {
             addr,
             stream: None,
+            tls: tls.map(TlsConnector::from),
             out: Vec::with_capacity(512),
             buf: Vec::with_capacity(4096),
             timeout,
@@ -127,7 +198,23 @@ impl Conn {
                         source,
                     })?;
             let _ = s.set_nodelay(true);
-            self.stream = Some(s);
+            let stream = match &self.tls {
+                None => Stream::Plain(s),
+                Some(connector) => {
+                    let tls_err = |detail: String| TransportError::Tls {
+                        addr: self.addr.clone(),
+                        detail,
+                    };
+                    let name = server_name(&self.addr)
+                        .ok_or_else(|| tls_err(format!("`{}` has no host to verify", self.addr)))?;
+                    let s = connector
+                        .connect(name, s)
+                        .await
+                        .map_err(|e| tls_err(e.to_string()))?;
+                    Stream::Tls(Box::new(s))
+                }
+            };
+            self.stream = Some(stream);
         }
         self.out.clear();
         self.out.extend_from_slice(method.as_bytes());
@@ -156,18 +243,28 @@ impl Conn {
             .write_all(&self.out)
             .await
             .map_err(|e| broken(e.to_string()))?;
+        // TLS keeps written bytes in its record buffer until flushed.
+        stream.flush().await.map_err(|e| broken(e.to_string()))?;
         read_answer(stream, &mut self.buf, Framing::KeepAlive)
             .await
             .map_err(broken)
     }
 }
 
+/// The name a server's certificate must carry for `host:port` (an IP or a
+/// DNS name; IPv6 in brackets).
+fn server_name(addr: &str) -> Option<ServerName<'static>> {
+    let (host, _port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).ok()
+}
+
 /// Reads one response from `stream`, using `buf` (which may hold nothing
 /// from before: the server answers one request at a time). Every size is
 /// bounded: the head by 16 KiB, the body by 64 MiB. Also the fault test's
 /// client (raftkv-chaos), which opens a connection per request.
-pub async fn read_answer(
-    stream: &mut TcpStream,
+pub async fn read_answer<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     framing: Framing,
 ) -> Result<Answer, String> {
@@ -241,7 +338,10 @@ pub async fn read_answer(
     Ok(Answer { status, node, body })
 }
 
-async fn read_chunked(stream: &mut TcpStream, data: &mut Vec<u8>) -> Result<Vec<u8>, String> {
+async fn read_chunked<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    data: &mut Vec<u8>,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     let mut pos = 0;
     loop {
@@ -277,7 +377,10 @@ async fn read_chunked(stream: &mut TcpStream, data: &mut Vec<u8>) -> Result<Vec<
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, String> {
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<usize, String> {
     let mut chunk = [0u8; 8192];
     let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
     buf.extend_from_slice(&chunk[..n]);
@@ -333,6 +436,25 @@ mod tests {
         assert_eq!((a.status, a.body.len()), (404, 0));
         // The server went away: the next request fails, not hangs.
         assert!(c.request("GET", "/w", b"").await.is_err());
+    }
+
+    #[test]
+    fn server_names_come_from_the_host() {
+        assert_eq!(
+            server_name("127.0.0.1:7700"),
+            Some(ServerName::IpAddress(
+                std::net::IpAddr::from([127, 0, 0, 1]).into()
+            ))
+        );
+        assert!(matches!(
+            server_name("[::1]:7700"),
+            Some(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name("localhost:7700"),
+            Some(ServerName::DnsName(_))
+        ));
+        assert_eq!(server_name("no-port"), None);
     }
 
     #[tokio::test]

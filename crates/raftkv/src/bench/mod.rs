@@ -215,7 +215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         prefill(&client, &args).await?;
     }
 
-    let targets = Arc::new(Targets::discover(&client).await);
+    let targets = Arc::new(Targets::discover(&client, args.conn.tls.config()?).await);
     let stop = Arc::new(AtomicBool::new(false));
     let done_ops = Arc::new(AtomicU64::new(0));
     let done_errors = Arc::new(AtomicU64::new(0));
@@ -314,10 +314,21 @@ struct Targets {
     addrs: Vec<String>,
     by_id: HashMap<u64, String>,
     first: usize,
+    /// TLS settings of `https://` endpoints (`--ca`, `--cert`, `--key`).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Targets {
-    async fn discover(client: &Client) -> Targets {
+    /// A connection to `addr` (`host:port`), over TLS when the endpoints
+    /// are `https://`.
+    fn conn(&self, addr: String, timeout: Duration) -> http1::Conn {
+        http1::Conn::with_tls(addr, timeout, self.tls.clone())
+    }
+
+    /// The endpoints' addresses (the first one the leader, if known) and
+    /// the members' client addresses. `https://` endpoints (the first one
+    /// decides) are reached over TLS with `tls`.
+    async fn discover(client: &Client, tls: Option<Arc<rustls::ClientConfig>>) -> Targets {
         let addrs: Vec<String> = client.endpoints().iter().map(|e| host_port(e)).collect();
         let first = addrs
             .iter()
@@ -329,16 +340,24 @@ impl Targets {
                 by_id.insert(m.id, m.client_addr);
             }
         }
+        let https = client
+            .endpoints()
+            .first()
+            .is_some_and(|e| e.starts_with("https://"));
         Targets {
             addrs,
             by_id,
             first,
+            tls: if https { tls } else { None },
         }
     }
 }
 
 fn host_port(endpoint: &str) -> String {
-    endpoint.trim_start_matches("http://").to_string()
+    endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_string()
 }
 
 /// One closed-loop client: its connection, session, value and results.
@@ -381,7 +400,7 @@ impl Worker {
             .map(|_| char::from(b'a' + (rng.next_u64() % 26) as u8))
             .collect();
         let index = targets.first % targets.addrs.len().max(1);
-        let conn = http1::Conn::new(targets.addrs[index].clone(), args.conn.timeout);
+        let conn = targets.conn(targets.addrs[index].clone(), args.conn.timeout);
         Worker {
             conn,
             index,
@@ -459,6 +478,10 @@ impl Worker {
                 Some("unreachable".to_string())
             }
             Err(http1::TransportError::Timeout { .. }) => Some("timeout".to_string()),
+            Err(http1::TransportError::Tls { .. }) => {
+                self.rotate();
+                Some("tls".to_string())
+            }
             Err(http1::TransportError::Broken { .. }) => Some("connection_broken".to_string()),
         };
         match kind {
@@ -487,7 +510,7 @@ impl Worker {
                 if let Some(i) = self.targets.addrs.iter().position(|a| *a == addr) {
                     self.index = i;
                 }
-                self.conn = http1::Conn::new(addr, self.conn_timeout());
+                self.conn = self.targets.conn(addr, self.conn_timeout());
             }
             _ => self.rotate(),
         }
@@ -495,7 +518,9 @@ impl Worker {
 
     fn rotate(&mut self) {
         self.index = (self.index + 1) % self.targets.addrs.len().max(1);
-        self.conn = http1::Conn::new(self.targets.addrs[self.index].clone(), self.conn_timeout());
+        self.conn = self
+            .targets
+            .conn(self.targets.addrs[self.index].clone(), self.conn_timeout());
     }
 
     fn conn_timeout(&self) -> Duration {

@@ -8,6 +8,11 @@
 //! `<data-dir>/node-<i>/server.log`. The cluster id and layout are stored in
 //! `<data-dir>/cluster.json` on the first run, so running the command again
 //! restarts the same cluster from its data.
+//!
+//! `--tls` runs every node with TLS (HTTPS for clients, mutual TLS between
+//! peers) on certificates kept in `<data-dir>/tls` (made with `raftkv certs
+//! init` on the first `--tls` run, and reused after); the launcher's own
+//! status polls use that CA and the client certificate made with it.
 
 pub mod control;
 mod monitor;
@@ -22,6 +27,7 @@ pub use process::{
     MANIFEST_FILE, NODES_MAX, PEER_PORT_OFFSET, STOP_GRACE_DEFAULT,
 };
 
+use crate::certs::CertDir;
 use crate::cli::parse_duration;
 
 /// Arguments of `raftkv cluster`.
@@ -76,6 +82,11 @@ pub struct ClusterArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub dashboard_controls: bool,
+    /// Run with TLS end to end: HTTPS for clients, mutual TLS between
+    /// peers, on certificates made in <data-dir>/tls on first use (the
+    /// banner prints the CA to give the CLI).
+    #[arg(long)]
+    pub tls: bool,
     /// Extra arguments for every `raftkv serve`, after `--`
     /// (e.g. `-- --snapshot-entries 1000`).
     #[arg(last = true)]
@@ -111,7 +122,10 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         anyhow::anyhow!("cannot find the raftkv executable to start the nodes: {e}")
     })?;
     let data_dir = std::path::absolute(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
-    let cluster = LocalCluster::new(manifest, data_dir, exe, serve_args);
+    let mut cluster = LocalCluster::new(manifest.clone(), data_dir.clone(), exe, serve_args);
+    if args.tls {
+        cluster = cluster.with_tls(tls_dir(&data_dir, manifest.nodes)?);
+    }
     cluster.check_ports()?;
     // One thread: the children's parent-death signal is tied to the thread
     // that spawned them, and this one lives until the end.
@@ -149,6 +163,27 @@ fn serve_args(args: &ClusterArgs) -> anyhow::Result<Vec<String>> {
             );
         }
     }
+    if args.tls
+        && args.serve_args.iter().any(|a| {
+            ["--tls-cert", "--tls-key", "--tls-ca"]
+                .iter()
+                .any(|f| a.starts_with(f))
+        })
+    {
+        anyhow::bail!(
+            "--tls makes and passes the certificates itself; drop --tls-cert/--tls-key/--tls-ca after `--`"
+        );
+    }
     out.extend(args.serve_args.iter().cloned());
     Ok(out)
+}
+
+/// `<data-dir>/tls`, with a CA and node certificates made on first use.
+pub fn tls_dir(data_dir: &std::path::Path, nodes: u64) -> anyhow::Result<CertDir> {
+    let dir = CertDir::new(data_dir.join("tls"));
+    if !crate::certs::has_ca(&dir) {
+        crate::certs::init(dir.dir(), nodes, &[], false)
+            .map_err(|e| anyhow::anyhow!("cannot make the cluster's TLS certificates: {e}"))?;
+    }
+    Ok(dir)
 }

@@ -90,11 +90,11 @@ pub(super) async fn run(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let control_addr = control.as_ref().and_then(|l| l.local_addr().ok());
-    let m = cluster.manifest().clone();
-    let mut config = ClientConfig::new(m.endpoints());
+    let mut config = ClientConfig::new(cluster.endpoints());
     config.request_timeout = args.refresh.max(Duration::from_millis(500));
     config.connect_timeout = Duration::from_millis(200);
     config.retry_deadline = Duration::ZERO;
+    config.tls = cluster.client_tls()?;
     let client = Client::new(config)?;
     let tty = !args.plain && std::io::stdout().is_terminal();
     let mut mon = Monitor {
@@ -235,9 +235,16 @@ impl Monitor {
         for id in 1..=m.nodes {
             println!(
                 "  node {id}: {}   (peers on {}, log {})",
-                m.endpoint(id),
+                self.cluster.endpoint(id),
                 m.peer_addr(id),
                 self.cluster.log_path(id).display()
+            );
+        }
+        if let Some(tls) = self.cluster.tls() {
+            println!(
+                "  TLS: HTTPS for clients, mutual TLS between peers; CA {} (for the CLI: --ca or RAFTKV_CA), certificates in {}",
+                tls.ca_cert().display(),
+                tls.dir().display()
             );
         }
         let _ = std::io::stdout().flush();
@@ -245,19 +252,26 @@ impl Monitor {
 
     fn print_usage(&self) {
         let m = self.cluster.manifest();
-        let endpoints = m.endpoints().join(",");
+        let endpoints = self.cluster.endpoints().join(",");
         let default = endpoints == crate::client::DEFAULT_ENDPOINTS;
-        let ep = m.endpoint(1);
+        let ep = self.cluster.endpoint(1);
         println!();
         println!("The cluster is serving. Try, in another terminal:");
         if !default {
             println!("  export RAFTKV_ENDPOINTS={endpoints}");
         }
+        // With TLS, curl needs the CA too (its own flag, not our variable).
+        let mut curl = "curl".to_string();
+        if let Some(tls) = self.cluster.tls() {
+            let ca = tls.ca_cert();
+            println!("  export RAFTKV_CA={}", ca.display());
+            curl = format!("curl --cacert {}", ca.display());
+        }
         println!("  raftkv put greeting hello");
         println!("  raftkv get greeting");
         println!("  raftkv status");
-        println!("  curl -X PUT {ep}/v1/kv/greeting -d '{{\"value\": \"hello\"}}'");
-        println!("  curl {}/v1/kv/greeting", m.endpoint(m.nodes));
+        println!("  {curl} -X PUT {ep}/v1/kv/greeting -d '{{\"value\": \"hello\"}}'");
+        println!("  {curl} {}/v1/kv/greeting", self.cluster.endpoint(m.nodes));
         println!("  raftkv bench --clients 16 --duration 10s");
         println!(
             "Dashboard: {ep}/ (any node){}",
@@ -297,10 +311,7 @@ impl Monitor {
             for id in 1..=nodes {
                 let slot = &mut ready[(id - 1) as usize];
                 if !*slot {
-                    *slot = self
-                        .client
-                        .healthy(&self.cluster.manifest().endpoint(id))
-                        .await;
+                    *slot = self.client.healthy(&self.cluster.endpoint(id)).await;
                 }
             }
             if ready.iter().all(|r| *r) {
@@ -366,7 +377,7 @@ impl Monitor {
                     Some(NodeView::Killed { .. } | NodeView::Stopped | NodeView::Exited(_))
                 )
             })
-            .map(|id| (id, self.cluster.manifest().endpoint(id)))
+            .map(|id| (id, self.cluster.endpoint(id)))
             .collect();
         let mut set = tokio::task::JoinSet::new();
         for (id, ep) in endpoints {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::certs::{self, CertDir};
+
 /// Offset of the peer ports from the client ports (contract: node i serves
 /// clients on `base + i - 1` and peers on `base + 100 + i - 1`).
 pub const PEER_PORT_OFFSET: u16 = 100;
@@ -231,6 +233,9 @@ pub struct LocalCluster {
     exe: PathBuf,
     extra_args: Vec<String>,
     procs: BTreeMap<u64, NodeProc>,
+    /// With TLS: the certificates (node i gets `node-<i>.pem`, made from
+    /// the CA there if missing).
+    tls: Option<CertDir>,
 }
 
 impl LocalCluster {
@@ -249,7 +254,56 @@ impl LocalCluster {
             exe,
             extra_args,
             procs: BTreeMap::new(),
+            tls: None,
         }
+    }
+
+    /// Runs every node with TLS, with the certificates in `dir` (see
+    /// [`crate::certs`]; a node without a certificate there gets one from
+    /// the CA when it starts).
+    pub fn with_tls(mut self, dir: CertDir) -> LocalCluster {
+        self.tls = Some(dir);
+        self
+    }
+
+    /// The certificates, if the nodes run with TLS.
+    pub fn tls(&self) -> Option<&CertDir> {
+        self.tls.as_ref()
+    }
+
+    /// `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Node `id`'s client endpoint (`http://` or `https://`).
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("{}://{}", self.scheme(), self.manifest.client_addr(id))
+    }
+
+    /// The founding voters' endpoints.
+    pub fn endpoints(&self) -> Vec<String> {
+        (1..=self.manifest.nodes)
+            .map(|id| self.endpoint(id))
+            .collect()
+    }
+
+    /// The TLS settings of a client of this cluster: its CA, and its client
+    /// certificate (for nodes run with `--tls-client-auth`).
+    pub fn client_tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        let Some(dir) = &self.tls else {
+            return Ok(None);
+        };
+        let config = crate::client::tls_config(
+            &dir.ca_cert(),
+            Some(&dir.client_cert()),
+            Some(&dir.client_key()),
+        )?;
+        Ok(Some(config))
     }
 
     /// The layout.
@@ -339,6 +393,11 @@ impl LocalCluster {
             .arg(m.clients_flag());
         if join {
             cmd.arg("--join");
+        }
+        if let Some(tls) = &self.tls {
+            certs::ensure_node(tls, id)
+                .map_err(|e| anyhow::anyhow!("cannot make node {id}'s certificate: {e}"))?;
+            cmd.args(tls.serve_flags(id));
         }
         cmd.args(&self.extra_args)
             // The log is a file: no terminal colour codes in it.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raft_core::NodeId;
-use raft_runtime::PeerAddr;
+use raft_runtime::{PeerAddr, TlsFiles};
 use serde::Deserialize;
 
 use super::ServeArgs;
@@ -82,6 +82,29 @@ pub struct ServerConfig {
     pub dashboard_controls: bool,
     /// The launcher's control endpoint (`host:port`), for kill and restart.
     pub launcher: Option<PeerAddr>,
+    /// TLS for clients and peers; `None`: plain HTTP and TCP.
+    pub tls: Option<ServerTls>,
+}
+
+/// `--tls-cert`, `--tls-key`, `--tls-ca`, `--tls-client-auth`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// This node's certificate, key and the cluster CA.
+    pub files: TlsFiles,
+    /// Clients must present a certificate from the CA.
+    pub client_auth: bool,
+}
+
+impl ServerConfig {
+    /// The URL scheme of this node's client API and of its peers' (every
+    /// node of a cluster runs with TLS or none does): `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// `--log-format`.
@@ -173,6 +196,10 @@ pub struct FileConfig {
     pub access_log: Option<bool>,
     pub dashboard_controls: Option<bool>,
     pub launcher_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_client_auth: Option<bool>,
 }
 
 /// `peers` / `clients` in a file: the flag's string
@@ -417,6 +444,14 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         Some(url) => Some(parse_launcher_url(url, dashboard_controls)?),
         None => None,
     };
+    let tls = resolve_tls(
+        args.tls_cert.clone().or(file.tls_cert),
+        args.tls_key.clone().or(file.tls_key),
+        args.tls_ca.clone().or(file.tls_ca),
+        args.tls_client_auth
+            .or(file.tls_client_auth)
+            .unwrap_or(false),
+    )?;
     Ok(ServerConfig {
         id,
         cluster_id,
@@ -438,6 +473,7 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         access_log: args.access_log.or(file.access_log).unwrap_or(false),
         dashboard_controls,
         launcher,
+        tls,
     })
 }
 
@@ -465,6 +501,49 @@ fn parse_launcher_url(url: &str, controls: bool) -> Result<PeerAddr, ConfigError
         ));
     }
     parse_addr(SETTING, rest)
+}
+
+/// The three TLS files come together or not at all; the files themselves
+/// are read (and checked) when the node starts.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_auth: bool,
+) -> Result<Option<ServerTls>, ConfigError> {
+    match (cert, key, ca) {
+        (None, None, None) => {
+            if client_auth {
+                return Err(invalid(
+                    "--tls-client-auth",
+                    "needs TLS: give --tls-cert, --tls-key and --tls-ca",
+                ));
+            }
+            Ok(None)
+        }
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(ServerTls {
+            files: TlsFiles { cert, key, ca },
+            client_auth,
+        })),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                ("--tls-cert", cert.is_none()),
+                ("--tls-key", key.is_none()),
+                ("--tls-ca", ca.is_none()),
+            ]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(n, _)| *n)
+            .collect();
+            Err(invalid(
+                "--tls-cert",
+                format!(
+                    "give --tls-cert, --tls-key and --tls-ca together (missing {})",
+                    missing.join(", ")
+                ),
+            ))
+        }
+    }
 }
 
 fn check_range(setting: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -613,6 +692,21 @@ mod tests {
                 },
                 "--log-format: `xml` is not a log format; use text or json",
             ),
+            (
+                ServeArgs {
+                    tls_cert: Some("n.pem".into()),
+                    tls_ca: Some("ca.pem".into()),
+                    ..args(1, PEERS, CLIENTS)
+                },
+                "give --tls-cert, --tls-key and --tls-ca together (missing --tls-key)",
+            ),
+            (
+                ServeArgs {
+                    tls_client_auth: Some(true),
+                    ..args(1, PEERS, CLIENTS)
+                },
+                "--tls-client-auth: needs TLS",
+            ),
         ];
         for (a, needle) in cases {
             let err = resolve_with_file(&a, FileConfig::default())
@@ -731,6 +825,27 @@ mod tests {
             c.clients[&3],
             PeerAddr::Ip("10.0.0.3:7700".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn tls_files_come_from_flags_or_file() {
+        let a = args(1, PEERS, CLIENTS);
+        let c = resolve_with_file(&a, FileConfig::default()).unwrap();
+        assert_eq!((c.scheme(), c.tls), ("http", None));
+        let file: FileConfig = toml::from_str(
+            "tls_cert = \"n1.pem\"\ntls_key = \"n1.key\"\ntls_ca = \"ca.pem\"\ntls_client_auth = true",
+        )
+        .unwrap();
+        let flag = ServeArgs {
+            tls_cert: Some("other.pem".into()),
+            ..a
+        };
+        let c = resolve_with_file(&flag, file).unwrap();
+        assert_eq!(c.scheme(), "https");
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.files.cert, PathBuf::from("other.pem"));
+        assert_eq!(tls.files.key, PathBuf::from("n1.key"));
+        assert!(tls.client_auth);
     }
 
     #[test]

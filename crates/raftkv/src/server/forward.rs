@@ -85,7 +85,7 @@ pub async fn to_leader(
         };
         e.with_hint(Some(leader))
     };
-    let url = format!("http://{addr}{}", info.path_and_query());
+    let url = format!("{}://{addr}{}", app.cfg.scheme(), info.path_and_query());
     let mut req = app
         .http
         .request(info.method.clone(), &url)

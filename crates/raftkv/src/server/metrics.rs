@@ -64,6 +64,24 @@ pub struct HttpMetrics {
     /// Always 1, labelled with this binary's version and revision (the
     /// Prometheus convention for joining build facts onto other series).
     pub build_info: Family<BuildLabels, Gauge>,
+    /// Client connections refused on a TLS port, by reason (`plain_http`,
+    /// `untrusted_certificate`, `no_certificate`, `refused_by_peer`,
+    /// `timeout`, ...).
+    pub tls_refused: Family<ReasonLabel, Counter>,
+    /// Certificate reloads (SIGHUP), by result (`ok`, `failed`).
+    pub tls_reloads: Family<ResultLabel, Counter>,
+}
+
+/// Label naming a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Label naming a result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
 }
 
 impl Default for HttpMetrics {
@@ -83,7 +101,24 @@ impl HttpMetrics {
             data_bytes: Gauge::default(),
             sessions: Gauge::default(),
             build_info: Family::default(),
+            tls_refused: Family::default(),
+            tls_reloads: Family::default(),
         }
+    }
+
+    /// Counts a client connection refused on the TLS port.
+    pub fn tls_refused(&self, reason: &'static str) {
+        self.tls_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a certificate reload.
+    pub fn tls_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Registers every metric under the `raftkv_` prefix.
@@ -116,6 +151,16 @@ impl HttpMetrics {
             self.data_bytes.clone(),
         );
         r.register("sessions", "Client sessions held", self.sessions.clone());
+        r.register(
+            "http_tls_refused",
+            "Client connections refused on the TLS port, by reason",
+            self.tls_refused.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "Certificate reloads (SIGHUP), by result",
+            self.tls_reloads.clone(),
+        );
         let build = crate::version::BuildInfo::current();
         self.build_info
             .get_or_create(&BuildLabels {

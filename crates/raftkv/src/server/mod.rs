@@ -58,7 +58,7 @@ pub mod state;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use config::{ConfigError, LogFormat, ServerConfig};
+pub use config::{ConfigError, LogFormat, ServerConfig, ServerTls};
 pub use error::ApiError;
 pub use state::{MemberAddrs, MemberOp, ServerCommand, ServerResponse, ServerState};
 
@@ -172,6 +172,30 @@ pub struct ServeArgs {
     /// set by the launcher). Needs --dashboard-controls.
     #[arg(long, env = "RAFTKV_LAUNCHER_URL")]
     pub launcher_url: Option<String>,
+    /// This node's certificate chain (PEM). With --tls-key and --tls-ca,
+    /// the client port speaks only HTTPS and peers use mutual TLS; the
+    /// certificate must chain to the CA and name `raft-node-<id>` (`raftkv
+    /// certs init` makes such certificates). SIGHUP reloads the three
+    /// files.
+    #[arg(long, env = "RAFTKV_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFTKV_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers' certificates must chain
+    /// to it, and so must clients' with --tls-client-auth.
+    #[arg(long, env = "RAFTKV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Require a client certificate signed by --tls-ca on the client API
+    /// [default: false].
+    #[arg(
+        long,
+        env = "RAFTKV_TLS_CLIENT_AUTH",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls_client_auth: Option<bool>,
 }
 
 /// Entry point of `raftkv serve`: resolves the configuration, starts

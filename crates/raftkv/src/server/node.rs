@@ -4,7 +4,9 @@
 //! Startup order, each step failing with a clear message and nothing left
 //! half-started:
 //!
-//! 0. lock the data directory (`LOCK`, see [`super::lock`]) before anything
+//! 0. with `--tls-*`, load and check the certificates (key matches, chains
+//!    to the CA, names `raft-node-<id>`); then
+//!    lock the data directory (`LOCK`, see [`super::lock`]) before anything
 //!    else touches it; a directory another process holds is refused with
 //!    the holder's pid, and nothing in it is changed;
 //! 1. open (or bootstrap) the data directory; a directory of another
@@ -14,6 +16,10 @@
 //! 3. start the Raft driver over the store, the transport and a fresh
 //!    [`ServerState`] (restored from the latest snapshot by the driver);
 //! 4. spawn the background tasks, print the "serving" line, serve HTTP.
+//!
+//! With TLS, SIGHUP reloads the certificate, key and CA files: new client
+//! and peer connections, and forwarded requests, use them; a reload that
+//! fails is logged and changes nothing.
 //!
 //! Shutdown (SIGTERM, Ctrl-C, or the driver stopping on a fatal error):
 //! stop accepting, drain HTTP connections, then stop the driver, which
@@ -27,7 +33,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raft_core::{Membership, NodeId};
-use raft_runtime::{Metrics, PeerAddr, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport};
+use raft_runtime::tls::peer_name;
+use raft_runtime::{
+    Metrics, PeerAddr, PeerTls, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport, TlsCerts,
+};
 use raft_storage::{OpenError, RealDisk, Store, StoreConfig};
 use raftkv_state::KvConfig;
 use tokio::sync::watch;
@@ -55,6 +64,17 @@ const COMMAND_OVERHEAD_BYTES: u64 = 4096;
 /// `Ok(FAILURE)` if the driver stopped on a fatal error.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let id = cfg.id;
+    // Certificates first: a wrong file is a startup error before anything
+    // is touched.
+    let certs = match &cfg.tls {
+        Some(tls) => Some(
+            TlsCerts::load(tls.files.clone(), Some(peer_name(id))).context(
+                "cannot use the TLS certificates (--tls-cert, --tls-key, --tls-ca; \
+                     `raftkv certs init` makes a CA and node certificates)",
+            )?,
+        ),
+        None => None,
+    };
     // 0. The data directory's lock, held until this function returns (after
     //    the driver stopped and its writer finished).
     let dir_lock = {
@@ -125,11 +145,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let raft_metrics = Metrics::new();
     let mut tcp = TcpConfig::new(cfg.cluster_id, id, listen_addr(&cfg.listen_peer).await?);
     tcp.peers = cfg.peers.clone();
+    if let Some(certs) = &certs {
+        tcp.tls = Some(PeerTls::new(certs.clone()).context("cannot configure peer TLS")?);
+    }
     if cfg.join {
         // The transport accepts connections only from peers it knows, so a
         // joining node must know every current member before the leader
         // reaches out, including members added after the founding ones.
-        for (peer, addr) in discover_peers(&cfg).await {
+        for (peer, addr) in discover_peers(&cfg, certs.as_ref()).await {
             if peer != id {
                 tcp.peers.insert(peer, addr);
             }
@@ -183,11 +206,21 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     let mut registry = prometheus_client::registry::Registry::default();
     raft_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
-    let http = reqwest::Client::builder()
-        .timeout(cfg.request_timeout)
-        .connect_timeout(Duration::from_secs(1))
-        .build()
+    // Forwarding to the leader: over HTTPS with TLS on, presenting this
+    // node's certificate (the leader may require client certificates).
+    let http = http_client(certs.as_ref(), cfg.request_timeout)
         .context("cannot build the forwarding HTTP client")?;
+    let tls_acceptor = match (&certs, &cfg.tls) {
+        (Some(certs), Some(tls)) => {
+            let mut server = certs
+                .server_config(tls.client_auth)
+                .context("cannot configure the client API's TLS")?;
+            // The API speaks HTTP/1.1 only.
+            server.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        _ => None,
+    };
     let limits = ListenerLimits {
         max_connections: cfg.max_connections,
         idle_timeout: IDLE_TIMEOUT_MIN.max(cfg.request_timeout),
@@ -205,11 +238,22 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, fatal_rx) = watch::channel(None::<String>);
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(sync_addresses(raft.clone(), book, stop_rx.clone())),
         tokio::spawn(reconcile_founding_addresses(app.clone(), stop_rx.clone())),
         tokio::spawn(watch_fatal(raft.clone(), fatal_tx, stop_rx.clone())),
     ];
+    if let Some(certs) = &certs {
+        // Before the "serving" line, like the other handlers: a SIGHUP sent
+        // right after it must not kill the node (SIGHUP's default action).
+        let hangups = hangup_signal().context("cannot install the SIGHUP handler")?;
+        tasks.push(tokio::spawn(reload_on_sighup(
+            hangups,
+            certs.clone(),
+            http_metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
 
     // Install the signal handlers before announcing readiness, so that a
     // SIGTERM sent right after the "serving" line is never fatal.
@@ -217,8 +261,15 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     // In JSON mode stderr holds only JSON lines, so the announcement is the
     // log line's message (same words, which scripts wait for); in text mode
     // it is also printed plainly, whatever the log filter.
-    let serving =
-        format!("raftkv node {id} serving clients on http://{client_addr} (peers on {peer_addr})");
+    let tls_note = match &cfg.tls {
+        Some(t) if t.client_auth => ", TLS with client certificates",
+        Some(_) => ", TLS",
+        None => "",
+    };
+    let serving = format!(
+        "raftkv node {id} serving clients on {}://{client_addr} (peers on {peer_addr}{tls_note})",
+        cfg.scheme()
+    );
     if cfg.log_format == LogFormat::Text {
         eprintln!("{serving}");
         info!(node = id, %client_addr, %peer_addr, join = cfg.join, "serving");
@@ -231,6 +282,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
         routes::ApiService::new(app),
         limits,
         http_metrics,
+        tls_acceptor,
         shutdown_signal(signals, fatal_rx.clone()),
     )
     .await;
@@ -278,10 +330,94 @@ async fn listen_addr(addr: &PeerAddr) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{addr} resolves to no address"))
 }
 
+/// An HTTP client for talking to other nodes' client APIs: with TLS, it
+/// verifies them against the cluster CA and presents this node's
+/// certificate (both reloaded on SIGHUP).
+fn http_client(
+    certs: Option<&Arc<TlsCerts>>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(1));
+    if let Some(certs) = certs {
+        builder = builder.use_preconfigured_tls(certs.client_config()?);
+    }
+    Ok(builder.build()?)
+}
+
+/// Reloads the certificates on every SIGHUP until stopped.
+async fn reload_on_sighup(
+    mut hangups: Hangups,
+    certs: Arc<TlsCerts>,
+    metrics: HttpMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = hangups.recv() => {}
+            () = stopped(&mut stop) => return,
+        }
+        let files = certs.files().clone();
+        let certs = certs.clone();
+        // Reading files: off the async threads.
+        let result = tokio::task::spawn_blocking(move || certs.reload()).await;
+        match result {
+            Ok(Ok(())) => {
+                metrics.tls_reloaded(true);
+                info!(cert = %files.cert.display(), key = %files.key.display(), ca = %files.ca.display(),
+                    "SIGHUP: TLS certificates reloaded; new connections use them");
+            }
+            Ok(Err(e)) => {
+                metrics.tls_reloaded(false);
+                error!(error = %e, "SIGHUP: TLS certificates not reloaded; still using the previous ones");
+            }
+            Err(e) => {
+                metrics.tls_reloaded(false);
+                error!(error = %e, "SIGHUP: the reload task failed; still using the previous certificates");
+            }
+        }
+    }
+}
+
+/// SIGHUP, as a stream.
+struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+fn hangup_signal() -> std::io::Result<Hangups> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Hangups {
+            signal: signal(SignalKind::hangup())?,
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(Hangups {})
+}
+
+impl Hangups {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.signal.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    }
+}
+
 /// Asks the `--clients` endpoints for the current members' peer addresses
 /// (`GET /v1/members`), best effort: the first answer wins; unreachable
 /// endpoints are skipped (the `--peers` list still applies).
-async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, PeerAddr> {
+async fn discover_peers(
+    cfg: &ServerConfig,
+    certs: Option<&Arc<TlsCerts>>,
+) -> BTreeMap<NodeId, PeerAddr> {
     #[derive(serde::Deserialize)]
     struct Member {
         id: NodeId,
@@ -291,17 +427,18 @@ async fn discover_peers(cfg: &ServerConfig) -> BTreeMap<NodeId, PeerAddr> {
     struct Members {
         members: Vec<Member>,
     }
-    let Ok(http) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-    else {
-        return BTreeMap::new();
+    let http = match http_client(certs, Duration::from_secs(2)) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "cannot build an HTTP client to discover the cluster's peers");
+            return BTreeMap::new();
+        }
     };
     for (node, addr) in &cfg.clients {
         if *node == cfg.id {
             continue;
         }
-        let url = format!("http://{addr}/v1/members");
+        let url = format!("{}://{addr}/v1/members", cfg.scheme());
         match http.get(&url).send().await {
             Ok(r) if r.status().is_success() => match r.json::<Members>().await {
                 Ok(m) => {

@@ -283,9 +283,10 @@ pub async fn cluster(
     for id in ids.iter().copied().filter(|id| *id != app.cfg.id) {
         let addr = app.client_addr(id);
         let http = app.http.clone();
+        let scheme = app.cfg.scheme();
         fetches.spawn(async move {
             let answer = match &addr {
-                Some(a) => fetch_node(&http, a).await,
+                Some(a) => fetch_node(&http, scheme, a).await,
                 None => Err("its client address is unknown here".to_string()),
             };
             (id, addr, answer)
@@ -331,8 +332,14 @@ pub async fn cluster(
 }
 
 /// Another member's `/v1/dashboard/node`, or why not.
-async fn fetch_node(http: &reqwest::Client, addr: &PeerAddr) -> Result<NodeJson, String> {
-    let url = format!("http://{addr}/v1/dashboard/node");
+/// `scheme`: this node's (`https` under TLS: every node of a cluster runs
+/// with TLS or none does), as forwarding does.
+async fn fetch_node(
+    http: &reqwest::Client,
+    scheme: &str,
+    addr: &PeerAddr,
+) -> Result<NodeJson, String> {
+    let url = format!("{scheme}://{addr}/v1/dashboard/node");
     let resp = http
         .get(&url)
         .timeout(NODE_FETCH_TIMEOUT)
