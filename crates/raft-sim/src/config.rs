@@ -354,6 +354,9 @@ pub struct Params {
     /// the vote is durable) and restarts at once: elections are where
     /// forgotten votes hurt.
     pub crash_after_vote_prob: f64,
+    /// Chance that a follower crashes right after acknowledging new
+    /// entries (before anything else happens to it).
+    pub crash_after_ack_prob: f64,
     /// How long a partition lasts.
     pub heal_min_us: Micros,
     pub heal_max_us: Micros,
@@ -490,6 +493,7 @@ impl Params {
             segment_bytes_max: rng.range(4 << 10, 64 << 10),
             cache_bytes_max: rng.range(0, 32 << 10),
             snapshot_keep_entries: rng.range(0, 3) * 8,
+            crash_after_ack_prob: if f.crash { rng.float(0.0, 0.05) } else { 0.0 },
         };
         match profile {
             "leader-churn" => {

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use std::path::PathBuf;
 
 use raft_core::{
-    Config, Entry, LogIndex, LogStore, MemStorage, Membership, MembershipChange, Message,
-    MessageBody, Nanos, NodeId, Role, Snapshot, SoftState, StateMachine, Term,
+    AppendOutcome, AppendResponse, Config, Entry, LogIndex, LogStore, MemStorage, Membership,
+    MembershipChange, Message, MessageBody, Nanos, NodeId, Role, Snapshot, SoftState, StateMachine,
+    Term,
 };
 use raft_host::{
     Event as HostEvent, HostConfig, ProposeError, ReadConsistency, ReadError, ReadPath, WriteBatch,
@@ -405,6 +406,9 @@ struct Node {
     disk_fault_armed: bool,
     /// Highest commit index made durable (hard state), across restarts.
     durable_commit: LogIndex,
+    /// Highest match index this node acknowledged to a leader (for the
+    /// crash-after-acknowledging fault).
+    last_ack_match: LogIndex,
     /// Highest term in which this node was seen leading (checked).
     led_term: Term,
     /// Highest term in which this node was seen committing as leader.
@@ -676,6 +680,7 @@ impl Sim {
                 disk_fail_next: false,
                 disk_fault_armed: false,
                 durable_commit: 0,
+                last_ack_match: 0,
                 led_term: 0,
                 committed_as_leader_term: 0,
                 tick_us: tick_us.max(1),
@@ -1960,6 +1965,31 @@ impl Sim {
                 );
                 let after = self.rng.range(200, 3 * TICK_US);
                 self.schedule(after, Event::Restart { node: m.from });
+            }
+        }
+        if let MessageBody::AppendResponse(AppendResponse {
+            outcome: AppendOutcome::Success { match_index },
+            ..
+        }) = &m.body
+        {
+            // Likewise for acknowledgements: sometimes crash a follower right
+            // after it acknowledged new entries (a host that acknowledged
+            // before its fsync loses them, and the leader counted them).
+            let node = self.node(m.from);
+            if *match_index > node.last_ack_match {
+                node.last_ack_match = *match_index;
+                if self.phase == Phase::Faults && self.rng.chance(self.params.crash_after_ack_prob)
+                {
+                    self.schedule(
+                        0,
+                        Event::Crash {
+                            node: m.from,
+                            reason: "crash right after acknowledging entries",
+                        },
+                    );
+                    let after = self.rng.range(200, 3 * TICK_US);
+                    self.schedule(after, Event::Restart { node: m.from });
+                }
             }
         }
         let faults = self.phase == Phase::Faults;
