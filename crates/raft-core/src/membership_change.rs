@@ -106,6 +106,7 @@ impl<S: LogStore> RawNode<S> {
             .configs
             .last()
             .expect("configs always holds the base configuration");
+        let config_index = *index;
         if *index != self.membership_index || *m != self.membership {
             self.membership = m.clone();
             self.membership_index = *index;
@@ -113,7 +114,12 @@ impl<S: LogStore> RawNode<S> {
         if self.role == Role::Leader {
             let membership = &self.membership;
             self.progress.retain(|&id, _| membership.contains(id));
-            let next = self.log.last_index() + 1;
+            // A member new to this configuration is sent the log from the
+            // configuration entry that added it: the next broadcast carries
+            // that entry to it (and its refusal starts the probe back to
+            // where its log ends). Started after it, it would hear nothing
+            // until some later entry.
+            let next = config_index.clamp(1, self.log.last_index() + 1);
             self.track_members(next);
         }
     }

@@ -521,7 +521,15 @@ impl<S: LogStore> RawNode<S> {
             return Ok(false);
         }
         self.commit_to(index);
-        self.commit_broadcast_pending = true;
+        // Followers learn the new commit index with the next AppendEntries
+        // or heartbeat (both carry it), not from an empty append of its
+        // own: at low load that extra round (two follower turns and two
+        // acknowledgements per write, which carry nothing new) was about a
+        // third of the runtime's CPU per write (issue 10). Nothing waits on
+        // a follower's commit index: the leader answers proposals, and a
+        // follower's ReadIndex read waits for a heartbeat round, which
+        // carries the commit index to it before the read point comes back.
+        // An idle follower applies at most one heartbeat interval late.
         Ok(true)
     }
 

@@ -609,6 +609,14 @@ where
         &self.sm
     }
 
+    /// The commit index as of the last Ready taken: what the writes handed
+    /// out so far say. The engine's own (`raft().commit_index()`) can be
+    /// ahead of it while the host holds Readies back (`inflight_writes_max`
+    /// reached): the entries that commit covers may not be handed out yet.
+    pub fn committed(&self) -> LogIndex {
+        self.commit
+    }
+
     /// Index of the last entry applied to the state machine.
     pub fn applied_index(&self) -> LogIndex {
         self.applied

@@ -28,6 +28,10 @@ const VALUE_BYTES: usize = 8;
 /// durable state machine issue's, not this benchmark's.
 const KEYS: u64 = 10_000;
 
+/// The server binary's allocator (see raftkv's main.rs): measure what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

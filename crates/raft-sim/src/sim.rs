@@ -1816,7 +1816,10 @@ impl Sim {
             return self.violation("validate", format!("n{id}: {e}"));
         }
         let raft = run.host.raft();
-        let commit = raft.commit_index();
+        // The commit as of the last Ready the host took: the writes behind
+        // it (and so the shadow log) may lag the engine's own commit while
+        // the host holds Readies back at its in-flight limit.
+        let commit = run.host.committed();
         let applied = raft.applied_index();
         let role = raft.role();
         let term = raft.term();

@@ -37,7 +37,8 @@ fn membership_add_learner_catch_up_then_promote_through_joint() {
     c.add_empty_node(4);
     c.node_mut(l).change_membership(&[AddLearner(4)]).unwrap();
     c.deliver_all();
-    c.ticks(3);
+    // Followers learn the last commit index with the next heartbeat.
+    c.ticks(10);
     assert_eq!(c.node(4).membership().learners, set(&[4]));
     assert_eq!(
         c.applied_data(4),
@@ -54,7 +55,7 @@ fn membership_add_learner_catch_up_then_promote_through_joint() {
 
     c.node_mut(l).change_membership(&[AddVoter(4)]).unwrap();
     c.deliver_all();
-    c.ticks(3);
+    c.ticks(10);
     let configs = configs_in_log(&c, 4);
     let joint = &configs[configs.len() - 2];
     assert_eq!(joint.voters, set(&[1, 2, 3, 4]));
