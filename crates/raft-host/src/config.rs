@@ -31,6 +31,13 @@ pub struct HostConfig {
     /// Longest a taken snapshot is held for `snapshot_keep_entries`, in
     /// ticks. 0 never holds one.
     pub snapshot_keep_ticks_max: u64,
+    /// The first read context. A context names one ReadIndex request in
+    /// the messages to and from the leader; a context used again after a
+    /// restart could match a delayed answer to the previous run's request
+    /// and serve a read at that older read point (a stale read: found by
+    /// raft-sim, seed 128431). Give every start a fresh random value (the
+    /// runtime draws one from the OS; the simulator from its seed).
+    pub read_ctx_start: u64,
 }
 
 impl HostConfig {
@@ -45,6 +52,7 @@ impl HostConfig {
             snapshot_trigger_bytes: 256 << 20,
             snapshot_keep_entries: 1_000,
             snapshot_keep_ticks_max: 300,
+            read_ctx_start: 1,
         }
     }
 }

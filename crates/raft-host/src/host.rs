@@ -247,7 +247,7 @@ where
             events: VecDeque::new(),
             inflight: VecDeque::new(),
             waiters: BTreeMap::new(),
-            next_read_ctx: 1,
+            next_read_ctx: cfg.read_ctx_start,
             reads_unconfirmed: HashMap::new(),
             reads_waiting: BTreeMap::new(),
             reads_waiting_count: 0,
@@ -426,7 +426,7 @@ where
             return Err((caller, ReadError::Backpressure));
         }
         let ctx = self.next_read_ctx;
-        self.next_read_ctx += 1;
+        self.next_read_ctx = self.next_read_ctx.wrapping_add(1);
         let bytes = Bytes::copy_from_slice(&ctx.to_be_bytes());
         let mut path = ReadPath::Quorum;
         let res = match consistency {

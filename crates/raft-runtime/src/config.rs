@@ -110,6 +110,7 @@ impl RuntimeConfig {
             snapshot_trigger_bytes: self.snapshot_trigger_bytes,
             snapshot_keep_entries: self.snapshot_keep_entries,
             snapshot_keep_ticks_max: self.snapshot_keep_ticks_max,
+            read_ctx_start: fresh_random_u64(),
         }
     }
 
@@ -169,4 +170,19 @@ pub enum ConfigError {
         min: u64,
         max: u64,
     },
+}
+
+/// 64 random bits from the OS (through std's per-process hash keys, which
+/// std seeds from the OS's random source): unique per start, so read
+/// contexts never repeat across restarts (see
+/// `raft_host::HostConfig::read_ctx_start`).
+fn fresh_random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }

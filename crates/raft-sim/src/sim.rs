@@ -960,6 +960,11 @@ impl Sim {
         c.snapshot_trigger_bytes = 0;
         c.snapshot_keep_entries = self.params.snapshot_keep_entries;
         c.snapshot_keep_ticks_max = 5 * u64::from(ELECTION_TIMEOUT_TICKS);
+        // A fresh first read context per start, as the runtime draws one.
+        // Derived rather than drawn from `self.rng`, so that every other
+        // choice of a seed stays as it was.
+        let epoch = u64::from(self.nodes[id as usize - 1].epoch);
+        c.read_ctx_start = Rng::new(self.cfg.seed ^ (id << 48) ^ (epoch << 32)).next_u64();
         c
     }
 

@@ -102,3 +102,15 @@ fn seed_112502_7_nodes_client_stuck_on_removed_nodes() {
 fn seed_252186_3_nodes_torn_write_kept_entries_of_a_lost_term() {
     seed_passes(252186, 3);
 }
+
+/// Linearizability (read-index): n3 sent a ReadIndex request, crashed, and
+/// restarted; its host numbered read contexts from 1 again, so the leader's
+/// delayed answer to the old request (read point 10) matched a new read
+/// that arrived after entry 11 committed, and was served at 10. Read
+/// contexts now start at a fresh random value per start
+/// (`HostConfig::read_ctx_start`). Found by `raft-sim run --seeds
+/// 100000..434000 --nodes 3` once the simulator ran the host layer.
+#[test]
+fn seed_128431_3_nodes_read_context_reused_after_restart() {
+    seed_passes(128431, 3);
+}
