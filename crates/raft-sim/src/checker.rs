@@ -197,17 +197,35 @@ impl Checker {
         }
     }
 
-    /// A node's log replaced this entry: it must not have been committed.
+    /// A node's log replaced this entry with one of `by_term`: it must not
+    /// have been committed by a leader of `by_term` or earlier. A leader of
+    /// an older term (deposed, not knowing it yet) may overwrite a
+    /// committed entry on a follower that never learned of the commit
+    /// either (still in that term, e.g. a removed node or one cut off):
+    /// Leader Completeness binds only leaders of later terms, and neither
+    /// node can apply the entry it got (the follower never truncates below
+    /// its own commit index, and the old leader cannot commit at that index
+    /// any more: a majority has moved to the later term). A leader of the
+    /// commit term or later overwriting it is the violation. With the
+    /// commit term unknown (no leader was seen committing it), any
+    /// overwrite is.
     pub fn overwritten(
         &self,
         index: LogIndex,
         term: Term,
         hash: u64,
+        by_term: Term,
         node: NodeId,
     ) -> Result<(), String> {
         match self.committed.get(&index) {
-            Some(c) if c.term == term && c.hash == hash => {
-                Err(format!("n{node} overwrote committed entry {index}@t{term}"))
+            Some(c)
+                if c.term == term
+                    && c.hash == hash
+                    && c.commit_term.is_none_or(|ct| by_term >= ct) =>
+            {
+                Err(format!(
+                    "n{node} overwrote committed entry {index}@t{term} with an entry of term {by_term}"
+                ))
             }
             _ => Ok(()),
         }
@@ -322,8 +340,15 @@ mod tests {
         let mut c = Checker::default();
         c.applied(1, 1, 7, 1).unwrap();
         assert!(c.applied(1, 2, 7, 2).is_err());
-        assert!(c.overwritten(1, 1, 7, 3).is_err());
-        c.overwritten(1, 2, 9, 3).unwrap();
+        assert!(c.overwritten(1, 1, 7, 2, 3).is_err());
+        c.overwritten(1, 2, 9, 2, 3).unwrap();
+        // Committed by the leader of term 4: a deposed leader of term 3 may
+        // overwrite it on a follower that never learned of the commit; a
+        // leader of term 4 or later may not (seed 222476, 5 nodes).
+        c.committed(2, 2, 0xdd, Some(4), 1).unwrap();
+        c.overwritten(2, 2, 0xdd, 3, 5).unwrap();
+        assert!(c.overwritten(2, 2, 0xdd, 4, 5).is_err());
+        assert!(c.overwritten(2, 2, 0xdd, 6, 5).is_err());
         c.acked(1, 1).unwrap();
         assert!(c.acked(1, 2).is_err());
         assert!(c.acked(2, 1).is_err());

@@ -1804,8 +1804,14 @@ impl Sim {
             }
             prev = Some(e.term);
         }
+        // The term of the leader whose append replaced them: the node took
+        // it in its current term (each input is driven on its own).
+        let by_term = node
+            .run
+            .as_ref()
+            .map_or(Term::MAX, |r| r.host.raft().term());
         for (index, term, hash) in replaced {
-            if let Err(msg) = self.checker.overwritten(index, term, hash, id) {
+            if let Err(msg) = self.checker.overwritten(index, term, hash, by_term, id) {
                 return self.violation("state-machine-safety", msg);
             }
         }

@@ -114,3 +114,16 @@ fn seed_252186_3_nodes_torn_write_kept_entries_of_a_lost_term() {
 fn seed_128431_3_nodes_read_context_reused_after_restart() {
     seed_passes(128431, 3);
 }
+
+/// Not a protocol bug: the checker was too strict. n4, candidate of term 3,
+/// was paused, woke up leading term 3 (its votes came before term 4 began)
+/// and overwrote entry 10@t2, which n6 had committed in term 4, on n5: a
+/// removed node still in term 3 that never learned of the commit. Leader
+/// Completeness binds only leaders of later terms, and neither n4 nor n5
+/// can apply the entry they hold there. The checker now flags an overwrite
+/// only by a leader of the commit term or later. Found by `raft-sim run
+/// --seeds 100000..434000 --nodes 5`.
+#[test]
+fn seed_222476_5_nodes_deposed_leader_overwrites_on_a_removed_node() {
+    seed_passes(222476, 5);
+}
