@@ -108,6 +108,6 @@ pub use message::*;
 pub use node::{Counters, NewError, PeerStatus, ProposalId, RawNode, Status};
 pub use progress::ProgressState;
 pub use ready::{MembershipChange, ReadState, Ready};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotSink, SnapshotSource, SourceMeta, StateMachine};
 pub use storage::{InitialState, LogStore, MemStorage, StorageError};
 pub use types::*;

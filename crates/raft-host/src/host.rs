@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use bytes::Bytes;
 use raft_core::{
     Entry, EntryPayload, HardState, LogIndex, LogStore, Membership, MembershipChange, Message,
-    Nanos, NodeId, ProposalId, RawNode, Ready, Role, Snapshot, SnapshotMeta, SoftState,
+    MessageBody, Nanos, NodeId, ProposalId, RawNode, Ready, Role, Snapshot, SnapshotMeta, SoftState,
     StateMachine, StepError, Term,
 };
 use tracing::{debug, info};
@@ -46,7 +46,17 @@ pub enum WriteOp {
     /// report with [`NodeHost::handle_compacted`]. Only after every write
     /// handed out before it.
     Compact(Snapshot),
+    /// Durable state machines: call `StateMachine::checkpoint` (under the
+    /// state machine's read lock, off the host's thread: it may flush and
+    /// fsync for a while) and report with [`NodeHost::handle_checkpointed`].
+    /// The host applies nothing until then.
+    Checkpoint,
 }
+
+/// Most bytes of committed entries the host queues while a checkpoint runs;
+/// past it, it takes no more Readies until the checkpoint is done (so a
+/// slow disk slows the node instead of growing memory).
+const APPLY_QUEUE_BYTES_MAX: u64 = 64 << 20;
 
 /// The writes of one Ready: snapshot, then entries, then hard state.
 #[derive(Clone, Debug)]
@@ -170,6 +180,19 @@ pub struct NodeHost<S: LogStore, SM: StateMachine, P: Caller, Q: Caller> {
     compacting: bool,
     /// A snapshot taken and held for `snapshot_keep_entries` more entries.
     pending_snapshot: Option<PendingSnapshot>,
+    /// The state machine keeps its own state durable (see raft-core's
+    /// `state_machine` docs): checkpoints instead of snapshots, and
+    /// snapshots for followers are streamed by the shell.
+    durable: bool,
+    /// A checkpoint handed out and not yet reported: the metadata of the
+    /// index it makes durable (the applied index when it was handed out).
+    checkpointing: Option<SnapshotMeta>,
+    /// Committed entries waiting for a checkpoint to finish, and their size.
+    apply_queue: VecDeque<Entry>,
+    apply_queue_bytes: u64,
+    /// Durable state machines: snapshot messages the engine wants sent,
+    /// for the shell to stream (see [`NodeHost::poll_snapshot_send`]).
+    snapshot_sends: VecDeque<Message>,
     soft: SoftState,
     commit: LogIndex,
     ticks: u64,
@@ -222,18 +245,48 @@ where
     pub fn open(cfg: HostConfig, storage: S, mut state_machine: SM) -> Result<Self, OpenError> {
         let snapshot = storage.snapshot().map_err(StorageFailure::from)?;
         let snap_index = snapshot.meta.last_index;
-        if snap_index > 0 {
-            state_machine
-                .restore(&snapshot.data)
-                .map_err(|e| OpenError::Restore(e.to_string()))?;
-        }
-        let applied = state_machine.applied_index();
-        if applied != snap_index {
-            return Err(OpenError::StateMachineMismatch {
+        let durable = state_machine.durable_applied_index().is_some();
+        let (applied, applied_term, applied_membership) = if durable {
+            // The state machine holds its state as of its last checkpoint;
+            // the log was compacted no further. The log is ahead only if a
+            // snapshot from the leader was recorded and the crash came
+            // before the state machine switched to it: switch now.
+            if snap_index > state_machine.applied_index() {
+                state_machine
+                    .restore(&snapshot.data)
+                    .map_err(|e| OpenError::Restore(e.to_string()))?;
+            }
+            let applied = state_machine.applied_index();
+            if applied < snap_index || applied > storage.last_index().max(snap_index) {
+                return Err(OpenError::StateMachineMismatch {
+                    applied,
+                    snapshot: snap_index,
+                });
+            }
+            let (term, membership) = state_machine.applied_meta();
+            // No membership entry applied: the snapshot's (which, with no
+            // snapshot, is the bootstrap configuration).
+            let membership = membership.unwrap_or_else(|| snapshot.meta.membership.clone());
+            (applied, term, membership)
+        } else {
+            if snap_index > 0 {
+                state_machine
+                    .restore(&snapshot.data)
+                    .map_err(|e| OpenError::Restore(e.to_string()))?;
+            }
+            let applied = state_machine.applied_index();
+            if applied != snap_index {
+                return Err(OpenError::StateMachineMismatch {
+                    applied,
+                    snapshot: snap_index,
+                });
+            }
+            (
                 applied,
-                snapshot: snap_index,
-            });
-        }
+                snapshot.meta.last_term,
+                snapshot.meta.membership.clone(),
+            )
+        };
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.applied = applied;
         let node = RawNode::new(raft_cfg, storage)?;
@@ -252,12 +305,18 @@ where
             reads_waiting: BTreeMap::new(),
             reads_waiting_count: 0,
             applied,
-            applied_term: snapshot.meta.last_term,
-            applied_membership: snapshot.meta.membership,
-            snapshot_index: snap_index,
+            applied_term,
+            applied_membership,
+            // Durable: the trigger counts from the checkpoint.
+            snapshot_index: applied,
             applied_bytes_since_snapshot: 0,
             compacting: false,
             pending_snapshot: None,
+            durable,
+            checkpointing: None,
+            apply_queue: VecDeque::new(),
+            apply_queue_bytes: 0,
+            snapshot_sends: VecDeque::new(),
             soft,
             commit,
             ticks: 0,
@@ -292,6 +351,14 @@ where
     /// engine); only a storage failure is an error, and it is fatal.
     pub fn handle_message(&mut self, m: Message) -> Result<(), StorageFailure> {
         self.check_fatal()?;
+        if self.durable && matches!(m.body, MessageBody::SnapshotRequest(_)) {
+            // With a durable state machine a snapshot's data travels beside
+            // the message stream, and the message arrives through
+            // `handle_snapshot_received` once the data is here. One on the
+            // message stream carries no data to install: drop it.
+            debug!(from = m.from, "snapshot message without streamed data dropped");
+            return Ok(());
+        }
         let (from, kind) = (m.from, m.kind());
         match self.node.step(m) {
             Ok(()) => Ok(()),
@@ -497,6 +564,66 @@ where
         Ok(())
     }
 
+    /// Durable state machines: the shell received a streamed snapshot into
+    /// the state machine's sink. `m` is the leader's snapshot message, its
+    /// metadata set to what the stream covers and its data to the sink's
+    /// descriptor (see raft-core's `SnapshotSink::finish`). The engine
+    /// decides whether to install it, as for any snapshot message.
+    pub fn handle_snapshot_received(&mut self, m: Message) -> Result<(), StorageFailure> {
+        self.check_fatal()?;
+        if !self.durable {
+            debug!(from = m.from, "streamed snapshot for an in-memory state machine dropped");
+            return Ok(());
+        }
+        let (from, kind) = (m.from, m.kind());
+        match self.node.step(m) {
+            Ok(()) => Ok(()),
+            Err(StepError::Storage(e)) => Err(self.set_fatal(format!("engine storage read: {e}"))),
+            Err(e) => {
+                debug!(from, kind, error = %e, "snapshot message dropped");
+                Ok(())
+            }
+        }
+    }
+
+    /// The checkpoint handed out is done (`Ok(durable applied index)`) or
+    /// failed (fatal: the state machine's disk cannot be trusted). Applying
+    /// resumes; the log may be compacted up to the checkpoint once
+    /// `snapshot_keep_entries` more entries are applied.
+    pub fn handle_checkpointed(&mut self, result: Result<LogIndex, String>) -> Result<(), StorageFailure> {
+        let Some(meta) = self.checkpointing.take() else {
+            return Err(self.set_fatal("checkpoint reported with none handed out".into()));
+        };
+        let index = match result {
+            Ok(index) => index,
+            Err(e) => return Err(self.set_fatal(format!("state machine checkpoint failed: {e}"))),
+        };
+        if self.snapshot_index > meta.last_index {
+            // A snapshot from the leader replaced the state meanwhile (its
+            // install is durable and the log was reset to it): nothing to
+            // compact for this checkpoint.
+        } else if index != meta.last_index {
+            return Err(self.set_fatal(format!(
+                "state machine checkpointed index {index}, expected {}",
+                meta.last_index
+            )));
+        } else {
+            info!(index, "state machine checkpoint durable");
+            // Compacted by `maybe_snapshot` once the keep policy allows.
+            self.pending_snapshot = Some(PendingSnapshot {
+                snapshot: Snapshot {
+                    meta,
+                    data: Bytes::new(),
+                },
+                taken_at_tick: self.ticks,
+            });
+        }
+        // Apply what waited for the checkpoint.
+        let queued: Vec<Entry> = self.apply_queue.drain(..).collect();
+        self.apply_queue_bytes = 0;
+        self.apply(queued)
+    }
+
     /// The compaction handed out last is done: the log starts after `index`.
     pub fn handle_compacted(&mut self, index: LogIndex) {
         self.compacting = false;
@@ -511,7 +638,10 @@ where
     /// drain the `poll_*` queues.
     pub fn process(&mut self) -> Result<(), StorageFailure> {
         self.check_fatal()?;
-        while self.inflight.len() < self.cfg.inflight_writes_max && self.node.has_ready() {
+        while self.inflight.len() < self.cfg.inflight_writes_max
+            && self.apply_queue_bytes < APPLY_QUEUE_BYTES_MAX
+            && self.node.has_ready()
+        {
             let rd = match self.node.ready() {
                 Ok(rd) => rd,
                 Err(e) => return Err(self.set_fatal(format!("engine storage read: {e}"))),
@@ -575,6 +705,19 @@ where
     /// The next disk operation, in the order they must be done.
     pub fn poll_write(&mut self) -> Option<WriteOp> {
         self.writes.pop_front()
+    }
+
+    /// Durable state machines: the next snapshot the engine wants sent to a
+    /// follower. The shell streams the state machine's
+    /// `snapshot_source()` to `m.to` beside the message stream, then
+    /// delivers `m` with its metadata set to what the stream covers (the
+    /// source's index, term and membership, falling back to `m`'s
+    /// membership), and the receiver hands it to
+    /// [`handle_snapshot_received`](Self::handle_snapshot_received). The
+    /// engine resends while no answer comes: a shell streaming to `m.to`
+    /// already ignores the repeats.
+    pub fn poll_snapshot_send(&mut self) -> Option<Message> {
+        self.snapshot_sends.pop_front()
     }
 
     /// The next answer or notice.
@@ -724,6 +867,25 @@ where
                 self.cfg.inflight_writes_max
             ));
         }
+        if !self.apply_queue.is_empty() && self.checkpointing.is_none() {
+            return Err("entries queued for applying with no checkpoint running".into());
+        }
+        if let Some(first) = self.apply_queue.front() {
+            if first.index != self.applied + 1 {
+                return Err(format!(
+                    "queued entries start at {} after applied {}",
+                    first.index, self.applied
+                ));
+            }
+        }
+        if let Some(c) = &self.checkpointing {
+            if c.last_index > self.applied {
+                return Err(format!(
+                    "checkpoint at {} beyond applied {}",
+                    c.last_index, self.applied
+                ));
+            }
+        }
         let waiting: usize = self.reads_waiting.values().map(Vec::len).sum();
         if waiting != self.reads_waiting_count {
             return Err(format!(
@@ -817,8 +979,19 @@ where
         }
         let must_write = rd.must_persist() || !rd.persisted_messages.is_empty();
         // 1. Messages that depend on nothing unwritten: send at once (a
-        // leader's AppendEntries overlap its own fsync).
-        self.transmits.extend(rd.messages);
+        // leader's AppendEntries overlap its own fsync). A durable state
+        // machine's snapshots go to the shell's streamer instead.
+        if self.durable {
+            for m in rd.messages {
+                if matches!(m.body, MessageBody::SnapshotRequest(_)) {
+                    self.snapshot_sends.push_back(m);
+                } else {
+                    self.transmits.push_back(m);
+                }
+            }
+        } else {
+            self.transmits.extend(rd.messages);
+        }
         if let Some(hs) = rd.hard_state {
             if hs.commit > self.commit {
                 self.counters.entries_committed += hs.commit - self.commit;
@@ -935,35 +1108,68 @@ where
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StorageFailure> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if self.checkpointing.is_some() {
+            // The state machine is flushing under its read lock; applying
+            // would wait for it. Keep them (bounded: `process` takes no
+            // more Readies past APPLY_QUEUE_BYTES_MAX).
+            self.apply_queue_bytes += entries.iter().map(|e| e.size_bytes()).sum::<u64>();
+            self.apply_queue.extend(entries);
+            return Ok(());
+        }
+        #[allow(unused_mut)]
+        let mut entries = entries;
+        #[cfg(feature = "planted-bugs")]
+        {
+            // Applied (and answered) before it committed: the BUG.
+            let speculated = self.bugs.speculated;
+            if let Some(e) = entries.iter().rev().find(|e| e.index <= speculated) {
+                self.applied = self.applied.max(e.index);
+            }
+            entries.retain(|e| e.index > speculated);
+            if entries.is_empty() {
+                return Ok(());
+            }
+        }
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
+        assert_eq!(
+            entries[0].index,
+            self.applied + 1,
+            "engine handed out entry {} after applied {}",
+            entries[0].index,
+            self.applied
+        );
+        debug_assert!(
+            entries.windows(2).all(|w| w[1].index == w[0].index + 1),
+            "engine handed out entries with a gap"
+        );
         let sm_lock = self.sm.clone();
         // Poisoned only by a panicking reader; see `sm_write`.
         let mut sm = sm_lock.write().unwrap_or_else(|e| e.into_inner());
-        for e in &entries {
-            #[cfg(feature = "planted-bugs")]
-            if e.index <= self.bugs.speculated {
-                // Applied (and answered) before it committed: the BUG.
-                self.applied = self.applied.max(e.index);
-                continue;
+        let responses = match sm.apply_batch(&entries) {
+            Ok(r) if r.len() == entries.len() => r,
+            Ok(r) => {
+                drop(sm);
+                return Err(self.set_fatal(format!(
+                    "state machine answered {} of {} entries",
+                    r.len(),
+                    entries.len()
+                )));
             }
-            assert_eq!(
-                e.index,
-                self.applied + 1,
-                "engine handed out entry {} after applied {}",
-                e.index,
-                self.applied
-            );
-            let resp = match sm.apply(e) {
-                Ok(r) => r,
-                Err(err) => {
-                    drop(sm);
-                    return Err(
-                        self.set_fatal(format!("state machine apply of {} failed: {err}", e.index))
-                    );
-                }
-            };
+            Err(err) => {
+                drop(sm);
+                return Err(self.set_fatal(format!(
+                    "state machine apply of {}..={last} failed: {err}",
+                    entries[0].index
+                )));
+            }
+        };
+        drop(sm);
+        for (e, resp) in entries.iter().zip(responses) {
             self.applied = e.index;
             self.applied_term = e.term;
             self.applied_bytes_since_snapshot += e.size_bytes();
@@ -981,7 +1187,6 @@ where
             }
             self.answer(e, resp);
         }
-        drop(sm);
         self.node.on_applied(last);
         self.serve_reads();
         Ok(())
@@ -1041,6 +1246,11 @@ where
             "snapshot installed from leader"
         );
         self.counters.snapshots_installed += 1;
+        // Every queued entry is at or below the snapshot (the engine
+        // installs only snapshots beyond its commit index).
+        debug_assert!(self.apply_queue.iter().all(|e| e.index <= index));
+        self.apply_queue.clear();
+        self.apply_queue_bytes = 0;
         self.applied = self.applied.max(index);
         self.applied_term = snap.meta.last_term;
         self.applied_membership = snap.meta.membership;
@@ -1111,9 +1321,13 @@ where
                 }
             }
             // One snapshot at a time: the next is taken after this one.
-            return Ok(());
+            // (A durable state machine's checkpoints cost no memory while
+            // held; they may go on.)
+            if !self.durable {
+                return Ok(());
+            }
         }
-        if self.compacting || self.applied <= self.snapshot_index {
+        if self.compacting || self.checkpointing.is_some() || self.applied <= self.snapshot_index {
             return Ok(());
         }
         let entries = self.applied - self.snapshot_index;
@@ -1127,6 +1341,20 @@ where
         #[cfg(feature = "planted-bugs")]
         if self.bugs.speculated > self.applied {
             return Ok(()); // the state machine is ahead of `applied`
+        }
+        if self.durable {
+            // The state is on disk already: make it durable and compact the
+            // log up to it once the checkpoint is done.
+            debug!(index = self.applied, entries, "checkpointing the state machine");
+            self.checkpointing = Some(SnapshotMeta {
+                last_index: self.applied,
+                last_term: self.applied_term,
+                membership: self.applied_membership.clone(),
+            });
+            self.snapshot_index = self.applied;
+            self.applied_bytes_since_snapshot = 0;
+            self.writes.push_back(WriteOp::Checkpoint);
+            return Ok(());
         }
         let data = {
             let sm = self.sm.read().unwrap_or_else(|e| e.into_inner());

@@ -71,6 +71,8 @@ pub mod merge;
 pub mod status;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_durable;
 
 pub use bugs::HostBug;
 pub use config::HostConfig;

@@ -89,6 +89,7 @@ fn write_all(h: &mut Host) -> usize {
                 h.store_mut().compact(snap).unwrap();
                 h.handle_compacted(index);
             }
+            WriteOp::Checkpoint => unreachable!("an in-memory state machine is never checkpointed"),
         }
         h.process().unwrap();
     }
@@ -254,6 +255,7 @@ fn a_snapshot_is_taken_and_compacted_after_the_keep_window() {
                     h.store_mut().compact(s).unwrap();
                     h.handle_compacted(index);
                 }
+                WriteOp::Checkpoint => unreachable!("in-memory state machine"),
             }
             h.process().unwrap();
         }
@@ -280,10 +282,10 @@ fn a_failing_state_machine_is_fatal_and_every_caller_hears_it() {
     assert!(err.0.contains("poisoned"), "{err}");
     h.shut_down(Some(err.0.clone()));
     let evs = events(&mut h);
-    // The first proposal applied; the rest fail with the fatal reason.
+    // The batch (all three entries) failed as a whole: no answer says
+    // applied, every caller hears the fatal reason.
     assert!(
-        evs.iter()
-            .any(|e| matches!(e, Event::Applied { caller: 1, .. })),
+        !evs.iter().any(|e| matches!(e, Event::Applied { .. })),
         "{evs:?}"
     );
     let failed: Vec<u64> = evs
@@ -300,7 +302,7 @@ fn a_failing_state_machine_is_fatal_and_every_caller_hears_it() {
             _ => None,
         })
         .collect();
-    assert_eq!(failed, vec![2, 3]);
+    assert_eq!(failed, vec![1, 2, 3]);
     // And every later input is refused with it.
     assert!(matches!(
         h.handle_propose(Bytes::from_static(&[1]), 4),

@@ -1,0 +1,269 @@
+//! The host with a durable state machine: checkpoints instead of
+//! snapshots, the log compacted only up to a checkpoint, applying paused
+//! while one runs, restarts from the checkpoint, and snapshot messages
+//! handed to the shell's streamer.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use raft_core::{
+    Entry, EntryPayload, LogIndex, LogStore, MemStorage, Membership, Message, MessageBody, Role,
+    SnapshotMeta, SnapshotRequest, StateMachine, Term,
+};
+
+use crate::*;
+
+/// Sums the first byte of every command, like the in-memory test state
+/// machine, but "durable": `checkpoint` copies the state to `durable`,
+/// which is all a crash keeps.
+#[derive(Default)]
+struct DurableSum {
+    applied: LogIndex,
+    applied_term: Term,
+    total: u64,
+    /// (applied, term, total) as of the last checkpoint.
+    durable: Mutex<(LogIndex, Term, u64)>,
+    /// Restores seen: the descriptors passed.
+    restored: Vec<Bytes>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("durable sum failed")]
+struct Failed;
+
+impl DurableSum {
+    /// What a crash leaves: the state as of the last checkpoint.
+    fn crashed(&self) -> DurableSum {
+        let (applied, applied_term, total) = *self.durable.lock().unwrap();
+        DurableSum {
+            applied,
+            applied_term,
+            total,
+            durable: Mutex::new((applied, applied_term, total)),
+            restored: Vec::new(),
+        }
+    }
+}
+
+impl StateMachine for DurableSum {
+    type Response = u64;
+    type Error = Failed;
+    fn apply(&mut self, e: &Entry) -> Result<u64, Failed> {
+        if let EntryPayload::Normal(b) = &e.payload {
+            self.total += u64::from(*b.first().unwrap_or(&0));
+        }
+        self.applied = e.index;
+        self.applied_term = e.term;
+        Ok(self.total)
+    }
+    fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, Failed> {
+        Err(Failed) // durable state machines stream
+    }
+    /// The test descriptor: the installed index, 8 bytes little endian.
+    fn restore(&mut self, d: &[u8]) -> Result<(), Failed> {
+        self.restored.push(Bytes::copy_from_slice(d));
+        self.applied = u64::from_le_bytes(d.try_into().map_err(|_| Failed)?);
+        self.total = 0;
+        *self.durable.lock().unwrap() = (self.applied, 0, 0);
+        Ok(())
+    }
+    fn durable_applied_index(&self) -> Option<LogIndex> {
+        Some(self.durable.lock().unwrap().0)
+    }
+    fn checkpoint(&self) -> Result<LogIndex, Failed> {
+        *self.durable.lock().unwrap() = (self.applied, self.applied_term, self.total);
+        Ok(self.applied)
+    }
+    fn applied_meta(&self) -> (Term, Option<Membership>) {
+        (self.applied_term, None)
+    }
+}
+
+type Host = NodeHost<MemStorage, DurableSum, u64, u64>;
+
+fn config() -> HostConfig {
+    let mut c = HostConfig::new(1);
+    c.raft.election_timeout_ticks = 10;
+    c.raft.heartbeat_interval_ticks = 1;
+    c.snapshot_trigger_entries = 4;
+    c.snapshot_trigger_bytes = 0;
+    c.snapshot_keep_entries = 0;
+    c
+}
+
+fn store() -> MemStorage {
+    MemStorage::new_with_membership(Membership::new_voters([1]))
+}
+
+/// Does the log writes and compactions handed out; returns the number of
+/// checkpoints handed out (not carried out: the caller decides when).
+fn write_log(h: &mut Host) -> usize {
+    let mut checkpoints = 0;
+    while let Some(op) = h.poll_write() {
+        match op {
+            WriteOp::Write(b) => {
+                let s = h.store_mut();
+                if let Some(snap) = b.snapshot {
+                    s.apply_snapshot(snap);
+                }
+                s.append(&b.entries).unwrap();
+                if let Some(hs) = b.hard_state {
+                    s.set_hard_state(hs);
+                }
+                h.handle_durable(b.number).unwrap();
+            }
+            WriteOp::Compact(snap) => {
+                assert!(snap.data.is_empty(), "a durable state machine's compaction carries no data");
+                let index = snap.meta.last_index;
+                h.store_mut().compact(snap).unwrap();
+                h.handle_compacted(index);
+            }
+            WriteOp::Checkpoint => checkpoints += 1,
+        }
+        h.process().unwrap();
+    }
+    checkpoints
+}
+
+fn checkpoint(h: &mut Host) {
+    let index = h.state_machine().read().unwrap().checkpoint().unwrap();
+    h.handle_checkpointed(Ok(index)).unwrap();
+    h.process().unwrap();
+}
+
+fn lead(h: &mut Host) {
+    for _ in 0..40 {
+        h.handle_tick();
+        h.process().unwrap();
+        write_log(h);
+        if h.raft().role() == Role::Leader && h.applied_index() >= 1 {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    while h.poll_event().is_some() {}
+}
+
+fn propose(h: &mut Host, byte: u8) -> usize {
+    h.handle_propose(Bytes::from(vec![byte]), u64::from(byte))
+        .unwrap();
+    h.process().unwrap();
+    write_log(h)
+}
+
+#[test]
+fn a_durable_state_machine_is_checkpointed_and_the_log_compacted_only_up_to_it() {
+    let mut h = NodeHost::open(config(), store(), DurableSum::default()).unwrap();
+    lead(&mut h);
+    // The blank entry and 3 proposals reach the trigger (4 entries).
+    let mut checkpoints = 0;
+    for b in 1..=3 {
+        checkpoints += propose(&mut h, b);
+    }
+    assert_eq!(checkpoints, 1, "one checkpoint at the trigger");
+    assert_eq!(h.applied_index(), 4);
+    // While it runs, new entries commit but wait to be applied.
+    assert_eq!(propose(&mut h, 10), 0);
+    assert_eq!(h.committed(), 5);
+    assert_eq!(h.applied_index(), 4, "applied during a checkpoint");
+    let early: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
+    assert!(
+        !early.iter().any(|e| matches!(e, Event::Applied { caller: 10, .. })),
+        "answered before applied: {early:?}"
+    );
+    h.validate().unwrap();
+    assert_eq!(h.store().first_index(), 1, "compacted before the checkpoint");
+    // Done: the queued entry is applied and answered, and the log is
+    // compacted up to the checkpoint (keep_entries = 0), not beyond.
+    let index = h.state_machine().read().unwrap().checkpoint().unwrap();
+    assert_eq!(index, 4);
+    h.handle_checkpointed(Ok(index)).unwrap();
+    h.process().unwrap();
+    let evs: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
+    assert!(
+        matches!(evs.as_slice(), [Event::Applied { caller: 10, index: 5, response: 16, .. }]),
+        "{evs:?}"
+    );
+    write_log(&mut h);
+    assert_eq!(h.store().first_index(), 5, "log compacted to the checkpoint");
+    h.validate().unwrap();
+}
+
+#[test]
+fn a_restart_opens_at_the_checkpoint_and_replays_only_the_rest() {
+    let mut h = NodeHost::open(config(), store(), DurableSum::default()).unwrap();
+    lead(&mut h);
+    for b in 1..=3 {
+        propose(&mut h, b);
+    }
+    checkpoint(&mut h); // durable at 4: total 6
+    write_log(&mut h);
+    for b in [20, 30] {
+        propose(&mut h, b); // applied, not durable in the state machine
+    }
+    assert_eq!(h.applied_index(), 6);
+    assert_eq!(h.state_machine().read().unwrap().total, 56);
+    // Crash: the state machine keeps its checkpoint, the log everything.
+    let sm = h.state_machine().read().unwrap().crashed();
+    let log = h.store().clone();
+    let mut r = NodeHost::open(config(), log, sm).unwrap();
+    assert_eq!(r.applied_index(), 4, "opens at the checkpoint");
+    lead(&mut r);
+    // The log after the checkpoint is replayed once, plus the new term's
+    // blank entry.
+    let sm = r.state_machine().read().unwrap();
+    assert_eq!((sm.applied, sm.total), (7, 56));
+    assert!(sm.restored.is_empty(), "nothing to restore");
+}
+
+#[test]
+fn a_failed_checkpoint_is_fatal() {
+    let mut h = NodeHost::open(config(), store(), DurableSum::default()).unwrap();
+    lead(&mut h);
+    for b in 1..=3 {
+        propose(&mut h, b);
+    }
+    let e = h.handle_checkpointed(Err("disk full".into())).unwrap_err();
+    assert!(e.to_string().contains("disk full"), "{e}");
+    assert!(h.process().is_err(), "the host stays stopped");
+}
+
+#[test]
+fn snapshot_messages_go_to_the_streamer_and_only_streamed_ones_are_installed() {
+    let mut h = NodeHost::open(config(), store(), DurableSum::default()).unwrap();
+    let req = |data: Vec<u8>| Message {
+        from: 2,
+        to: 1,
+        term: 5,
+        body: MessageBody::SnapshotRequest(SnapshotRequest {
+            meta: SnapshotMeta {
+                last_index: 10,
+                last_term: 4,
+                membership: Membership::new_voters([1, 2]),
+            },
+            total_bytes: data.len() as u64,
+            offset: 0,
+            data: Bytes::from(data),
+            done: true,
+        }),
+    };
+    // On the message stream: no data to install, dropped.
+    h.handle_message(req(Vec::new())).unwrap();
+    h.process().unwrap();
+    write_log(&mut h);
+    assert!(h.state_machine().read().unwrap().restored.is_empty());
+    assert_eq!(h.applied_index(), 0);
+    // Through the streamer: installed with the sink's descriptor.
+    h.handle_snapshot_received(req(10u64.to_le_bytes().to_vec())).unwrap();
+    h.process().unwrap();
+    write_log(&mut h);
+    assert_eq!(
+        h.state_machine().read().unwrap().restored,
+        vec![Bytes::copy_from_slice(&10u64.to_le_bytes())]
+    );
+    assert_eq!(h.applied_index(), 10);
+    assert_eq!(h.store().first_index(), 11);
+}
