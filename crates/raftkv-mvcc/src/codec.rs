@@ -370,6 +370,44 @@ impl StateRecord {
     }
 }
 
+/// Largest application record ([`crate::MvccStore::apply_batch_with_app`]),
+/// in bytes: it is held in memory, sent whole in a snapshot header, and
+/// meant for small host state (an address book), not data.
+pub const APP_BYTES_MAX: usize = 64 * 1024;
+
+/// The `app` meta record: CRC32C (over `"app"` and the blob), then the
+/// blob. Kept apart from the `state` record, which every applied batch
+/// rewrites, so that the blob is written only when the host changes it.
+pub(crate) fn encode_app(blob: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CRC_BYTES + blob.len());
+    out.extend_from_slice(&[0; CRC_BYTES]);
+    out.extend_from_slice(blob);
+    seal(&[b"app"], out)
+}
+
+/// Checks and strips the `app` meta record.
+pub(crate) fn decode_app(bytes: &[u8]) -> Result<&[u8], RecordError> {
+    const T: &str = "meta";
+    if bytes.len() < CRC_BYTES {
+        return Err(RecordError::TooShort {
+            table: T,
+            len: bytes.len() as u64,
+        });
+    }
+    check_crc(T, &[b"app"], bytes)?;
+    let blob = &bytes[CRC_BYTES..];
+    if blob.len() > APP_BYTES_MAX {
+        return Err(RecordError::Malformed {
+            table: T,
+            detail: format!(
+                "application record of {} bytes exceeds {APP_BYTES_MAX}",
+                blob.len()
+            ),
+        });
+    }
+    Ok(blob)
+}
+
 /// The `format` meta record.
 pub(crate) fn encode_format() -> Vec<u8> {
     let mut out = FORMAT_MAGIC.to_vec();
@@ -460,6 +498,13 @@ mod tests {
         assert_eq!(decode_change(7, &c).unwrap(), b"key");
         assert!(decode_change(8, &c).is_err());
         assert!(check_format(&encode_format()).is_ok());
+        let app = encode_app(b"peers");
+        assert_eq!(decode_app(&app).unwrap(), b"peers");
+        for i in 0..app.len() {
+            let mut bad = app.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_app(&bad).is_err(), "flip at {i}");
+        }
         assert!(check_format(b"RKVMVCC1\x02\0\0\0").is_err());
     }
 }

@@ -98,6 +98,17 @@ pub enum ApplyError {
         /// The entry that came next.
         entry_index: LogIndex,
     },
+    /// The application record given to
+    /// [`MvccStore::apply_batch_with_app`](crate::MvccStore::apply_batch_with_app)
+    /// is larger than [`APP_BYTES_MAX`](crate::APP_BYTES_MAX). Not fatal:
+    /// nothing was applied and the store goes on.
+    #[error("application record of {bytes} bytes exceeds the limit of {max}")]
+    AppTooLarge {
+        /// Size given.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The engine or its file failed.
     #[error(transparent)]
     Fault(#[from] Fault),
@@ -262,4 +273,12 @@ pub enum InstallError {
     /// The new file is in place but does not open.
     #[error("the installed snapshot does not open: {0}")]
     Open(#[from] OpenError),
+    /// The snapshot was received for another store, or into another kind
+    /// of storage than the store's (see
+    /// [`MvccStore::install`](crate::MvccStore::install)). Nothing changed.
+    #[error("snapshot cannot be installed here: {detail}")]
+    Mismatch {
+        /// What does not match.
+        detail: String,
+    },
 }

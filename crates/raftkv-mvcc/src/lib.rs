@@ -53,13 +53,17 @@
 //! ```
 
 mod codec;
+#[cfg(feature = "sim")]
+pub mod disk;
 mod error;
 pub mod snapshot;
 mod store;
 mod tables;
 mod view;
 
-pub use codec::{RecordError, StateRecord};
+pub use codec::{RecordError, StateRecord, APP_BYTES_MAX};
+#[cfg(feature = "sim")]
+pub use disk::DiskBackend;
 pub use error::{
     ApplyError, CheckpointError, CompactError, Fault, InstallError, OpenError, ReadError,
     ReceiveError, SendError,

@@ -9,7 +9,7 @@
 //!
 //! | tag | record | body |
 //! |---|---|---|
-//! | 1 | header | postcard `SnapshotHeader` (magic, layout version, [`StateRecord`], record count of each table) |
+//! | 1 | header | postcard `SnapshotHeader` (magic, layout version, [`StateRecord`], record count of each table, the host's application record) |
 //! | 2 | live key | key length u32, key, stored `current` value |
 //! | 3 | history | key length u32, key, revision u64, stored `history` value |
 //! | 4 | change | revision u64, stored `changes` value |
@@ -42,16 +42,16 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
-    decode_change, encode_format, CurrentRecord, HistoryRecord, SessionRecord, StateRecord,
-    FORMAT_MAGIC, FORMAT_VERSION,
+    decode_app, decode_change, encode_app, encode_format, CurrentRecord, HistoryRecord,
+    SessionRecord, StateRecord, APP_BYTES_MAX, FORMAT_MAGIC, FORMAT_VERSION,
 };
 use crate::error::{Fault, InstallError, OpenError, ReceiveError, SendError};
 use crate::store::{
-    catch, incoming_path, open_db, read_meta, remove_file_if_exists, sync_parent, MvccOptions,
-    MvccStore,
+    catch, incoming_path, open_db, read_meta, remove_file_if_exists, sync_parent, Backing,
+    DbHandle, MvccOptions, MvccStore,
 };
 use crate::tables::{
-    corrupt, engine, CHANGES, CURRENT, HISTORY, META, META_FORMAT, META_STATE, SESSIONS,
+    corrupt, engine, CHANGES, CURRENT, HISTORY, META, META_APP, META_FORMAT, META_STATE, SESSIONS,
     SESSION_LRU,
 };
 use crate::view::ReadView;
@@ -205,6 +205,9 @@ struct SnapshotHeader {
     format_version: u32,
     state: StateRecord,
     counts: TableCounts,
+    /// The host's application record ([`MvccStore::app_state`]), at most
+    /// [`APP_BYTES_MAX`] bytes.
+    app: Vec<u8>,
 }
 
 /// Which table the source is reading, and where it stands in it.
@@ -230,6 +233,8 @@ pub struct SnapshotSource {
     changes: ReadOnlyTable<u64, &'static [u8]>,
     sessions: ReadOnlyTable<u64, &'static [u8]>,
     lru: ReadOnlyTable<u64, u64>,
+    /// The application record of the view, read once.
+    app: Vec<u8>,
     chunk_bytes: usize,
     phase: Phase,
     buf: BytesMut,
@@ -246,41 +251,127 @@ impl MvccStore {
         SnapshotSource::new(self.view()?, chunk_bytes)
     }
 
-    /// Switches to a received snapshot: renames the new file over the live
-    /// one (atomic), fsyncs the directory, and reopens. Read views and
-    /// snapshot sources opened before keep reading the old state.
+    /// A receiver for a snapshot to install into this store: on the real
+    /// filesystem [`SnapshotReceiver::begin`] beside the live file, on a
+    /// disk ([`MvccStore::open_on_disk`]) the same on that disk. A store on
+    /// a caller's backend cannot make one (the caller supplies the new
+    /// backend: [`SnapshotReceiver::begin_with_backend`]).
+    pub fn snapshot_receiver(&self) -> Result<SnapshotReceiver, ReceiveError> {
+        match &self.backing {
+            Backing::File => SnapshotReceiver::begin(&self.file, &self.config, &self.options),
+            #[cfg(feature = "sim")]
+            Backing::Disk(disk) => SnapshotReceiver::begin_on_shared_disk(
+                disk.clone(),
+                &self.file,
+                &self.config,
+                &self.options,
+            ),
+            Backing::Backend => Err(ReceiveError::Io {
+                file: self.file.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "a store on a caller's backend receives snapshots into a backend the \
+                     caller supplies (SnapshotReceiver::begin_with_backend)",
+                ),
+            }),
+        }
+    }
+
+    /// Switches to a received snapshot. Read views and snapshot sources
+    /// opened before keep reading the old state.
     ///
-    /// A crash before the rename leaves the old state (and an `.incoming`
-    /// file the next open removes); after it, the new one.
+    /// - A store on the real filesystem, with a snapshot received by
+    ///   [`SnapshotReceiver::begin`] for it: renames the new file over the
+    ///   live one (atomic), fsyncs the directory, and reopens. A crash before
+    ///   the rename leaves the old state (and an `.incoming` file the next
+    ///   open removes); after it, the new one.
+    /// - A store on a disk ([`MvccStore::open_on_disk`]), with a snapshot
+    ///   received by [`MvccStore::snapshot_receiver`]: the same rename and
+    ///   directory fsync on that disk, then the received engine (still open)
+    ///   becomes the store's.
+    /// - A store on a caller's backend ([`MvccStore::open_with_backend`]),
+    ///   with a snapshot received by [`SnapshotReceiver::begin_with_backend`]:
+    ///   the received engine (on the caller's new backend, durable) becomes
+    ///   the store's; which backend a restart opens is the caller's to
+    ///   record.
+    ///
+    /// Any other pairing is [`InstallError::Mismatch`], and nothing changes.
     pub fn install(&mut self, received: ReceivedSnapshot) -> Result<(), InstallError> {
+        let ReceivedSnapshot {
+            file: from,
+            live,
+            state: _,
+            app: _,
+            target,
+            db,
+        } = received;
         let io = |source| InstallError::Io {
-            from: received.file.clone(),
+            from: from.clone(),
             to: self.file.clone(),
             source,
         };
-        if !self.file_backed {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "a store on a custom backend cannot install a snapshot file",
-            )));
+        let mismatch = |detail: &str| InstallError::Mismatch {
+            detail: detail.to_string(),
+        };
+        match (&self.backing, &target) {
+            (Backing::File, RxTarget::File) => {
+                if live != self.file {
+                    return Err(mismatch("the snapshot was received for another store"));
+                }
+                std::fs::rename(&from, &self.file).map_err(io)?;
+                sync_parent(&self.file).map_err(io)?;
+                // The old database object still holds the old (now
+                // unlinked) file; the new one is a different file, so the
+                // two do not conflict.
+                let db = open_db(&self.file, &self.options, false).map_err(InstallError::Open)?;
+                self.switch_to(DbHandle::new(db))
+            }
+            #[cfg(feature = "sim")]
+            (Backing::Disk(disk), RxTarget::Disk(_)) => {
+                if live != self.file {
+                    return Err(mismatch("the snapshot was received for another store"));
+                }
+                let db = db.ok_or_else(|| mismatch("the received engine is closed"))?;
+                disk.rename(&from, &self.file).map_err(io)?;
+                disk.sync_parent(&self.file).map_err(io)?;
+                self.switch_to(db)
+            }
+            (Backing::Backend, RxTarget::Backend) => {
+                let db = db.ok_or_else(|| mismatch("the received engine is closed"))?;
+                self.switch_to(db)
+            }
+            _ => Err(mismatch(
+                "the snapshot was received into another kind of storage than the store's",
+            )),
         }
-        if received.live != self.file {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the snapshot was received for another store",
-            )));
-        }
-        std::fs::rename(&received.file, &self.file).map_err(io)?;
-        sync_parent(&self.file).map_err(io)?;
-        // The old database object still holds the old (now unlinked) file;
-        // the new one is a different file, so the two do not conflict.
-        let db = open_db(&self.file, &self.options, false).map_err(InstallError::Open)?;
-        let state = catch(&self.file, || read_meta(&db, &self.file)).map_err(InstallError::Open)?;
-        self.db = crate::store::DbHandle::new(db);
+    }
+
+    /// Makes `db` (holding a complete, durable state) the store's engine.
+    fn switch_to(&mut self, db: DbHandle) -> Result<(), InstallError> {
+        let (state, app) =
+            catch(&self.file, || read_meta(&db, &self.file)).map_err(InstallError::Open)?;
+        self.db = db;
         self.durable_applied_index = state.applied_index;
         self.state = state;
+        self.app = app;
+        // A store that failed before is healthy again only by reopening.
         Ok(())
     }
+}
+
+/// A fresh engine on an empty backend, for a receiver.
+fn open_backend_db(
+    backend: impl redb::StorageBackend,
+    file: &Path,
+    options: &MvccOptions,
+) -> Result<Database, ReceiveError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_bytes);
+    catch(file, || {
+        builder
+            .create_with_backend(backend)
+            .map_err(|e| ReceiveError::Fault(engine(file)(e)))
+    })
 }
 
 impl SnapshotSource {
@@ -296,11 +387,20 @@ impl SnapshotSource {
         let changes = view.txn.open_table(CHANGES).map_err(engine(&file))?;
         let sessions = view.txn.open_table(SESSIONS).map_err(engine(&file))?;
         let lru = view.txn.open_table(SESSION_LRU).map_err(engine(&file))?;
+        let app = {
+            let meta = view.txn.open_table(META).map_err(engine(&file))?;
+            let guard = meta.get(META_APP).map_err(engine(&file))?;
+            match guard {
+                Some(g) => decode_app(g.value()).map_err(corrupt(&file))?.to_vec(),
+                None => Vec::new(),
+            }
+        };
         Ok(SnapshotSource {
             view,
             changes,
             sessions,
             lru,
+            app,
             chunk_bytes,
             phase: Phase::Header,
             buf: BytesMut::with_capacity(chunk_bytes * 2),
@@ -315,6 +415,11 @@ impl SnapshotSource {
     /// Raft snapshot metadata must say.
     pub fn state(&self) -> &StateRecord {
         &self.view.state
+    }
+
+    /// The application record of the state being sent.
+    pub fn app_state(&self) -> &[u8] {
+        &self.app
     }
 
     fn push_record(&mut self, tag: u8, parts: &[&[u8]]) {
@@ -354,6 +459,7 @@ impl SnapshotSource {
                         format_version: FORMAT_VERSION,
                         state: self.view.state.clone(),
                         counts,
+                        app: self.app.clone(),
                     };
                     // A plain derived struct into a Vec cannot fail.
                     let body = postcard::to_allocvec(&header).expect("postcard into a Vec");
@@ -577,19 +683,50 @@ impl Iterator for SnapshotSource {
     }
 }
 
-/// A snapshot fully received and durable beside the live file, ready for
-/// [`MvccStore::install`].
-#[derive(Debug)]
+/// Where a receiver writes.
+#[derive(Clone)]
+pub(crate) enum RxTarget {
+    /// `<live>.incoming` on the real filesystem.
+    File,
+    /// A backend the caller supplied.
+    Backend,
+    /// `<live>.incoming` on a raft-storage disk.
+    #[cfg(feature = "sim")]
+    Disk(crate::disk::SharedDisk),
+}
+
+/// A snapshot fully received and durable (beside the live file, or on the
+/// caller's backend), ready for [`MvccStore::install`].
 pub struct ReceivedSnapshot {
     file: PathBuf,
     live: PathBuf,
     state: StateRecord,
+    app: Vec<u8>,
+    target: RxTarget,
+    /// The engine, kept open, unless the target is a real file (reopened by
+    /// path after the rename).
+    db: Option<DbHandle>,
+}
+
+impl std::fmt::Debug for ReceivedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedSnapshot")
+            .field("file", &self.file)
+            .field("live", &self.live)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReceivedSnapshot {
     /// Applied index, term, membership of the received state.
     pub fn state(&self) -> &StateRecord {
         &self.state
+    }
+
+    /// The application record of the received state.
+    pub fn app_state(&self) -> &[u8] {
+        &self.app
     }
 }
 
@@ -601,6 +738,7 @@ pub struct SnapshotReceiver {
     db: Option<Database>,
     live: PathBuf,
     file: PathBuf,
+    target: RxTarget,
     next_seq: u64,
     buf: BytesMut,
     stream_crc: u32,
@@ -642,17 +780,87 @@ impl SnapshotReceiver {
                 source: std::io::Error::other(other.to_string()),
             },
         })?;
+        Self::with_db(db, live, file, RxTarget::File, config)
+    }
+
+    /// Starts a transfer into `backend`, which must be empty: how a store
+    /// opened with [`MvccStore::open_with_backend`] receives a snapshot.
+    /// `label` names it in errors. The receiver writes without fsync until
+    /// [`finish`](SnapshotReceiver::finish), whose commit is durable.
+    pub fn begin_with_backend(
+        backend: impl redb::StorageBackend,
+        label: impl Into<PathBuf>,
+        config: &KvConfig,
+        options: &MvccOptions,
+    ) -> Result<SnapshotReceiver, ReceiveError> {
+        let file = label.into();
+        let len = backend
+            .len()
+            .map_err(|e| ReceiveError::Fault(engine(&file)(redb::StorageError::from(e))))?;
+        if len != 0 {
+            return Err(ReceiveError::Io {
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("the backend to receive into is not empty ({len} bytes)"),
+                ),
+                file,
+            });
+        }
+        let db = open_backend_db(backend, &file, options)?;
+        Self::with_db(db, &file.clone(), file, RxTarget::Backend, config)
+    }
+
+    /// Starts a transfer into `<live>.incoming` on a raft-storage disk
+    /// (removing an earlier one). [`MvccStore::snapshot_receiver`] of a store
+    /// opened with [`MvccStore::open_on_disk`] is this.
+    #[cfg(feature = "sim")]
+    pub fn begin_on_disk<D: raft_storage::Disk>(
+        disk: D,
+        live: &Path,
+        config: &KvConfig,
+        options: &MvccOptions,
+    ) -> Result<SnapshotReceiver, ReceiveError> {
+        Self::begin_on_shared_disk(std::sync::Arc::new(disk), live, config, options)
+    }
+
+    #[cfg(feature = "sim")]
+    pub(crate) fn begin_on_shared_disk(
+        disk: crate::disk::SharedDisk,
+        live: &Path,
+        config: &KvConfig,
+        options: &MvccOptions,
+    ) -> Result<SnapshotReceiver, ReceiveError> {
+        let file = incoming_path(live);
+        let io = |source| ReceiveError::Io {
+            file: file.clone(),
+            source,
+        };
+        disk.remove_if_exists(&file).map_err(io)?;
+        let backend = disk.backend(&file, true).map_err(io)?;
+        let db = open_backend_db(backend, &file, options)?;
+        Self::with_db(db, live, file, RxTarget::Disk(disk), config)
+    }
+
+    fn with_db(
+        db: Database,
+        live: &Path,
+        file: PathBuf,
+        target: RxTarget,
+        config: &KvConfig,
+    ) -> Result<SnapshotReceiver, ReceiveError> {
         let txn = Self::begin_txn(&db, &file)?;
         // The largest record: a session whose cached answer holds a key and
         // its value twice over (a put's previous value), with room for the
-        // header and a membership.
-        let record_bytes_max =
-            2 * (config.key_bytes_max + config.value_bytes_max) as usize + 64 * 1024;
+        // header (a membership and the application record).
+        let record_bytes_max = 2 * (config.key_bytes_max + config.value_bytes_max) as usize
+            + 64 * 1024
+            + APP_BYTES_MAX;
         Ok(SnapshotReceiver {
             txn: Some(txn),
             db: Some(db),
             live: live.to_path_buf(),
             file,
+            target,
             next_seq: 0,
             buf: BytesMut::new(),
             stream_crc: 0,
@@ -818,6 +1026,12 @@ impl SnapshotReceiver {
                         header.format_version
                     )));
                 }
+                if header.app.len() > APP_BYTES_MAX {
+                    return Err(self.bad(format!(
+                        "application record of {} bytes exceeds {APP_BYTES_MAX}",
+                        header.app.len()
+                    )));
+                }
                 self.check_order(tag, &[], 0)?;
                 self.header = Some(header);
             }
@@ -957,6 +1171,8 @@ impl SnapshotReceiver {
                     .map_err(engine(&file))?;
                 meta.insert(META_STATE, header.state.encode().as_slice())
                     .map_err(engine(&file))?;
+                meta.insert(META_APP, encode_app(&header.app).as_slice())
+                    .map_err(engine(&file))?;
                 // Tables the stream had no record for still must exist.
                 txn.open_table(CURRENT).map_err(engine(&file))?;
                 txn.open_table(HISTORY).map_err(engine(&file))?;
@@ -967,12 +1183,22 @@ impl SnapshotReceiver {
             txn.commit().map_err(engine(&file))?;
             Ok(())
         })?;
-        drop(db);
+        let db = match self.target {
+            // Reopened by path after the rename.
+            RxTarget::File => {
+                drop(db);
+                None
+            }
+            _ => Some(DbHandle::new(db)),
+        };
         self.handed_over = true;
         Ok(ReceivedSnapshot {
             file,
             live: self.live.clone(),
             state: header.state,
+            app: header.app,
+            target: self.target.clone(),
+            db,
         })
     }
 }
@@ -990,7 +1216,17 @@ impl Drop for SnapshotReceiver {
             drop(db);
         }));
         if !self.handed_over {
-            let _ = remove_file_if_exists(&self.file);
+            match &self.target {
+                RxTarget::File => {
+                    let _ = remove_file_if_exists(&self.file);
+                }
+                #[cfg(feature = "sim")]
+                RxTarget::Disk(disk) => {
+                    let _ = disk.remove_if_exists(&self.file);
+                }
+                // The caller's backend is the caller's to reuse or drop.
+                RxTarget::Backend => {}
+            }
         }
     }
 }

@@ -16,13 +16,13 @@ use redb::{
 };
 
 use crate::codec::{
-    check_format, decode_change, encode_change, encode_format, CurrentRecord, HistoryRecord,
-    SessionRecord, StateRecord,
+    check_format, decode_app, decode_change, encode_app, encode_change, encode_format,
+    CurrentRecord, HistoryRecord, SessionRecord, StateRecord, APP_BYTES_MAX,
 };
 use crate::error::{ApplyError, CheckpointError, CompactError, Fault, OpenError, ReadError};
 use crate::tables::{
     corrupt, engine, get_current, last_history_in, list_current, CHANGES, CURRENT, HISTORY, META,
-    META_FORMAT, META_STATE, SESSIONS, SESSION_LRU,
+    META_APP, META_FORMAT, META_STATE, SESSIONS, SESSION_LRU,
 };
 use crate::view::ReadView;
 
@@ -98,6 +98,19 @@ impl Drop for DbHandle {
     }
 }
 
+/// Where a store's engine file lives.
+pub(crate) enum Backing {
+    /// A file of the real filesystem, through `std::fs`.
+    File,
+    /// A backend the caller supplied ([`MvccStore::open_with_backend`]):
+    /// the caller also supplies the backend a snapshot is received into.
+    Backend,
+    /// A file of a raft-storage [`Disk`](raft_storage::Disk)
+    /// ([`MvccStore::open_on_disk`]).
+    #[cfg(feature = "sim")]
+    Disk(crate::disk::SharedDisk),
+}
+
 /// The durable MVCC key-value state machine. See the crate documentation.
 pub struct MvccStore {
     pub(crate) db: DbHandle,
@@ -106,10 +119,13 @@ pub struct MvccStore {
     pub(crate) options: MvccOptions,
     /// The state as of the last committed transaction.
     pub(crate) state: StateRecord,
+    /// The host's application record as of the last committed transaction.
+    pub(crate) app: Vec<u8>,
     /// Applied index of the last durable commit: what survives a crash.
     pub(crate) durable_applied_index: LogIndex,
-    /// A file (not a custom backend): snapshots can be installed.
-    pub(crate) file_backed: bool,
+    /// Where the engine's file lives: decides how snapshots are received
+    /// and installed.
+    pub(crate) backing: Backing,
     /// The first fatal failure; once set, every call is refused.
     pub(crate) failed: OnceLock<String>,
 }
@@ -178,6 +194,19 @@ pub(crate) fn catch<T, E: From<Fault>>(
     }
 }
 
+fn check_options(config: &KvConfig, options: &MvccOptions) -> Result<(), OpenError> {
+    config
+        .validate()
+        .map_err(|e| OpenError::Options(e.to_string()))?;
+    if options.cache_bytes < CACHE_BYTES_MIN {
+        return Err(OpenError::Options(format!(
+            "cache_bytes {} is below {CACHE_BYTES_MIN}",
+            options.cache_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Opens the redb file with the options (creating it only if `create`).
 pub(crate) fn open_db(
     file: &Path,
@@ -223,8 +252,9 @@ pub(crate) fn init_tables(db: &Database, file: &Path, state: &StateRecord) -> Re
     Ok(())
 }
 
-/// Reads and checks the meta records of an open database.
-pub(crate) fn read_meta(db: &Database, file: &Path) -> Result<StateRecord, OpenError> {
+/// Reads and checks the meta records of an open database: the state and
+/// the application record (empty if absent: a store that never had one).
+pub(crate) fn read_meta(db: &Database, file: &Path) -> Result<(StateRecord, Vec<u8>), OpenError> {
     let not_a_store = |detail: String| OpenError::NotAStore {
         file: file.to_path_buf(),
         detail,
@@ -265,7 +295,18 @@ pub(crate) fn read_meta(db: &Database, file: &Path) -> Result<StateRecord, OpenE
                 detail: "the state record is missing".into(),
             })
         })?;
-    StateRecord::decode(state.value()).map_err(|e| OpenError::Fault(corrupt(file)(e)))
+    let state =
+        StateRecord::decode(state.value()).map_err(|e| OpenError::Fault(corrupt(file)(e)))?;
+    let app = match meta
+        .get(META_APP)
+        .map_err(|e| OpenError::Fault(engine(file)(e)))?
+    {
+        Some(guard) => decode_app(guard.value())
+            .map_err(|e| OpenError::Fault(corrupt(file)(e)))?
+            .to_vec(),
+        None => Vec::new(),
+    };
+    Ok((state, app))
 }
 
 impl MvccStore {
@@ -285,15 +326,7 @@ impl MvccStore {
         options: MvccOptions,
     ) -> Result<MvccStore, OpenError> {
         let file = file.as_ref().to_path_buf();
-        config
-            .validate()
-            .map_err(|e| OpenError::Options(e.to_string()))?;
-        if options.cache_bytes < CACHE_BYTES_MIN {
-            return Err(OpenError::Options(format!(
-                "cache_bytes {} is below {CACHE_BYTES_MIN}",
-                options.cache_bytes
-            )));
-        }
+        check_options(&config, &options)?;
         let io = |f: &Path| {
             let f = f.to_path_buf();
             move |source| OpenError::Io { file: f, source }
@@ -313,15 +346,16 @@ impl MvccStore {
             sync_parent(&file).map_err(io(&file))?;
         }
         let db = open_db(&file, &options, false)?;
-        let state = catch(&file, || read_meta(&db, &file))?;
+        let (state, app) = catch(&file, || read_meta(&db, &file))?;
         Ok(MvccStore {
             db: DbHandle::new(db),
             durable_applied_index: state.applied_index,
             state,
+            app,
             file,
             config,
             options,
-            file_backed: true,
+            backing: Backing::File,
             failed: OnceLock::new(),
         })
     }
@@ -338,14 +372,31 @@ impl MvccStore {
         config: KvConfig,
         options: MvccOptions,
     ) -> Result<MvccStore, OpenError> {
-        let file = label.into();
-        config
-            .validate()
-            .map_err(|e| OpenError::Options(e.to_string()))?;
+        Self::open_backend(backend, label.into(), config, options, true)
+    }
+
+    /// [`MvccStore::open_with_backend`]; an empty backend is initialized
+    /// only if `create`, else refused as damaged.
+    pub(crate) fn open_backend(
+        backend: impl redb::StorageBackend,
+        file: PathBuf,
+        config: KvConfig,
+        options: MvccOptions,
+        create: bool,
+    ) -> Result<MvccStore, OpenError> {
+        check_options(&config, &options)?;
         let fresh = backend
             .len()
             .map_err(|e| OpenError::Fault(engine(&file)(redb::StorageError::from(e))))?
             == 0;
+        if fresh && !create {
+            return Err(OpenError::Fault(Fault::Corrupt {
+                file,
+                detail: "the file is empty (it was created and made durable before it was \
+                         named, so it was truncated or damaged since)"
+                    .into(),
+            }));
+        }
         let mut builder = Database::builder();
         builder
             .set_cache_size(options.cache_bytes)
@@ -358,17 +409,65 @@ impl MvccStore {
         if fresh {
             catch(&file, || init_tables(&db, &file, &StateRecord::empty()))?;
         }
-        let state = catch(&file, || read_meta(&db, &file))?;
+        let (state, app) = catch(&file, || read_meta(&db, &file))?;
         Ok(MvccStore {
             db: DbHandle::new(db),
             durable_applied_index: state.applied_index,
             state,
+            app,
             file,
             config,
             options,
-            file_backed: false,
+            backing: Backing::Backend,
             failed: OnceLock::new(),
         })
+    }
+
+    /// Opens the store in `file` on a raft-storage
+    /// [`Disk`](raft_storage::Disk) (the simulator's
+    /// [`SimDisk`](raft_storage::SimDisk), or the real one), creating an
+    /// empty store if the file does not exist, exactly as
+    /// [`MvccStore::open`] does on the real filesystem: a new file is built
+    /// and made durable under `<file>.tmp`, then renamed and the directory
+    /// fsynced; leftovers of an interrupted creation or snapshot transfer
+    /// are removed. The directory must exist.
+    ///
+    /// After a crash of the disk the store reopens at the last durable
+    /// checkpoint (see the `disk` module documentation); a failed write or
+    /// fsync is a [`Fault::Engine`] that stops the store. Snapshots are
+    /// received with [`MvccStore::snapshot_receiver`] and installed with
+    /// [`MvccStore::install`] (a rename on the same disk).
+    #[cfg(feature = "sim")]
+    pub fn open_on_disk<D: raft_storage::Disk>(
+        disk: D,
+        file: impl AsRef<Path>,
+        config: KvConfig,
+        options: MvccOptions,
+    ) -> Result<MvccStore, OpenError> {
+        let disk: crate::disk::SharedDisk = Arc::new(disk);
+        let file = file.as_ref().to_path_buf();
+        check_options(&config, &options)?;
+        let io = |f: &Path| {
+            let f = f.to_path_buf();
+            move |source| OpenError::Io { file: f, source }
+        };
+        let incoming = incoming_path(&file);
+        disk.remove_if_exists(&incoming).map_err(io(&incoming))?;
+        let tmp = tmp_path(&file);
+        disk.remove_if_exists(&tmp).map_err(io(&tmp))?;
+        if !disk.exists(&file).map_err(io(&file))? {
+            let backend = disk.backend(&tmp, true).map_err(io(&tmp))?;
+            // Initialized with a durable commit before it gets its name.
+            let created =
+                Self::open_backend(backend, tmp.clone(), config.clone(), options.clone(), true)?;
+            drop(created);
+            disk.rename(&tmp, &file).map_err(io(&file))?;
+            disk.sync_parent(&file).map_err(io(&file))?;
+        }
+        let backend = disk.backend(&file, false).map_err(io(&file))?;
+        let mut store = Self::open_backend(backend, file, config, options, false)?;
+        store.backing = Backing::Disk(disk);
+        Ok(store)
     }
 
     /// The engine file.
@@ -384,6 +483,14 @@ impl MvccStore {
     /// of the last applied batch.
     pub fn state(&self) -> &StateRecord {
         &self.state
+    }
+
+    /// The host's application record as of the last applied batch (empty
+    /// until [`MvccStore::apply_batch_with_app`] set one). It is part of the
+    /// state: durable with it, restored with it after a crash, and carried
+    /// by snapshots.
+    pub fn app_state(&self) -> &[u8] {
+        &self.app
     }
 
     /// Index of the last applied entry.
@@ -491,16 +598,53 @@ impl MvccStore {
     /// On error nothing of the batch is applied; an [`ApplyError::Fault`]
     /// stops the store.
     pub fn apply_batch(&mut self, entries: &[Entry]) -> Result<Vec<Response>, ApplyError> {
-        self.check_failed()?;
-        let file = self.file.clone();
-        let r = catch(&file, || self.apply_batch_inner(entries));
-        if let Err(ApplyError::Fault(e)) = &r {
-            self.note_fault(e);
-        }
-        r
+        self.apply_batch_with_app(entries, None)
     }
 
-    fn apply_batch_inner(&mut self, entries: &[Entry]) -> Result<Vec<Response>, ApplyError> {
+    /// [`MvccStore::apply_batch`], and with `Some(app)` also replaces the
+    /// host's application record ([`MvccStore::app_state`]), in the same
+    /// engine transaction: after a crash the record and the data are of the
+    /// same applied index. `app` is at most [`APP_BYTES_MAX`] bytes
+    /// ([`ApplyError::AppTooLarge`] otherwise, with nothing applied). With
+    /// an empty `entries` it sets the record alone (the applied index does
+    /// not move).
+    pub fn apply_batch_with_app(
+        &mut self,
+        entries: &[Entry],
+        app: Option<Vec<u8>>,
+    ) -> Result<Vec<Response>, ApplyError> {
+        self.check_failed()?;
+        if let Some(app) = &app {
+            if app.len() > APP_BYTES_MAX {
+                return Err(ApplyError::AppTooLarge {
+                    bytes: app.len() as u64,
+                    max: APP_BYTES_MAX as u64,
+                });
+            }
+        }
+        let file = self.file.clone();
+        let r = catch(&file, || self.apply_batch_inner(entries, app.as_deref()));
+        match r {
+            Ok(responses) => {
+                if let Some(app) = app {
+                    self.app = app;
+                }
+                Ok(responses)
+            }
+            Err(e) => {
+                if let ApplyError::Fault(f) = &e {
+                    self.note_fault(f);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_batch_inner(
+        &mut self,
+        entries: &[Entry],
+        app: Option<&[u8]>,
+    ) -> Result<Vec<Response>, ApplyError> {
         let file = &self.file;
         let mut txn = self.db.begin_write().map_err(engine(file))?;
         txn.set_durability(Durability::None).map_err(engine(file))?;
@@ -514,6 +658,11 @@ impl MvccStore {
             w.meta
                 .insert(META_STATE, state.encode().as_slice())
                 .map_err(engine(file))?;
+            if let Some(app) = app {
+                w.meta
+                    .insert(META_APP, encode_app(app).as_slice())
+                    .map_err(engine(file))?;
+            }
         }
         txn.commit().map_err(engine(file))?;
         self.state = state;
@@ -1076,8 +1225,7 @@ impl StateMachine for MvccStore {
     /// Receives a blob made by [`StateMachine::snapshot`] into a new file
     /// and switches to it. On a refused snapshot nothing changes.
     fn restore(&mut self, data: &[u8]) -> Result<(), ApplyError> {
-        let mut receiver =
-            crate::snapshot::SnapshotReceiver::begin(&self.file, &self.config, &self.options)?;
+        let mut receiver = self.snapshot_receiver()?;
         let mut rest = data;
         while !rest.is_empty() {
             let (chunk, used) = crate::snapshot::SnapshotChunk::decode_prefix(rest)?;

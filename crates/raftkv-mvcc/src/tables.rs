@@ -12,7 +12,8 @@ use redb::{ReadableTable, TableDefinition};
 use crate::codec::{CurrentRecord, HistoryRecord, RecordError};
 use crate::error::Fault;
 
-/// `"format"` → magic + layout version; `"state"` → [`crate::StateRecord`].
+/// `"format"` → magic + layout version; `"state"` → [`crate::StateRecord`];
+/// `"app"` → the host's application record (see `codec::encode_app`).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// key → the live version ([`CurrentRecord`]).
 pub(crate) const CURRENT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("current");
@@ -27,6 +28,8 @@ pub(crate) const SESSION_LRU: TableDefinition<u64, u64> = TableDefinition::new("
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_STATE: &str = "state";
+/// The host's application record (absent: empty).
+pub(crate) const META_APP: &str = "app";
 
 /// Wraps a redb error with the file name.
 pub(crate) fn engine<E: Into<redb::Error>>(file: &Path) -> impl FnOnce(E) -> Fault + '_ {
