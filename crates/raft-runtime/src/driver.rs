@@ -19,7 +19,7 @@ use crate::error::*;
 use crate::handle::*;
 use crate::metrics::Metrics;
 use crate::storage::RaftStorage;
-use crate::transport::{Inbound, Transport};
+use crate::transport::{Inbound, IncomingSnapshot, Transport};
 
 /// Most inbound peer messages stepped in one turn of the loop (before the
 /// Ready is taken): keeps one chatty peer from starving the loop.
@@ -58,7 +58,8 @@ impl Budget {
     }
 }
 
-/// What the writer thread reports back.
+/// What the writer thread (and the checkpoint and snapshot-stream tasks)
+/// report back.
 pub(crate) enum WriterEvent {
     /// Every write up to Ready `number` is durable.
     Persisted { number: u64 },
@@ -66,7 +67,22 @@ pub(crate) enum WriterEvent {
     Compacted { index: LogIndex },
     /// A storage call failed; the writer has stopped.
     Failed(String),
+    /// The state machine's checkpoint is done (the durable applied index)
+    /// or failed.
+    Checkpointed(Result<LogIndex, String>),
+    /// The snapshot stream to `to` ended (sent, or failed and logged).
+    SnapshotSent { to: raft_core::NodeId },
+    /// A streamed snapshot is durable beside the live state: the leader's
+    /// message, its data the sink's descriptor.
+    SnapshotReceived(raft_core::Message),
+    /// An incoming snapshot stream failed (logged).
+    ReceiveEnded,
 }
+
+/// How long a received snapshot may wait for the engine to install it
+/// before another stream may replace it (the engine refused it, e.g. a
+/// newer leader had already caught this node up).
+const STAGED_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A proposal's or membership change's caller, waiting on its channel.
 enum ProposalCaller<R> {
@@ -157,6 +173,7 @@ enum Input<R> {
     Propose(Proposal<R>),
     Read(ReadRequest),
     Admin(AdminRequest),
+    Snapshot(IncomingSnapshot),
 }
 
 struct Receivers<R> {
@@ -165,6 +182,8 @@ struct Receivers<R> {
     proposals: mpsc::Receiver<Proposal<R>>,
     reads: mpsc::Receiver<ReadRequest>,
     admin: mpsc::Receiver<AdminRequest>,
+    /// Snapshot streams from peers (transports that stream them).
+    incoming_snapshots: Option<mpsc::Receiver<IncomingSnapshot>>,
 }
 
 type Host<St, SM> =
@@ -185,6 +204,16 @@ struct Driver<St: RaftStorage, SM: raft_core::StateMachine, T: Transport> {
     /// Counts already added to the metrics.
     counters: raft_core::Counters,
     host_counters: HostCounters,
+    /// For the checkpoint and snapshot-stream tasks' reports.
+    events_tx: mpsc::UnboundedSender<WriterEvent>,
+    /// Peers a snapshot is being streamed to (one stream per peer).
+    streams_out: std::collections::BTreeSet<raft_core::NodeId>,
+    /// An incoming stream is being received.
+    receiving: bool,
+    /// A received snapshot handed to the host, with when, and the host's
+    /// install count then: no other stream is taken until it is installed
+    /// or `STAGED_SNAPSHOT_WAIT` passed (the sink keeps one received state).
+    staged: Option<(Instant, u64)>,
 }
 
 /// Starts a node: opens a [`NodeHost`] over `storage` (restoring the state
@@ -228,6 +257,7 @@ where
     // Unbounded, but bounded in practice: one event per write group and
     // compaction, and those are bounded by the writer queue above.
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let task_events = events_tx.clone();
     let writer_thread = {
         let storage = storage.clone();
         let metrics = metrics.clone();
@@ -258,7 +288,13 @@ where
         read_timeout: cfg.read_timeout,
         admin_timeout: cfg.admin_timeout,
     };
+    let mut transport = transport;
+    let incoming_snapshots = transport.take_incoming_snapshots();
     let driver = Driver {
+        events_tx: task_events,
+        streams_out: Default::default(),
+        receiving: false,
+        staged: None,
         counters: host.raft().counters().clone(),
         host_counters: host.counters().clone(),
         host,
@@ -277,6 +313,7 @@ where
         proposals: prop_rx,
         reads: read_rx,
         admin: admin_rx,
+        incoming_snapshots,
     };
     tokio::spawn(
         driver
@@ -334,6 +371,9 @@ fn writer_loop<St: RaftStorage>(
                     }
                 }
                 WriteOp::Compact(s) => compactions.push(s),
+                // Checkpoints run on their own task, never on this thread:
+                // a flush of the state machine must not hold up the log.
+                WriteOp::Checkpoint => {}
             }
         }
         if let Err(e) = merged.flush(&mut write) {
@@ -403,6 +443,12 @@ where
                 Some(m) = rx.inbound.recv() => Input::Peer(m),
                 Some(p) = rx.proposals.recv() => Input::Propose(p),
                 Some(r) = rx.reads.recv() => Input::Read(r),
+                Some(s) = async {
+                    match &mut rx.incoming_snapshots {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::Snapshot(s),
             };
             if let Err(stop) = self.turn(input, &mut rx).await {
                 break stop;
@@ -534,6 +580,7 @@ where
                 budget.admin_left -= 1;
                 self.on_admin(a)?;
             }
+            Input::Snapshot(s) => self.on_incoming_snapshot(s),
         }
         Ok(())
     }
@@ -606,8 +653,86 @@ where
             WriterEvent::Persisted { number } => self.host.handle_durable(number)?,
             WriterEvent::Compacted { index } => self.host.handle_compacted(index),
             WriterEvent::Failed(reason) => return Err(Stop::Fatal(reason)),
+            WriterEvent::Checkpointed(result) => {
+                if let Ok(index) = &result {
+                    self.metrics.checkpoints.inc();
+                    tracing::debug!(index, "checkpoint done");
+                }
+                self.host.handle_checkpointed(result)?;
+            }
+            WriterEvent::SnapshotSent { to } => {
+                self.streams_out.remove(&to);
+            }
+            WriterEvent::SnapshotReceived(m) => {
+                self.receiving = false;
+                self.staged = Some((Instant::now(), self.host.counters().snapshots_installed));
+                self.host.handle_snapshot_received(m)?;
+            }
+            WriterEvent::ReceiveEnded => self.receiving = false,
         }
         Ok(())
+    }
+
+    /// Takes a snapshot stream from a peer, unless one is being received or
+    /// a received one waits to be installed (its sink holds one received
+    /// state at a time). A refused stream is dropped: the sender sees it
+    /// closed, and the leader retries.
+    fn on_incoming_snapshot(&mut self, s: IncomingSnapshot) {
+        if let Some((at, installs)) = self.staged {
+            if self.host.counters().snapshots_installed > installs
+                || at.elapsed() >= STAGED_SNAPSHOT_WAIT
+            {
+                self.staged = None;
+            }
+        }
+        if self.receiving || self.staged.is_some() {
+            tracing::debug!(peer = s.from, "snapshot stream refused: one is in progress");
+            return;
+        }
+        self.receiving = true;
+        crate::stream::spawn_receiver(
+            self.host.state_machine().clone(),
+            s,
+            self.events_tx.clone(),
+        );
+    }
+
+    /// Starts streaming a snapshot to `m.to` unless one is already going.
+    fn start_snapshot_stream(&mut self, m: raft_core::Message) {
+        if !self.transport.streams_snapshots() {
+            warn!(
+                peer = m.to,
+                "a follower needs a snapshot but this transport cannot stream one"
+            );
+            return;
+        }
+        if !self.streams_out.insert(m.to) {
+            return; // the engine's resend while a stream runs
+        }
+        let to = m.to;
+        let frames = crate::stream::spawn_sender(
+            self.host.state_machine().clone(),
+            m,
+            self.events_tx.clone(),
+        );
+        self.transport.send_snapshot(to, frames);
+    }
+
+    /// Runs the state machine's checkpoint on the blocking pool, under the
+    /// read lock (reads go on; the host applies nothing until it reports).
+    fn start_checkpoint(&mut self) {
+        let sm = self.host.state_machine().clone();
+        let events = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = sm
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .checkpoint()
+                .map_err(|e| e.to_string());
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint");
+            let _ = events.send(WriterEvent::Checkpointed(result));
+        });
     }
 
     /// Carries out what the inputs produced: the host's Readies become
@@ -621,6 +746,9 @@ where
             for m in self.host.drain_transmits() {
                 self.transport.send(m);
             }
+            while let Some(m) = self.host.poll_snapshot_send() {
+                self.start_snapshot_stream(m);
+            }
             let mut wrote_inline = false;
             while let Some(op) = self.host.poll_write() {
                 match op {
@@ -633,6 +761,7 @@ where
                         }
                     }
                     op @ WriteOp::Compact(_) => self.hand_to_writer(op)?,
+                    WriteOp::Checkpoint => self.start_checkpoint(),
                 }
             }
             self.deliver_events();

@@ -164,6 +164,7 @@ mod handle;
 pub mod local;
 pub mod metrics;
 pub mod storage;
+mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod transport;
@@ -177,4 +178,7 @@ pub use metrics::Metrics;
 pub use storage::{MemStore, RaftStorage, WriteParts};
 pub use tcp::{TcpConfig, TcpTransport};
 pub use tls::{PeerTls, TlsCerts, TlsError, TlsFiles};
-pub use transport::{inbound_channel, Inbound, Transport};
+pub use transport::{
+    inbound_channel, Inbound, IncomingSnapshot, SnapshotFrame, Transport,
+    INCOMING_SNAPSHOTS_QUEUED_MAX, SNAPSHOT_FRAMES_QUEUED_MAX,
+};

@@ -9,11 +9,15 @@ use raft_core::{Message, NodeId};
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, PeerLabel};
-use crate::transport::{inbound_channel, Inbound, Transport};
+use crate::transport::{
+    inbound_channel, Inbound, IncomingSnapshot, SnapshotFrame, Transport,
+    INCOMING_SNAPSHOTS_QUEUED_MAX,
+};
 
 #[derive(Default)]
 struct Inner {
     nodes: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    snapshots: BTreeMap<NodeId, mpsc::Sender<IncomingSnapshot>>,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
 }
@@ -38,10 +42,16 @@ impl LocalNetwork {
     /// restart) and returns its transport and inbound queue.
     pub fn join(&self, id: NodeId, capacity: usize, metrics: Metrics) -> (LocalTransport, Inbound) {
         let (tx, rx) = inbound_channel(capacity);
-        self.lock().nodes.insert(id, tx);
+        let (snap_tx, snap_rx) = mpsc::channel(INCOMING_SNAPSHOTS_QUEUED_MAX);
+        {
+            let mut g = self.lock();
+            g.nodes.insert(id, tx);
+            g.snapshots.insert(id, snap_tx);
+        }
         (
             LocalTransport {
                 id,
+                incoming_snapshots: Some(snap_rx),
                 net: self.clone(),
                 metrics,
                 sent: std::collections::BTreeMap::new(),
@@ -74,6 +84,7 @@ impl LocalNetwork {
 /// One node's end of a [`LocalNetwork`].
 pub struct LocalTransport {
     id: NodeId,
+    incoming_snapshots: Option<mpsc::Receiver<IncomingSnapshot>>,
     net: LocalNetwork,
     metrics: Metrics,
     /// Each peer's `messages_sent` counter, looked up once (a lookup
@@ -121,5 +132,35 @@ impl Transport for LocalTransport {
         if g.nodes.get(&self.id).is_some_and(|s| s.is_closed()) {
             g.nodes.remove(&self.id);
         }
+        if g.snapshots.get(&self.id).is_some_and(|s| s.is_closed()) {
+            g.snapshots.remove(&self.id);
+        }
+    }
+
+    /// Hands the frames' receiver itself to the peer (a cut link refuses
+    /// the stream; a cut made during a stream does not stop it).
+    fn send_snapshot(&mut self, to: NodeId, frames: mpsc::Receiver<SnapshotFrame>) {
+        let target = {
+            let g = self.net.lock();
+            if g.cut.contains(&(self.id, to)) {
+                None
+            } else {
+                g.snapshots.get(&to).cloned()
+            }
+        };
+        if let Some(t) = target {
+            let _ = t.try_send(IncomingSnapshot {
+                from: self.id,
+                frames,
+            });
+        }
+    }
+
+    fn take_incoming_snapshots(&mut self) -> Option<mpsc::Receiver<IncomingSnapshot>> {
+        self.incoming_snapshots.take()
+    }
+
+    fn streams_snapshots(&self) -> bool {
+        true
     }
 }

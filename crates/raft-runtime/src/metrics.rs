@@ -91,6 +91,8 @@ pub struct Metrics {
     pub snapshots_taken: Counter,
     /// Snapshots installed from a leader.
     pub snapshots_installed: Counter,
+    /// Durable state machines: checkpoints completed.
+    pub checkpoints: Counter,
     /// Membership changes applied.
     pub membership_changes: Counter,
 }
@@ -127,6 +129,7 @@ impl Metrics {
             is_leader: Gauge::default(),
             snapshots_taken: Counter::default(),
             snapshots_installed: Counter::default(),
+            checkpoints: Counter::default(),
             membership_changes: Counter::default(),
         }
     }
@@ -229,6 +232,11 @@ impl Metrics {
             "snapshots_installed",
             "Snapshots installed from a leader",
             self.snapshots_installed.clone(),
+        );
+        r.register(
+            "checkpoints",
+            "Durable state machine checkpoints completed",
+            self.checkpoints.clone(),
         );
         r.register(
             "membership_changes",

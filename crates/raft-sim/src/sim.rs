@@ -1547,6 +1547,16 @@ impl Sim {
                     let run = self.node(id).run.as_mut().expect("checked above");
                     run.compaction = Some(snapshot);
                 }
+                // The simulated nodes' state machine is in memory (see
+                // SIMULATOR.md): the host never checkpoints it.
+                WriteOp::Checkpoint => {
+                    self.checker.set(Violation {
+                        check: "contract",
+                        message: format!("n{id}: an in-memory state machine was checkpointed"),
+                        time_us: self.now,
+                    });
+                    return;
+                }
             }
         }
         self.maybe_compact(id);
@@ -1650,9 +1660,14 @@ impl Sim {
                         .state_machine()
                         .read()
                         .unwrap_or_else(|e| e.into_inner());
-                    sm.inner.kv().get(&key_bytes(caller.key)).map(|kv| kv.value)
+                    sm.inner.kv().get(&key_bytes(caller.key))
                 };
-                self.reply(id, caller.waiter, ReplyResult::Read(value));
+                match value {
+                    Ok(v) => self.reply(id, caller.waiter, ReplyResult::Read(v.map(|kv| kv.value))),
+                    // The engine failing a read answers nothing (the
+                    // client retries); the node stops at its next apply.
+                    Err(_) => self.reply(id, caller.waiter, ReplyResult::Retry("read failed")),
+                }
             }
             HostEvent::ReadFailed { caller, .. } => {
                 self.reply(id, caller.waiter, ReplyResult::Retry("read dropped"));
@@ -2083,7 +2098,10 @@ impl Sim {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             let kv = sm.inner.kv();
-            if let Err(e) = kv.validate() {
+            let digest = kv.validate().and_then(|()| kv.digest().map_err(|e| e.to_string()));
+            let digest = match digest {
+                Ok(d) => d,
+                Err(e) => {
                 let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
                 self.checker.set(Violation {
                     check: "state-machine",
@@ -2092,8 +2110,8 @@ impl Sim {
                 });
                 return;
             }
+            };
             let applied = kv.applied_index();
-            let digest = kv.digest();
             drop(sm);
             match by_applied.get(&applied) {
                 Some(&(other, d)) if d != digest => {

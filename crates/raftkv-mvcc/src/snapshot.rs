@@ -351,7 +351,8 @@ impl MvccStore {
         let (state, app) =
             catch(&self.file, || read_meta(&db, &self.file)).map_err(InstallError::Open)?;
         self.db = db;
-        self.durable_applied_index = state.applied_index;
+        self.durable_applied_index
+            .store(state.applied_index, std::sync::atomic::Ordering::Release);
         self.state = state;
         self.app = app;
         // A store that failed before is healthy again only by reopening.

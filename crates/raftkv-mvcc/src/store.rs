@@ -122,7 +122,9 @@ pub struct MvccStore {
     /// The host's application record as of the last committed transaction.
     pub(crate) app: Vec<u8>,
     /// Applied index of the last durable commit: what survives a crash.
-    pub(crate) durable_applied_index: LogIndex,
+    /// Atomic so that [`MvccStore::checkpoint`] takes `&self`: a host
+    /// checkpoints under a read lock while reads go on.
+    pub(crate) durable_applied_index: std::sync::atomic::AtomicU64,
     /// Where the engine's file lives: decides how snapshots are received
     /// and installed.
     pub(crate) backing: Backing,
@@ -135,7 +137,7 @@ impl std::fmt::Debug for MvccStore {
         f.debug_struct("MvccStore")
             .field("file", &self.file)
             .field("state", &self.state)
-            .field("durable_applied_index", &self.durable_applied_index)
+            .field("durable_applied_index", &self.durable_applied_index())
             .finish_non_exhaustive()
     }
 }
@@ -349,7 +351,7 @@ impl MvccStore {
         let (state, app) = catch(&file, || read_meta(&db, &file))?;
         Ok(MvccStore {
             db: DbHandle::new(db),
-            durable_applied_index: state.applied_index,
+            durable_applied_index: state.applied_index.into(),
             state,
             app,
             file,
@@ -412,7 +414,7 @@ impl MvccStore {
         let (state, app) = catch(&file, || read_meta(&db, &file))?;
         Ok(MvccStore {
             db: DbHandle::new(db),
-            durable_applied_index: state.applied_index,
+            durable_applied_index: state.applied_index.into(),
             state,
             app,
             file,
@@ -503,6 +505,7 @@ impl MvccStore {
     /// completed, that one's). The Raft log may be compacted up to it.
     pub fn durable_applied_index(&self) -> LogIndex {
         self.durable_applied_index
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Reads below this revision are refused.
@@ -673,7 +676,7 @@ impl MvccStore {
     /// returns the durable applied index: the Raft log may be compacted up
     /// to it. The commit records redb's allocator state ("quick repair"),
     /// so reopening after a crash does not walk the file.
-    pub fn checkpoint(&mut self) -> Result<LogIndex, CheckpointError> {
+    pub fn checkpoint(&self) -> Result<LogIndex, CheckpointError> {
         self.check_failed()?;
         let file = self.file.clone();
         let r = catch(&file, || -> Result<LogIndex, CheckpointError> {
@@ -683,7 +686,9 @@ impl MvccStore {
             Ok(self.state.applied_index)
         });
         match &r {
-            Ok(index) => self.durable_applied_index = *index,
+            Ok(index) => self
+                .durable_applied_index
+                .store(*index, std::sync::atomic::Ordering::Release),
             Err(CheckpointError::Fault(e)) => self.note_fault(e),
         }
         r

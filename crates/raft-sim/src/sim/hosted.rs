@@ -103,7 +103,11 @@ impl StateMachine for Checked {
         self.inner.restore(data)?;
         self.snapshots.push(SnapshotSeen {
             index: self.inner.applied_index(),
-            digest: self.inner.kv().digest(),
+            digest: self
+                .inner
+                .kv()
+                .digest()
+                .map_err(|e| ServerStateError::Engine(e.to_string()))?,
             restored: true,
         });
         Ok(())
@@ -115,5 +119,6 @@ impl StateMachine for Checked {
 pub(super) fn snapshot_digest(data: &[u8]) -> Result<(LogIndex, u64), String> {
     let (mut s, _book) = ServerState::new(Default::default()).map_err(|e| e.to_string())?;
     s.restore(data).map_err(|e| e.to_string())?;
-    Ok((s.applied_index(), s.kv().digest()))
+    let digest = s.kv().digest().map_err(|e| e.to_string())?;
+    Ok((s.applied_index(), digest))
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use raft_core::NodeId;
 use raft_runtime::{PeerAddr, ProposeError, RaftHandle, ReadConsistency, ReadError};
-use raftkv_state::{Command, KvConfig, KvStore, Response};
+use raftkv_state::{Command, KvConfig, Response};
 
 use super::config::ServerConfig;
 use super::error::{ApiError, Reason};
@@ -19,7 +19,7 @@ use super::extract::RequestInfo;
 use super::forward;
 use super::isolate::Isolation;
 use super::metrics::HttpMetrics;
-use super::state::{ServerCommand, ServerResponse, ServerState};
+use super::state::{KvRead, ServerCommand, ServerResponse, ServerState};
 
 /// Shared by every handler (behind an `Arc`).
 pub struct App {
@@ -140,7 +140,7 @@ impl App {
         &self,
         info: &RequestInfo,
         consistency: ReadConsistency,
-        f: impl FnOnce(&KvStore) -> R,
+        f: impl FnOnce(KvRead<'_>) -> R,
     ) -> Result<Outcome<R>, ApiError> {
         if consistency == ReadConsistency::Stale {
             let r = self.raft.read_with(consistency, |s| f(s.kv())).await?;

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub tick: Duration,
     pub snapshot_entries: u64,
+    /// Where the key-value state lives.
+    pub state_engine: StateEngine,
+    /// Durable engine: bytes of applied entries between checkpoints.
+    pub checkpoint_bytes: u64,
     /// A tracing filter (`info`, `raftkv=debug,raft_runtime=info`, ...);
     /// `None`: use `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
@@ -106,6 +110,34 @@ impl ServerConfig {
         }
     }
 }
+
+/// `--state-engine`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateEngine {
+    /// A redb file (raftkv-mvcc), checkpointed; the default.
+    #[default]
+    Durable,
+    /// In memory, snapshotted whole.
+    Memory,
+}
+
+impl StateEngine {
+    /// Parses `durable` or `memory` (case-insensitive).
+    pub fn parse(text: &str) -> Result<StateEngine, ConfigError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "durable" => Ok(StateEngine::Durable),
+            "memory" => Ok(StateEngine::Memory),
+            _ => Err(invalid(
+                "--state-engine",
+                format!("`{text}` is not a state engine; use durable or memory"),
+            )),
+        }
+    }
+}
+
+/// Default `--checkpoint-bytes`: small enough that one checkpoint's flush
+/// stays short, large enough that checkpoints are rare at full speed.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,6 +223,8 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     pub tick_ms: Option<u64>,
     pub snapshot_entries: Option<u64>,
+    pub state_engine: Option<String>,
+    pub checkpoint_bytes: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub access_log: Option<bool>,
@@ -406,6 +440,15 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         .snapshot_entries
         .or(file.snapshot_entries)
         .unwrap_or(DEFAULT_SNAPSHOT_ENTRIES);
+    let state_engine = match args.state_engine.as_deref().or(file.state_engine.as_deref()) {
+        Some(text) => StateEngine::parse(text)?,
+        None => StateEngine::default(),
+    };
+    let checkpoint_bytes = args
+        .checkpoint_bytes
+        .or(file.checkpoint_bytes)
+        .unwrap_or(DEFAULT_CHECKPOINT_BYTES);
+    check_range("--checkpoint-bytes", checkpoint_bytes, 1 << 20, 1 << 40)?;
     let ceiling = raftkv_state::ITEM_BYTES_CEILING;
     check_range("--max-key-bytes", max_key_bytes, 1, ceiling)?;
     check_range("--max-value-bytes", max_value_bytes, 1, ceiling)?;
@@ -468,6 +511,8 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         request_timeout: Duration::from_millis(request_timeout_ms),
         tick: Duration::from_millis(tick_ms),
         snapshot_entries,
+        state_engine,
+        checkpoint_bytes,
         log_level,
         log_format,
         access_log: args.access_log.or(file.access_log).unwrap_or(false),

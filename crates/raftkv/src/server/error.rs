@@ -294,6 +294,17 @@ impl From<CommandError> for ApiError {
     }
 }
 
+impl From<crate::server::state::KvReadError> for ApiError {
+    fn from(e: crate::server::state::KvReadError) -> Self {
+        use crate::server::state::KvReadError;
+        match e {
+            KvReadError::Rejected(c) => c.into(),
+            // A read changes nothing: certainly not applied.
+            KvReadError::Engine(_) => ApiError::not_applied(Reason::Fatal, e.to_string()),
+        }
+    }
+}
+
 /// Maps a proposal failure (other than `NotLeader`, which the caller turns
 /// into a forward).
 ///

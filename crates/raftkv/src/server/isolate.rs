@@ -20,7 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use raft_core::{Message, NodeId};
-use raft_runtime::{inbound_channel, Inbound, PeerAddr, Transport};
+use raft_runtime::{
+    inbound_channel, Inbound, IncomingSnapshot, PeerAddr, SnapshotFrame, Transport,
+    INCOMING_SNAPSHOTS_QUEUED_MAX,
+};
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 /// Whether this node is cut off, and what that dropped. Cheap to clone.
@@ -123,6 +127,36 @@ impl<T: Transport> Transport for IsolatingTransport<T> {
 
     fn closed(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
         self.inner.closed()
+    }
+
+    /// A cut-off node streams no snapshot (the frames are dropped, the
+    /// producer stops), and takes none (a stream arriving while it is cut
+    /// off is dropped whole; one already running finishes).
+    fn send_snapshot(&mut self, to: NodeId, frames: mpsc::Receiver<SnapshotFrame>) {
+        if !self.isolation.is_cut() {
+            self.inner.send_snapshot(to, frames);
+        }
+    }
+
+    fn take_incoming_snapshots(&mut self) -> Option<mpsc::Receiver<IncomingSnapshot>> {
+        let mut inner = self.inner.take_incoming_snapshots()?;
+        let (tx, rx) = mpsc::channel(INCOMING_SNAPSHOTS_QUEUED_MAX);
+        let me = self.isolation.clone();
+        tokio::spawn(async move {
+            while let Some(stream) = inner.recv().await {
+                if me.is_cut() {
+                    continue;
+                }
+                if let Err(TrySendError::Closed(_)) = tx.try_send(stream) {
+                    return;
+                }
+            }
+        });
+        Some(rx)
+    }
+
+    fn streams_snapshots(&self) -> bool {
+        self.inner.streams_snapshots()
     }
 }
 

@@ -131,6 +131,17 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
+    /// Where the key-value state lives: `durable` (a redb file in the data
+    /// directory, checkpointed; restarts do not reload the data) or
+    /// `memory` (in RAM, snapshotted whole) [default: durable]. Every node
+    /// of a cluster must use the same engine.
+    #[arg(long, env = "RAFTKV_STATE_ENGINE")]
+    pub state_engine: Option<String>,
+    /// Durable engine: make the applied state durable (a checkpoint) and
+    /// compact the log up to it every this many bytes of applied entries
+    /// [default: 16777216].
+    #[arg(long, env = "RAFTKV_CHECKPOINT_BYTES")]
+    pub checkpoint_bytes: Option<u64>,
     /// Log filter (`info`, `debug`, `raftkv=debug,raft_runtime=info`)
     /// [default: $RUST_LOG, else info]. Logs go to stderr.
     #[arg(long, env = "RAFTKV_LOG_LEVEL")]

@@ -38,6 +38,7 @@ use raft_runtime::{
     Metrics, PeerAddr, PeerTls, RaftHandle, RuntimeConfig, TcpConfig, TcpTransport, TlsCerts,
 };
 use raft_storage::{OpenError, RealDisk, Store, StoreConfig};
+use raftkv_mvcc::MvccOptions;
 use raftkv_state::KvConfig;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -49,7 +50,14 @@ use super::listener::{self, ListenerLimits};
 use super::lock::lock_data_dir;
 use super::metrics::HttpMetrics;
 use super::routes;
+use super::config::StateEngine;
 use super::state::{AddressBook, MemberAddrs, MemberOp, ServerCommand, ServerState};
+
+/// The durable key-value state's directory inside the data directory (the
+/// Raft log's files are beside it, and raft-storage leaves it alone).
+pub const STATE_DIR: &str = "kv";
+/// The durable key-value state's engine file in [`STATE_DIR`].
+pub const STATE_FILE: &str = "state.redb";
 
 /// How long shutdown waits for open HTTP connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,10 +181,38 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     rc.propose_timeout = cfg.request_timeout;
     rc.read_timeout = cfg.request_timeout;
     rc.admin_timeout = cfg.request_timeout;
-    rc.snapshot_trigger_entries = cfg.snapshot_entries;
     rc.raft.max_entry_bytes = entry_bytes_max;
     rc.raft.max_append_bytes = rc.raft.max_append_bytes.max(entry_bytes_max);
-    let (state, book) = ServerState::new(kv_config.clone()).context("invalid key-value limits")?;
+    let (state, book) = match cfg.state_engine {
+        StateEngine::Memory => {
+            rc.snapshot_trigger_entries = cfg.snapshot_entries;
+            ServerState::new(kv_config.clone()).context("invalid key-value limits")?
+        }
+        StateEngine::Durable => {
+            // Checkpoints by bytes applied: each one's flush stays short
+            // whatever the state's size (the entry count would make 1 KiB
+            // and 100 KiB values very different).
+            rc.snapshot_trigger_entries = 0;
+            rc.snapshot_trigger_bytes = cfg.checkpoint_bytes;
+            let dir = cfg.data_dir.join(STATE_DIR);
+            let file = dir.join(STATE_FILE);
+            let kv_config = kv_config.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                ServerState::open_durable(&file, kv_config, MvccOptions::default())
+                    .with_context(|| format!("cannot open the key-value state {}", file.display()))
+            })
+            .await
+            .context("state open task panicked")??
+        }
+    };
+    info!(
+        node = id,
+        engine = ?cfg.state_engine,
+        applied_index = raft_core::StateMachine::applied_index(&state),
+        "key-value state open"
+    );
     let isolation = Isolation::new();
     let raft = if cfg.dashboard_controls {
         // The dashboard's "isolate" needs a switch in the message path.

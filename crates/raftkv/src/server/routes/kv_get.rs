@@ -35,7 +35,8 @@ pub async fn handle(
         .await?;
     match found {
         Outcome::Forwarded(r) => Ok(r),
-        Outcome::Local(Some(kv)) => Ok(Json(KvJson::from(&kv)).into_response()),
-        Outcome::Local(None) => Err(ApiError::KeyNotFound),
+        Outcome::Local(Ok(Some(kv))) => Ok(Json(KvJson::from(&kv)).into_response()),
+        Outcome::Local(Ok(None)) => Err(ApiError::KeyNotFound),
+        Outcome::Local(Err(e)) => Err(e.into()),
     }
 }

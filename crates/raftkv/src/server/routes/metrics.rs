@@ -24,12 +24,14 @@ pub async fn handle(
             .read()
             // Readers cannot leave the state half-updated; see the runtime.
             .unwrap_or_else(|e| e.into_inner());
-        let kv = sm.kv();
-        app.metrics.keys.set(kv.len() as i64);
-        app.metrics
-            .data_bytes
-            .set(i64::try_from(kv.data_bytes()).unwrap_or(i64::MAX));
-        app.metrics.sessions.set(kv.session_count() as i64);
+        // A failing engine leaves the gauges as they were; the failure
+        // itself stops the node and is reported there.
+        if let Ok(st) = sm.kv().stats() {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            app.metrics.keys.set(gauge(st.keys));
+            app.metrics.data_bytes.set(gauge(st.data_bytes));
+            app.metrics.sessions.set(gauge(st.sessions));
+        }
     }
     (
         [(

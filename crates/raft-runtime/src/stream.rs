@@ -1,0 +1,160 @@
+//! Snapshot streaming for durable state machines (see raft-core's
+//! `state_machine` docs): the tasks that read a snapshot from the state
+//! machine's consistent view into a transport stream, and that build a
+//! received stream into the state machine's sink. Both run on tokio's
+//! blocking pool, never on the driver: a multi-gigabyte state moves while
+//! the driver goes on replicating, applying and answering.
+//!
+//! The driver allows one outgoing stream per peer and one incoming stream
+//! at a time, and hears of each end through its event queue.
+
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use raft_core::{Message, MessageBody, SnapshotMeta, StateMachine};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::driver::WriterEvent;
+use crate::transport::{IncomingSnapshot, SnapshotFrame, SNAPSHOT_FRAMES_QUEUED_MAX};
+
+/// Starts streaming the state machine's snapshot to `m.to`. `m` is the
+/// engine's snapshot message; it leaves last, its metadata set to what the
+/// stream covers. Returns the receiving end of the frames for the
+/// transport. Reports `SnapshotSent` when done (or failed).
+pub(crate) fn spawn_sender<SM>(
+    sm: Arc<RwLock<SM>>,
+    m: Message,
+    events: mpsc::UnboundedSender<WriterEvent>,
+) -> mpsc::Receiver<SnapshotFrame>
+where
+    SM: StateMachine + Send + Sync + 'static,
+{
+    let (tx, rx) = mpsc::channel(SNAPSHOT_FRAMES_QUEUED_MAX);
+    let to = m.to;
+    tokio::task::spawn_blocking(move || {
+        let result = send(&sm, m, &tx);
+        match &result {
+            Ok((index, bytes)) => info!(peer = to, index, bytes, "snapshot streamed"),
+            Err(e) => warn!(peer = to, error = %e, "snapshot stream failed"),
+        }
+        let _ = events.send(WriterEvent::SnapshotSent { to });
+    });
+    rx
+}
+
+/// Reads the source into `tx`; returns the index and bytes sent.
+fn send<SM: StateMachine>(
+    sm: &RwLock<SM>,
+    mut m: Message,
+    tx: &mpsc::Sender<SnapshotFrame>,
+) -> Result<(u64, u64), String> {
+    // The read lock only while the view opens: the source reads its own
+    // consistent view while the driver keeps applying.
+    let mut source = sm
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .snapshot_source()?;
+    let covers = source.meta();
+    let mut bytes = 0u64;
+    while let Some(chunk) = source.next_chunk()? {
+        bytes += chunk.len() as u64;
+        tx.blocking_send(SnapshotFrame::Chunk(chunk))
+            .map_err(|_| "the peer's stream closed".to_string())?;
+    }
+    let MessageBody::SnapshotRequest(req) = &mut m.body else {
+        return Err("not a snapshot message".into());
+    };
+    // What the chunks cover, which is at or after what the engine asked
+    // for (the applied index when the view opened). A state that never
+    // applied a membership entry has the configuration the engine's
+    // snapshot names.
+    req.meta = SnapshotMeta {
+        last_index: covers.last_index,
+        last_term: covers.last_term,
+        membership: covers
+            .membership
+            .unwrap_or_else(|| req.meta.membership.clone()),
+    };
+    req.total_bytes = 0;
+    req.offset = 0;
+    req.data = Bytes::new();
+    req.done = true;
+    tx.blocking_send(SnapshotFrame::End(m))
+        .map_err(|_| "the peer's stream closed".to_string())?;
+    Ok((covers.last_index, bytes))
+}
+
+/// Builds an incoming stream into the state machine's sink. Reports
+/// `SnapshotReceived(message)` (its data the sink's descriptor) when the
+/// whole stream is durable beside the live state, or `ReceiveEnded` if the
+/// stream broke off or was refused.
+pub(crate) fn spawn_receiver<SM>(
+    sm: Arc<RwLock<SM>>,
+    incoming: IncomingSnapshot,
+    events: mpsc::UnboundedSender<WriterEvent>,
+) where
+    SM: StateMachine + Send + Sync + 'static,
+{
+    let from = incoming.from;
+    tokio::task::spawn_blocking(move || match receive(&sm, incoming) {
+        Ok(m) => {
+            let _ = events.send(WriterEvent::SnapshotReceived(m));
+        }
+        Err(e) => {
+            warn!(peer = from, error = %e, "snapshot receive failed");
+            let _ = events.send(WriterEvent::ReceiveEnded);
+        }
+    });
+}
+
+fn receive<SM: StateMachine>(
+    sm: &RwLock<SM>,
+    mut incoming: IncomingSnapshot,
+) -> Result<Message, String> {
+    let mut sink = sm
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .snapshot_sink()?;
+    let mut bytes = 0u64;
+    loop {
+        match incoming.frames.blocking_recv() {
+            Some(SnapshotFrame::Chunk(c)) => {
+                bytes += c.len() as u64;
+                sink.push(&c)?;
+            }
+            Some(SnapshotFrame::End(mut m)) => {
+                let (covers, descriptor) = sink.finish()?;
+                if m.from != incoming.from {
+                    return Err(format!(
+                        "stream from {} ended with a message from {}",
+                        incoming.from, m.from
+                    ));
+                }
+                let MessageBody::SnapshotRequest(req) = &mut m.body else {
+                    return Err("the stream ended with a message that is not a snapshot".into());
+                };
+                if req.meta.last_index != covers.last_index
+                    || req.meta.last_term != covers.last_term
+                {
+                    return Err(format!(
+                        "the stream covers {}@{} but its message says {}@{}",
+                        covers.last_index, covers.last_term, req.meta.last_index, req.meta.last_term
+                    ));
+                }
+                info!(
+                    peer = incoming.from,
+                    index = covers.last_index,
+                    bytes,
+                    "snapshot received"
+                );
+                req.total_bytes = descriptor.len() as u64;
+                req.offset = 0;
+                req.data = descriptor;
+                req.done = true;
+                return Ok(m);
+            }
+            None => return Err(format!("stream broke off after {bytes} bytes")),
+        }
+    }
+}
