@@ -32,6 +32,11 @@ pub struct Hello {
 pub enum WireFrame {
     Hello(Hello),
     Message(Message),
+    /// A chunk of a streamed snapshot (durable state machines), on a
+    /// connection of its own: after the Hello, only snapshot frames.
+    SnapshotChunk(bytes::Bytes),
+    /// The end of a streamed snapshot: the leader's snapshot message.
+    SnapshotEnd(Message),
 }
 
 /// Why a frame could not be read or written.

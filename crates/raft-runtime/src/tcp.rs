@@ -52,6 +52,14 @@
 //!   reloaded with [`crate::tls::TlsCerts::reload`] apply to every new
 //!   connection.
 //!
+//! - **Snapshots** of durable state machines are streamed on a connection
+//!   of their own (a Hello, then `SnapshotChunk` frames, then one
+//!   `SnapshotEnd`), so megabytes of state never queue in front of a
+//!   heartbeat. The reader forwards the frames through a bounded queue
+//!   to the driver's receiver (backpressure reaches the sender through
+//!   TCP); at most [`INCOMING_SNAPSHOTS_QUEUED_MAX`] streams wait for the
+//!   driver, more are refused. A chunk must fit in `max_frame_bytes`.
+//!
 //! Without TLS there is no authentication beyond the cluster id and no
 //! encryption: run it on a trusted network.
 
@@ -72,6 +80,9 @@ use tracing::{debug, info, warn, Instrument};
 use crate::addr::PeerAddr;
 use crate::config::ConfigError;
 use crate::frame::{encode_frame, read_frame, FrameError, Hello, WireFrame};
+use crate::transport::{
+    IncomingSnapshot, SnapshotFrame, INCOMING_SNAPSHOTS_QUEUED_MAX, SNAPSHOT_FRAMES_QUEUED_MAX,
+};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::tls::{handshake_reason, names_node, peer_name, PeerTls, TLS_HANDSHAKE_BYTE};
 use crate::transport::{inbound_channel, Inbound, Transport};
@@ -210,6 +221,10 @@ pub struct TcpTransport {
     /// Tasks aborted by `shutdown`, awaited by `closed`.
     stopping: Vec<JoinHandle<()>>,
     metrics: Metrics,
+    /// Snapshot streams arriving, until the driver takes them.
+    incoming_snapshots: Option<mpsc::Receiver<IncomingSnapshot>>,
+    /// Outgoing snapshot streams (aborted by `shutdown`).
+    snapshot_tasks: Vec<JoinHandle<()>>,
 }
 
 impl TcpTransport {
@@ -221,6 +236,7 @@ impl TcpTransport {
         let listener = TcpListener::bind(cfg.listen_addr).await?;
         let local_addr = listener.local_addr()?;
         let (inbound_tx, inbound_rx) = inbound_channel(cfg.inbound_queue_max);
+        let (snapshots_tx, snapshots_rx) = mpsc::channel(INCOMING_SNAPSHOTS_QUEUED_MAX);
         let peers_init = cfg.peers.clone();
         let cfg = Arc::new(cfg);
         let known = Arc::new(RwLock::new(BTreeMap::new()));
@@ -229,7 +245,10 @@ impl TcpTransport {
                 listener,
                 cfg.clone(),
                 known.clone(),
-                inbound_tx,
+                InboundQueues {
+                    messages: inbound_tx,
+                    snapshots: snapshots_tx,
+                },
                 metrics.clone(),
             )
             .instrument(tracing::info_span!("raft_listener", node = cfg.node_id)),
@@ -243,6 +262,8 @@ impl TcpTransport {
             listener: Some(listen_task),
             stopping: Vec::new(),
             metrics,
+            incoming_snapshots: Some(snapshots_rx),
+            snapshot_tasks: Vec::new(),
         };
         for (id, addr) in peers_init {
             t.set_peer_addr(id, Some(addr));
@@ -340,6 +361,42 @@ impl Transport for TcpTransport {
             link.task.abort();
             self.stopping.push(link.task);
         }
+        for t in self.snapshot_tasks.drain(..) {
+            t.abort();
+            self.stopping.push(t);
+        }
+    }
+
+    /// Streams on a new connection to the peer's current address.
+    fn send_snapshot(&mut self, to: NodeId, frames: mpsc::Receiver<SnapshotFrame>) {
+        self.snapshot_tasks.retain(|t| !t.is_finished());
+        let Some(link) = self.peers.get(&to) else {
+            debug!(peer = to, "snapshot for a peer without an address dropped");
+            return;
+        };
+        let addr = link.addr.borrow().clone();
+        let (cfg, metrics) = (self.cfg.clone(), self.metrics.clone());
+        let task = tokio::spawn(
+            async move {
+                if let Err(e) = stream_snapshot(&cfg, to, &addr, frames, &metrics).await {
+                    warn!(%addr, error = %e, "snapshot stream to the peer failed");
+                }
+            }
+            .instrument(tracing::info_span!(
+                "raft_snapshot_out",
+                node = self.cfg.node_id,
+                peer = to
+            )),
+        );
+        self.snapshot_tasks.push(task);
+    }
+
+    fn take_incoming_snapshots(&mut self) -> Option<mpsc::Receiver<IncomingSnapshot>> {
+        self.incoming_snapshots.take()
+    }
+
+    fn streams_snapshots(&self) -> bool {
+        true
     }
 
     /// Waits until the tasks stopped by `shutdown` are gone, so the listening
@@ -365,7 +422,7 @@ async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<TcpConfig>,
     known: Known,
-    inbound: mpsc::Sender<Message>,
+    inbound: InboundQueues,
     metrics: Metrics,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.inbound_connections_max));
@@ -485,9 +542,10 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
     peer_cert: Option<CertificateDer<'static>>,
     cfg: &TcpConfig,
     known: &RwLock<BTreeMap<NodeId, Arc<Notify>>>,
-    inbound: &mpsc::Sender<Message>,
+    queues: &InboundQueues,
     metrics: &Metrics,
 ) {
+    let inbound = &queues.messages;
     let max = cfg.max_frame_bytes;
     let mut buf = Vec::new();
     // Frames are read through a buffer: one `recv` takes every frame that
@@ -503,7 +561,7 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
     .await
     {
         Ok(Ok(WireFrame::Hello(h))) => h,
-        Ok(Ok(WireFrame::Message(_))) => {
+        Ok(Ok(WireFrame::Message(_) | WireFrame::SnapshotChunk(_) | WireFrame::SnapshotEnd(_))) => {
             warn!(%remote, "peer connection did not start with a handshake; closing");
             metrics.refused("no_handshake");
             return;
@@ -558,6 +616,7 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
         }
     }
     debug!(%remote, from = hello.from, "peer connected");
+    let mut messages = 0u64;
     loop {
         let frame = read_frame(&mut stream, max, &mut buf).await;
         if buf.capacity() > READ_BUFFER_KEEP_BYTES {
@@ -571,6 +630,7 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
                     metrics.refused("misaddressed");
                     return;
                 }
+                messages += 1;
                 match inbound.try_send(m) {
                     Ok(()) => {
                         metrics.messages_received.inc();
@@ -586,6 +646,14 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
                 metrics.refused("duplicate_handshake");
                 return;
             }
+            Ok(first @ (WireFrame::SnapshotChunk(_) | WireFrame::SnapshotEnd(_))) => {
+                if messages > 0 {
+                    warn!(%remote, peer = hello.from, "snapshot frame on a message connection; closing");
+                    metrics.refused("bad_frame");
+                    return;
+                }
+                return serve_snapshot(stream, remote, hello.from, first, cfg, queues, metrics).await;
+            }
             Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 debug!(%remote, peer = hello.from, "peer closed the connection");
                 return;
@@ -595,6 +663,140 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
                 metrics.refused("bad_frame");
                 return;
             }
+        }
+    }
+}
+
+/// Where inbound connections deliver: messages to the driver's inbound
+/// queue, snapshot streams to the driver's snapshot queue.
+#[derive(Clone)]
+struct InboundQueues {
+    messages: mpsc::Sender<Message>,
+    snapshots: mpsc::Sender<IncomingSnapshot>,
+}
+
+/// Reads one snapshot stream (the rest of an inbound connection whose
+/// first frame after the Hello was `first`) into a new stream for the
+/// driver. Refused (closed) if the driver has too many waiting.
+async fn serve_snapshot<S: AsyncRead + Unpin>(
+    mut stream: BufReader<S>,
+    remote: SocketAddr,
+    from: NodeId,
+    first: WireFrame,
+    cfg: &TcpConfig,
+    queues: &InboundQueues,
+    metrics: &Metrics,
+) {
+    let (tx, rx) = mpsc::channel(SNAPSHOT_FRAMES_QUEUED_MAX);
+    if queues
+        .snapshots
+        .try_send(IncomingSnapshot { from, frames: rx })
+        .is_err()
+    {
+        debug!(%remote, peer = from, "snapshot stream refused: the driver has enough waiting");
+        return;
+    }
+    let max = cfg.max_frame_bytes;
+    let mut buf = Vec::new();
+    let mut next = Some(first);
+    loop {
+        let frame = match next.take() {
+            Some(f) => f,
+            None => match read_frame(&mut stream, max, &mut buf).await {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(%remote, peer = from, error = %e, "snapshot stream broke off");
+                    return; // dropping `tx` tells the receiver
+                }
+            },
+        };
+        let (frame, last) = match frame {
+            WireFrame::SnapshotChunk(c) => (SnapshotFrame::Chunk(c), false),
+            WireFrame::SnapshotEnd(m) => {
+                if m.from != from || m.to != cfg.node_id {
+                    warn!(%remote, peer = from, "snapshot stream ended with a misaddressed message; closing");
+                    metrics.refused("misaddressed");
+                    return;
+                }
+                (SnapshotFrame::End(m), true)
+            }
+            WireFrame::Hello(_) | WireFrame::Message(_) => {
+                warn!(%remote, peer = from, "message frame on a snapshot connection; closing");
+                metrics.refused("bad_frame");
+                return;
+            }
+        };
+        // Waits while the receiver writes: backpressure to the sender. A
+        // receiver stuck past the write timeout ends the stream.
+        match tokio::time::timeout(cfg.write_timeout * 4, tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return, // the receiver gave up
+            Err(_) => {
+                warn!(%remote, peer = from, "snapshot receiver stalled; closing the stream");
+                return;
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Connects to `peer` at `addr` and writes the snapshot's frames.
+async fn stream_snapshot(
+    cfg: &TcpConfig,
+    peer: NodeId,
+    addr: &PeerAddr,
+    frames: mpsc::Receiver<SnapshotFrame>,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    let stream = match tokio::time::timeout(cfg.connect_timeout, connect(addr)).await {
+        Ok(s) => s?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    match &cfg.tls {
+        None => write_snapshot(cfg, peer, stream, frames, metrics).await,
+        Some(tls) => {
+            let stream = connect_tls(tls, cfg, peer, stream).await?;
+            write_snapshot(cfg, peer, stream, frames, metrics).await
+        }
+    }
+}
+
+async fn write_snapshot<S: AsyncWrite + Unpin>(
+    cfg: &TcpConfig,
+    peer: NodeId,
+    mut stream: S,
+    mut frames: mpsc::Receiver<SnapshotFrame>,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(64 << 10);
+    let hello = WireFrame::Hello(Hello {
+        cluster_id: cfg.cluster_id,
+        from: cfg.node_id,
+        to: peer,
+    });
+    encode_frame(&hello, cfg.max_frame_bytes, &mut buf).map_err(io::Error::other)?;
+    write_timed(cfg, &mut stream, &buf).await?;
+    loop {
+        let (frame, last) = match frames.recv().await {
+            Some(SnapshotFrame::Chunk(c)) => (WireFrame::SnapshotChunk(c), false),
+            Some(SnapshotFrame::End(m)) => (WireFrame::SnapshotEnd(m), true),
+            None => {
+                return Err(io::Error::other(
+                    "the snapshot's reader stopped before its end",
+                ))
+            }
+        };
+        buf.clear();
+        encode_frame(&frame, cfg.max_frame_bytes, &mut buf).map_err(io::Error::other)?;
+        write_timed(cfg, &mut stream, &buf).await?;
+        if last {
+            metrics
+                .messages_sent
+                .get_or_create(&PeerLabel::new(peer))
+                .inc();
+            return stream.shutdown().await;
         }
     }
 }
