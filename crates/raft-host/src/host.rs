@@ -609,14 +609,20 @@ where
             )));
         } else {
             info!(index, "state machine checkpoint durable");
-            // Compacted by `maybe_snapshot` once the keep policy allows.
-            self.pending_snapshot = Some(PendingSnapshot {
-                snapshot: Snapshot {
-                    meta,
-                    data: Bytes::new(),
-                },
-                taken_at_tick: self.ticks,
-            });
+            // Compacted by `maybe_snapshot` once the keep policy allows. An
+            // older one still waiting stays: it comes due first (replacing
+            // it would restart the wait at every checkpoint, and with
+            // checkpoints more frequent than the keep window nothing would
+            // ever be compacted).
+            if self.pending_snapshot.is_none() {
+                self.pending_snapshot = Some(PendingSnapshot {
+                    snapshot: Snapshot {
+                        meta,
+                        data: Bytes::new(),
+                    },
+                    taken_at_tick: self.ticks,
+                });
+            }
         }
         // Apply what waited for the checkpoint.
         let queued: Vec<Entry> = self.apply_queue.drain(..).collect();

@@ -220,6 +220,31 @@ fn a_restart_opens_at_the_checkpoint_and_replays_only_the_rest() {
 }
 
 #[test]
+fn checkpoints_more_frequent_than_the_keep_window_still_compact() {
+    let mut cfg = config();
+    cfg.snapshot_trigger_entries = 2;
+    cfg.snapshot_keep_entries = 5;
+    cfg.snapshot_keep_ticks_max = 1_000_000;
+    let mut h = NodeHost::open(cfg, store(), DurableSum::default()).unwrap();
+    lead(&mut h);
+    for b in 1..=20 {
+        if propose(&mut h, b) > 0 {
+            checkpoint(&mut h);
+            write_log(&mut h);
+        }
+    }
+    // Checkpoints every 2 entries, each compaction 5 entries behind.
+    let first = h.store().first_index();
+    assert!(first > 1, "never compacted");
+    assert!(
+        h.applied_index() + 1 - first >= 5,
+        "compacted inside the keep window: first {first}, applied {}",
+        h.applied_index()
+    );
+    h.validate().unwrap();
+}
+
+#[test]
 fn a_failed_checkpoint_is_fatal() {
     let mut h = NodeHost::open(config(), store(), DurableSum::default()).unwrap();
     lead(&mut h);

@@ -127,8 +127,8 @@ pub struct ServeArgs {
     /// Raft tick length; elections take 10 to 20 ticks [default: 100].
     #[arg(long, env = "RAFTKV_TICK_MS")]
     pub tick_ms: Option<u64>,
-    /// Snapshot and compact the log every this many entries; 0 never
-    /// [default: 10000].
+    /// Snapshot (durable engine: checkpoint) and compact the log every
+    /// this many entries; 0 never [default: 10000].
     #[arg(long, env = "RAFTKV_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
     /// Where the key-value state lives: `durable` (a redb file in the data

@@ -183,16 +183,15 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<ExitCode> {
     rc.admin_timeout = cfg.request_timeout;
     rc.raft.max_entry_bytes = entry_bytes_max;
     rc.raft.max_append_bytes = rc.raft.max_append_bytes.max(entry_bytes_max);
+    rc.snapshot_trigger_entries = cfg.snapshot_entries;
     let (state, book) = match cfg.state_engine {
         StateEngine::Memory => {
-            rc.snapshot_trigger_entries = cfg.snapshot_entries;
             ServerState::new(kv_config.clone()).context("invalid key-value limits")?
         }
         StateEngine::Durable => {
-            // Checkpoints by bytes applied: each one's flush stays short
-            // whatever the state's size (the entry count would make 1 KiB
-            // and 100 KiB values very different).
-            rc.snapshot_trigger_entries = 0;
+            // Checkpoints by entries or by bytes applied, whichever comes
+            // first: the bytes bound each checkpoint's flush whatever the
+            // value size.
             rc.snapshot_trigger_bytes = cfg.checkpoint_bytes;
             let dir = cfg.data_dir.join(STATE_DIR);
             let file = dir.join(STATE_FILE);
