@@ -31,6 +31,13 @@
 //! - `handle_durable(number)`: every write up to Ready `number` is durable
 //!   (synced where its `sync` asked for it).
 //! - `handle_compacted(index)`: the compaction handed out is done.
+//! - Durable state machines only (see raft-core's `state_machine` docs):
+//!   `handle_checkpointed(result)`: the checkpoint handed out is done
+//!   (`Ok(durable applied index)`) or failed (fatal);
+//!   `handle_snapshot_received(m)`: a streamed snapshot is durable beside
+//!   the live state, `m` the leader's snapshot message with its data set
+//!   to the sink's descriptor. Snapshot messages arriving through
+//!   `handle_message` are dropped: they carry no data to install.
 //!
 //! **Processing**: `process()` after every batch of inputs. It takes the
 //! engine's Readies (while fewer than `inflight_writes_max` writes are in
@@ -43,7 +50,8 @@
 //! (4) applies its committed entries (already durable locally) and
 //! answers their proposals; (5) answers reads whose read index is
 //! applied, holding the others until it is. Then it takes a snapshot if
-//! one is due.
+//! one is due (durable: hands out a checkpoint; while one runs, committed
+//! entries wait in a bounded queue and no more Readies are taken past it).
 //!
 //! **Outputs** (drain all three after `process` and after
 //! `handle_durable`):
@@ -55,6 +63,18 @@
 //!   write up to `n` is durable. A `Compact` comes only after the writes
 //!   before it.
 //! - `poll_event()`: answers to callers ([`Event`]) and role changes.
+//! - `poll_snapshot_send()` (durable state machines): snapshot messages
+//!   for followers; the shell streams the state machine's
+//!   `snapshot_source()` to the follower beside the message stream and
+//!   delivers the message last, its metadata set to what the stream
+//!   covers. One stream per follower at a time (the engine's resends are
+//!   ignored while one runs).
+//!
+//! A `WriteOp::Checkpoint` runs off the host's thread (under the state
+//! machine's read lock) and never behind or in front of log writes: it
+//! only makes applied state durable. A `Compact` of a durable state
+//! machine carries no data and never passes the last checkpoint, so a
+//! restart finds the log from the state machine's durable index on.
 //!
 //! **The shell must never**: send a held message itself, report a write
 //! durable before its fsync (an fsync failure is fatal: stop, answer
