@@ -214,6 +214,8 @@ struct Driver<St: RaftStorage, SM: raft_core::StateMachine, T: Transport> {
     /// install count then: no other stream is taken until it is installed
     /// or `STAGED_SNAPSHOT_WAIT` passed (the sink keeps one received state).
     staged: Option<(Instant, u64)>,
+    /// Proposals accepted by the last turn that accepted any (see `turn`).
+    last_batch_proposals: usize,
 }
 
 /// Starts a node: opens a [`NodeHost`] over `storage` (restoring the state
@@ -306,6 +308,7 @@ where
         writer_tx: Some(writer_tx),
         writer_thread: Some(writer_thread),
         cfg,
+        last_batch_proposals: 0,
     };
     let rx = Receivers {
         events: events_rx,
@@ -481,8 +484,9 @@ where
     /// workers, each with its own queue), and one yield caught only the
     /// first. Each yield costs one trip through the run queue (microseconds
     /// when idle: tokio polls the I/O driver without blocking and resumes
-    /// the driver), far below an fsync; at low load the first yield finds
-    /// nothing and the Ready goes at once. Readies are never held back
+    /// the driver), far below an fsync; a lone caller (nothing else in
+    /// flight, last batch of one) gets no yield at all, its Ready goes at
+    /// once. Readies are never held back
     /// while the writer is busy: the leader's AppendEntries must leave at
     /// once to overlap its own fsync.
     async fn turn(
@@ -498,8 +502,17 @@ where
         self.host.observe_clock(self.clock_nanos());
         self.handle_input(input, rx, &mut budget)?;
         self.drain(rx, &mut budget)?;
+        // A lone caller (its proposal is the only one waiting, and the last
+        // batch held one too) has nobody to share the Ready with: a yield
+        // would only cost a trip through the scheduler (a poll of the I/O
+        // driver, a syscall) per write. Other proposals in flight, or a
+        // last batch of several, mean concurrent callers: worth waiting for.
+        let concurrent = budget.proposals_accepted > 0
+            && (self.host.pending_proposals() > budget.proposals_accepted
+                || self.last_batch_proposals > 1);
         let mut yields = 0;
-        while budget.proposals_accepted > 0
+        while concurrent
+            && budget.proposals_accepted > 0
             && budget.proposals_left > 0
             && yields < PROPOSAL_YIELDS_MAX
         {
@@ -510,6 +523,9 @@ where
             if budget.proposals_accepted == before {
                 break; // nothing more is on its way
             }
+        }
+        if budget.proposals_accepted > 0 {
+            self.last_batch_proposals = budget.proposals_accepted;
         }
         self.carry_out()
     }

@@ -3,6 +3,7 @@
 //! without sockets; the TCP transport is in [`crate::tcp`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft_core::{Message, NodeId};
@@ -26,6 +27,10 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct LocalNetwork {
     inner: Arc<Mutex<Inner>>,
+    /// Bumped (under the lock) by every change of `Inner`: transports keep
+    /// the routes they looked up until it moves, instead of taking the lock
+    /// and cloning a sender per message.
+    version: Arc<AtomicU64>,
 }
 
 impl LocalNetwork {
@@ -38,13 +43,21 @@ impl LocalNetwork {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Takes the lock to change the wiring; every transport's cached routes
+    /// are stale from here on.
+    fn lock_for_change(&self) -> MutexGuard<'_, Inner> {
+        let g = self.lock();
+        self.version.fetch_add(1, Ordering::Release);
+        g
+    }
+
     /// Registers node `id` (replacing an earlier registration, as after a
     /// restart) and returns its transport and inbound queue.
     pub fn join(&self, id: NodeId, capacity: usize, metrics: Metrics) -> (LocalTransport, Inbound) {
         let (tx, rx) = inbound_channel(capacity);
         let (snap_tx, snap_rx) = mpsc::channel(INCOMING_SNAPSHOTS_QUEUED_MAX);
         {
-            let mut g = self.lock();
+            let mut g = self.lock_for_change();
             g.nodes.insert(id, tx);
             g.snapshots.insert(id, snap_tx);
         }
@@ -54,7 +67,8 @@ impl LocalNetwork {
                 incoming_snapshots: Some(snap_rx),
                 net: self.clone(),
                 metrics,
-                sent: std::collections::BTreeMap::new(),
+                routes: BTreeMap::new(),
+                routes_version: None,
             },
             rx,
         )
@@ -62,7 +76,7 @@ impl LocalNetwork {
 
     /// Cuts both directions between `a` and `b`.
     pub fn cut(&self, a: NodeId, b: NodeId) {
-        let mut g = self.lock();
+        let mut g = self.lock_for_change();
         g.cut.insert((a, b));
         g.cut.insert((b, a));
     }
@@ -77,8 +91,18 @@ impl LocalNetwork {
 
     /// Restores every link.
     pub fn heal(&self) {
-        self.lock().cut.clear();
+        self.lock_for_change().cut.clear();
     }
+}
+
+/// Where messages to one peer go, as last looked up.
+struct Route {
+    /// `None` while the peer is unknown or the link is cut.
+    sender: Option<mpsc::Sender<Message>>,
+    /// The peer's `messages_sent` counter (a lookup formats the label and
+    /// takes the family's lock: per message, that showed in the in-process
+    /// benchmark's profile).
+    sent: prometheus_client::metrics::counter::Counter,
 }
 
 /// One node's end of a [`LocalNetwork`].
@@ -87,46 +111,57 @@ pub struct LocalTransport {
     incoming_snapshots: Option<mpsc::Receiver<IncomingSnapshot>>,
     net: LocalNetwork,
     metrics: Metrics,
-    /// Each peer's `messages_sent` counter, looked up once (a lookup
-    /// formats the label and takes the family's lock: per message, that
-    /// showed in the in-process benchmark's profile).
-    sent: std::collections::BTreeMap<NodeId, prometheus_client::metrics::counter::Counter>,
+    /// Routes looked up at `routes_version` of the network.
+    routes: BTreeMap<NodeId, Route>,
+    routes_version: Option<u64>,
+}
+
+impl LocalTransport {
+    fn route(&mut self, to: NodeId) -> &Route {
+        let version = self.net.version.load(Ordering::Acquire);
+        if self.routes_version != Some(version) {
+            // The wiring changed (a node joined or left, a link was cut or
+            // healed): look everything up again.
+            self.routes.clear();
+            self.routes_version = Some(version);
+        }
+        let (id, net, metrics) = (self.id, &self.net, &self.metrics);
+        self.routes.entry(to).or_insert_with(|| {
+            let g = net.lock();
+            let sender = if g.cut.contains(&(id, to)) {
+                None
+            } else {
+                g.nodes.get(&to).cloned()
+            };
+            Route {
+                sender,
+                sent: metrics
+                    .messages_sent
+                    .get_or_create(&PeerLabel::new(to))
+                    .clone(),
+            }
+        })
+    }
 }
 
 impl Transport for LocalTransport {
     fn send(&mut self, msg: Message) {
         let to = msg.to;
-        let target = {
-            let g = self.net.lock();
-            if g.cut.contains(&(self.id, to)) {
-                None
-            } else {
-                g.nodes.get(&to).cloned()
-            }
-        };
-        let sent = match target {
+        let route = self.route(to);
+        let sent = match &route.sender {
             Some(t) => t.try_send(msg).is_ok(),
             None => false,
         };
-        match sent {
-            true => {
-                let metrics = &self.metrics;
-                self.sent
-                    .entry(to)
-                    .or_insert_with(|| {
-                        metrics
-                            .messages_sent
-                            .get_or_create(&PeerLabel::new(to))
-                            .clone()
-                    })
-                    .inc();
-            }
-            false => self.metrics.drop_for(to),
+        if sent {
+            route.sent.inc();
+        } else {
+            self.metrics.drop_for(to);
         }
     }
 
     fn shutdown(&mut self) {
-        let mut g = self.net.lock();
+        self.routes.clear();
+        let mut g = self.net.lock_for_change();
         // Only unregister our own registration: a restarted node with the
         // same id may already have replaced it.
         if g.nodes.get(&self.id).is_some_and(|s| s.is_closed()) {
