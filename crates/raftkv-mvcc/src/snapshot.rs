@@ -253,7 +253,7 @@ impl MvccStore {
 
     /// A receiver for a snapshot to install into this store: on the real
     /// filesystem [`SnapshotReceiver::begin`] beside the live file, on a
-    /// disk ([`MvccStore::open_on_disk`]) the same on that disk. A store on
+    /// disk (`MvccStore::open_on_disk`) the same on that disk. A store on
     /// a caller's backend cannot make one (the caller supplies the new
     /// backend: [`SnapshotReceiver::begin_with_backend`]).
     pub fn snapshot_receiver(&self) -> Result<SnapshotReceiver, ReceiveError> {
@@ -285,7 +285,7 @@ impl MvccStore {
     ///   live one (atomic), fsyncs the directory, and reopens. A crash before
     ///   the rename leaves the old state (and an `.incoming` file the next
     ///   open removes); after it, the new one.
-    /// - A store on a disk ([`MvccStore::open_on_disk`]), with a snapshot
+    /// - A store on a disk (`MvccStore::open_on_disk`), with a snapshot
     ///   received by [`MvccStore::snapshot_receiver`]: the same rename and
     ///   directory fsync on that disk, then the received engine (still open)
     ///   becomes the store's.
@@ -881,7 +881,7 @@ impl SnapshotReceiver {
 
     /// Starts a transfer into `<live>.incoming` on a raft-storage disk
     /// (removing an earlier one). [`MvccStore::snapshot_receiver`] of a store
-    /// opened with [`MvccStore::open_on_disk`] is this.
+    /// opened with `MvccStore::open_on_disk` is this.
     #[cfg(feature = "sim")]
     pub fn begin_on_disk<D: raft_storage::Disk>(
         disk: D,
