@@ -138,6 +138,19 @@ fn thread_cpu() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// (CPU time, time spent runnable but waiting for a CPU) of the calling
+/// thread, from the scheduler's statistics (nanoseconds): wall time minus
+/// both is the time the thread was blocked, waiting for the disk.
+fn thread_sched() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut fields = stat
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let cpu = fields.next().unwrap_or(0);
+    let waiting = fields.next().unwrap_or(0);
+    (Duration::from_nanos(cpu), Duration::from_nanos(waiting))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -206,6 +219,7 @@ fn main() {
     let mut checkpoint_in_tenth = [Duration::ZERO; 10];
     let mut checkpoints: Vec<Duration> = Vec::new();
     let mut checkpoint_cpu = Duration::ZERO;
+    let mut checkpoint_waiting = Duration::ZERO;
     let fill_start = Instant::now();
     // CPU time of this thread (apply and checkpoints) per tenth of the fill.
     let mut cpu_in_tenth = [Duration::ZERO; 10];
@@ -233,10 +247,12 @@ fn main() {
         index += n;
         if index / args.checkpoint_every != before / args.checkpoint_every {
             let t = Instant::now();
-            let cpu = thread_cpu();
+            let (cpu, waiting) = thread_sched();
             store.checkpoint().expect("checkpoint");
             let took = t.elapsed();
-            checkpoint_cpu += thread_cpu() - cpu;
+            let (cpu_after, waiting_after) = thread_sched();
+            checkpoint_cpu += cpu_after - cpu;
+            checkpoint_waiting += waiting_after - waiting;
             checkpoint_in_tenth[decile] += took;
             checkpoints.push(took);
         }
@@ -305,9 +321,13 @@ fn main() {
             ms(at(0.99)),
             ms(*sorted.last().expect("not empty"))
         );
+        let n = checkpoints.len() as f64;
+        let wall: Duration = checkpoints.iter().sum();
         println!(
-            "checkpoint CPU (this thread): {:.1} ms per checkpoint; the rest of the wall time waits for the disk (or the CPU)",
-            ms(checkpoint_cpu) / checkpoints.len() as f64
+            "per checkpoint: CPU {:.1} ms, runnable waiting for a CPU {:.1} ms, blocked (disk) {:.1} ms",
+            ms(checkpoint_cpu) / n,
+            ms(checkpoint_waiting) / n,
+            ms(wall.saturating_sub(checkpoint_cpu + checkpoint_waiting)) / n
         );
     }
     let t = Instant::now();
