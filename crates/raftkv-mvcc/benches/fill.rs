@@ -17,9 +17,10 @@
 //! ```
 //!
 //! Options: `--keys N`, `--value-bytes B` (1024), `--batch E` (entries per
-//! apply batch, 64), `--checkpoint-every E` (entries, 10,000), `--cache-mib
-//! M` (64), `--dir D` (a temporary directory by default, removed at the
-//! end), `--chunk-kib K` (snapshot chunk size, 1024).
+//! apply batch, 64), `--checkpoint-mib M` (a checkpoint after every M MiB
+//! of applied values, 16; `--checkpoint-every E` counts entries instead),
+//! `--cache-mib M` (64), `--dir D` (a temporary directory by default,
+//! removed at the end), `--chunk-kib K` (snapshot chunk size, 1024).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ struct Args {
     value_bytes: usize,
     batch: u64,
     checkpoint_every: u64,
+    checkpoint_mib: u64,
     cache_mib: usize,
     dir: Option<PathBuf>,
     chunk_kib: usize,
@@ -47,7 +49,8 @@ fn parse_args() -> Args {
         keys: 200_000,
         value_bytes: 1024,
         batch: 64,
-        checkpoint_every: 10_000,
+        checkpoint_every: 0,
+        checkpoint_mib: 16,
         cache_mib: 64,
         dir: None,
         chunk_kib: 1024,
@@ -61,7 +64,12 @@ fn parse_args() -> Args {
             "--value-bytes" => args.value_bytes = val().parse().expect("--value-bytes B"),
             "--batch" => args.batch = val().parse().expect("--batch E"),
             "--checkpoint-every" => {
-                args.checkpoint_every = val().parse().expect("--checkpoint-every E")
+                args.checkpoint_every = val().parse().expect("--checkpoint-every E");
+                args.checkpoint_mib = 0;
+            }
+            "--checkpoint-mib" => {
+                let mib: u64 = val().parse().expect("--checkpoint-mib M");
+                args.checkpoint_mib = mib;
             }
             "--cache-mib" => args.cache_mib = val().parse().expect("--cache-mib M"),
             "--dir" => args.dir = Some(PathBuf::from(val())),
@@ -70,6 +78,11 @@ fn parse_args() -> Args {
             // cargo bench passes --bench; ignore it and other harness flags.
             _ => {}
         }
+    }
+    if args.checkpoint_every == 0 {
+        // Entries per checkpoint from the data size.
+        args.checkpoint_every =
+            (args.checkpoint_mib.max(1) * 1024 * 1024 / args.value_bytes.max(1) as u64).max(1);
     }
     args
 }
@@ -106,6 +119,36 @@ fn rss() -> (u64, u64) {
             .map_or(0, |kib| kib / 1024)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) of the calling thread: on a shared machine
+/// wall time measures the neighbours too.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field overall, stime the 15th, in clock ticks of 10 ms.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// (CPU time, time spent runnable but waiting for a CPU) of the calling
+/// thread, from the scheduler's statistics (nanoseconds): wall time minus
+/// both is the time the thread was blocked, waiting for the disk.
+fn thread_sched() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut fields = stat
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let cpu = fields.next().unwrap_or(0);
+    let waiting = fields.next().unwrap_or(0);
+    (Duration::from_nanos(cpu), Duration::from_nanos(waiting))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -175,7 +218,12 @@ fn main() {
     let mut apply_in_tenth = [Duration::ZERO; 10];
     let mut checkpoint_in_tenth = [Duration::ZERO; 10];
     let mut checkpoints: Vec<Duration> = Vec::new();
+    let mut checkpoint_cpu = Duration::ZERO;
+    let mut checkpoint_waiting = Duration::ZERO;
     let fill_start = Instant::now();
+    // CPU time of this thread (apply and checkpoints) per tenth of the fill.
+    let mut cpu_in_tenth = [Duration::ZERO; 10];
+    let mut cpu_mark = (0usize, thread_cpu());
     let mut index = 0;
     while index < args.keys {
         let n = args.batch.min(args.keys - index);
@@ -183,6 +231,11 @@ fn main() {
             .map(|i| put_entry(i, key(i), &value))
             .collect();
         let decile = ((index * 10) / args.keys).min(9) as usize;
+        if decile != cpu_mark.0 {
+            let now = thread_cpu();
+            cpu_in_tenth[cpu_mark.0] += now - cpu_mark.1;
+            cpu_mark = (decile, now);
+        }
         let t = Instant::now();
         store.apply_batch(&batch).expect("apply");
         let took = t.elapsed();
@@ -194,19 +247,26 @@ fn main() {
         index += n;
         if index / args.checkpoint_every != before / args.checkpoint_every {
             let t = Instant::now();
+            let (cpu, waiting) = thread_sched();
             store.checkpoint().expect("checkpoint");
             let took = t.elapsed();
+            let (cpu_after, waiting_after) = thread_sched();
+            checkpoint_cpu += cpu_after - cpu;
+            checkpoint_waiting += waiting_after - waiting;
             checkpoint_in_tenth[decile] += took;
             checkpoints.push(took);
         }
     }
     let fill = fill_start.elapsed();
+    let fill_cpu = thread_cpu();
+    cpu_in_tenth[cpu_mark.0] += fill_cpu - cpu_mark.1;
     let mb = |entries: u64| (entries * args.value_bytes as u64) as f64 / 1e6;
     println!(
-        "fill: {:.1} s, {:.0} entries/s ({:.1} MB/s) overall, checkpoints included",
+        "fill: {:.1} s, {:.0} entries/s ({:.1} MB/s) overall, checkpoints included; main thread CPU {:.1} s",
         fill.as_secs_f64(),
         args.keys as f64 / fill.as_secs_f64(),
         mb(args.keys) / fill.as_secs_f64(),
+        fill_cpu.as_secs_f64()
     );
     let rate = |d: Duration| tenth as f64 / d.as_secs_f64();
     for (name, i) in [("first", 0), ("last", 9)] {
@@ -229,6 +289,15 @@ fn main() {
         .map(|d| format!("{:.0}", rate(*d)))
         .collect();
     println!("apply entries/s per tenth: {}", rates.join(" "));
+    let cpu: Vec<String> = cpu_in_tenth
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect();
+    println!(
+        "CPU s per tenth (apply + checkpoints): {}; ratio first/last {:.2}",
+        cpu.join(" "),
+        cpu_in_tenth[0].as_secs_f64() / cpu_in_tenth[9].as_secs_f64().max(0.01)
+    );
     println!(
         "apply batch ({} entries) latency: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         args.batch,
@@ -238,13 +307,27 @@ fn main() {
         batch_us.max() as f64 / 1000.0
     );
     if !checkpoints.is_empty() {
-        let max = checkpoints.iter().max().copied().unwrap_or_default();
+        let mut sorted = checkpoints.clone();
+        sorted.sort();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
         let mean = checkpoints.iter().sum::<Duration>() / checkpoints.len() as u32;
         println!(
-            "checkpoints during the fill: {}, mean {:.1} ms, max {:.1} ms",
+            "checkpoints during the fill (every {} entries = {:.1} MiB of values): {}, mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            args.checkpoint_every,
+            (args.checkpoint_every * args.value_bytes as u64) as f64 / (1024.0 * 1024.0),
             checkpoints.len(),
             ms(mean),
-            ms(max)
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(*sorted.last().expect("not empty"))
+        );
+        let n = checkpoints.len() as f64;
+        let wall: Duration = checkpoints.iter().sum();
+        println!(
+            "per checkpoint: CPU {:.1} ms, runnable waiting for a CPU {:.1} ms, blocked (disk) {:.1} ms",
+            ms(checkpoint_cpu) / n,
+            ms(checkpoint_waiting) / n,
+            ms(wall.saturating_sub(checkpoint_cpu + checkpoint_waiting)) / n
         );
     }
     let t = Instant::now();
@@ -286,17 +369,54 @@ fn main() {
     let _ = std::fs::remove_file(&peer_path);
     let mut peer = MvccStore::open(&peer_path, config(), options(&args)).expect("peer open");
     let t = Instant::now();
+    let cpu = thread_cpu();
     let mut rx = SnapshotReceiver::begin(&peer_path, &config(), &options(&args)).expect("begin");
     for chunk in store.snapshot_source(chunk_bytes).expect("source") {
         rx.push(&chunk.expect("chunk")).expect("push");
     }
     peer.install(rx.finish().expect("finish")).expect("install");
     let receive = t.elapsed();
+    let cpu = thread_cpu() - cpu;
     assert_eq!(peer.applied_index(), durable);
     println!(
-        "snapshot send+receive+install (one thread): {:.2} s = {:.0} MB/s",
+        "snapshot send+receive+install (one thread): {:.2} s = {:.0} MB/s; CPU {:.2} s = {:.0} MB/s per CPU second",
         receive.as_secs_f64(),
-        streamed as f64 / 1e6 / receive.as_secs_f64()
+        streamed as f64 / 1e6 / receive.as_secs_f64(),
+        cpu.as_secs_f64(),
+        streamed as f64 / 1e6 / cpu.as_secs_f64().max(0.01)
+    );
+    drop(peer);
+    let _ = std::fs::remove_file(&peer_path);
+
+    // The same with the sender on its own thread, as between two nodes:
+    // chunks through a bounded channel (4 chunks in flight).
+    let mut peer = MvccStore::open(&peer_path, config(), options(&args)).expect("peer open");
+    let t = Instant::now();
+    let cpu = thread_cpu();
+    let mut rx = SnapshotReceiver::begin(&peer_path, &config(), &options(&args)).expect("begin");
+    let source = store.snapshot_source(chunk_bytes).expect("source");
+    let (tx, chunks_rx) = std::sync::mpsc::sync_channel(4);
+    let sender = std::thread::spawn(move || {
+        for chunk in source {
+            if tx.send(chunk.expect("chunk")).is_err() {
+                break;
+            }
+        }
+    });
+    for chunk in chunks_rx {
+        rx.push(&chunk).expect("push");
+    }
+    sender.join().expect("sender thread");
+    peer.install(rx.finish().expect("finish")).expect("install");
+    let receive = t.elapsed();
+    let cpu = thread_cpu() - cpu;
+    assert_eq!(peer.applied_index(), durable);
+    let (rss_now, rss_peak) = rss();
+    println!(
+        "snapshot send+receive+install (sender thread, receiver thread): {:.2} s = {:.0} MB/s; receiver CPU {:.2} s; RSS {rss_now} MiB (peak {rss_peak} MiB)",
+        receive.as_secs_f64(),
+        streamed as f64 / 1e6 / receive.as_secs_f64(),
+        cpu.as_secs_f64()
     );
     drop(peer);
     let _ = std::fs::remove_file(&peer_path);

@@ -72,9 +72,8 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 
 fn check_crc(table: &'static str, prefix: &[&[u8]], value: &[u8]) -> Result<(), RecordError> {
     let stored = u32_at(value, 0);
-    let mut parts: Vec<&[u8]> = prefix.to_vec();
-    parts.push(&value[CRC_BYTES..]);
-    let computed = crc_parts(&parts);
+    // No allocation: this runs for every record read, sent and received.
+    let computed = crc32c::crc32c_append(crc_parts(prefix), &value[CRC_BYTES..]);
     if stored != computed {
         return Err(RecordError::Checksum {
             table,
@@ -86,9 +85,7 @@ fn check_crc(table: &'static str, prefix: &[&[u8]], value: &[u8]) -> Result<(), 
 }
 
 fn seal(prefix: &[&[u8]], mut out: Vec<u8>) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = prefix.to_vec();
-    parts.push(&out[CRC_BYTES..]);
-    let crc = crc_parts(&parts);
+    let crc = crc32c::crc32c_append(crc_parts(prefix), &out[CRC_BYTES..]);
     out[..CRC_BYTES].copy_from_slice(&crc.to_le_bytes());
     out
 }
@@ -120,6 +117,22 @@ impl CurrentRecord {
     }
 
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<CurrentRecord, RecordError> {
+        let (create_revision, mod_revision, version) = Self::check(key, bytes)?;
+        Ok(CurrentRecord {
+            create_revision,
+            mod_revision,
+            version,
+            value: Bytes::copy_from_slice(&bytes[CURRENT_HEADER_BYTES..]),
+        })
+    }
+
+    /// Checks a stored record without copying its value; returns its
+    /// create revision, mod revision and version. The value is
+    /// `bytes[CURRENT_HEADER_BYTES..]`.
+    pub(crate) fn check(
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<(LogIndex, LogIndex, u64), RecordError> {
         const T: &str = "current";
         if bytes.len() < CURRENT_HEADER_BYTES {
             return Err(RecordError::TooShort {
@@ -128,25 +141,19 @@ impl CurrentRecord {
             });
         }
         check_crc(T, &[key], bytes)?;
-        let record = CurrentRecord {
-            create_revision: u64_at(bytes, 4),
-            mod_revision: u64_at(bytes, 12),
-            version: u64_at(bytes, 20),
-            value: Bytes::copy_from_slice(&bytes[CURRENT_HEADER_BYTES..]),
-        };
-        if record.create_revision == 0
-            || record.create_revision > record.mod_revision
-            || record.version == 0
-        {
+        let (create, modr, version) = (u64_at(bytes, 4), u64_at(bytes, 12), u64_at(bytes, 20));
+        if create == 0 || create > modr || version == 0 {
             return Err(RecordError::Malformed {
                 table: T,
-                detail: format!(
-                    "create {} mod {} version {}",
-                    record.create_revision, record.mod_revision, record.version
-                ),
+                detail: format!("create {create} mod {modr} version {version}"),
             });
         }
-        Ok(record)
+        Ok((create, modr, version))
+    }
+
+    /// Length of the value of a stored record of `len` bytes.
+    pub(crate) fn value_len(len: usize) -> usize {
+        len.saturating_sub(CURRENT_HEADER_BYTES)
     }
 
     pub(crate) fn to_kv(&self, key: &[u8]) -> KeyValue {
@@ -205,6 +212,25 @@ impl HistoryRecord {
         rev: LogIndex,
         bytes: &[u8],
     ) -> Result<HistoryRecord, RecordError> {
+        let (create_revision, version, put) = Self::check(key, rev, bytes)?;
+        Ok(if put {
+            HistoryRecord::Put {
+                create_revision,
+                version,
+                value: Bytes::copy_from_slice(&bytes[HISTORY_HEADER_BYTES..]),
+            }
+        } else {
+            HistoryRecord::Tombstone
+        })
+    }
+
+    /// Checks a stored record without copying its value; returns create
+    /// revision, version and whether it is a put (else a tombstone).
+    pub(crate) fn check(
+        key: &[u8],
+        rev: LogIndex,
+        bytes: &[u8],
+    ) -> Result<(LogIndex, u64, bool), RecordError> {
         const T: &str = "history";
         if bytes.len() < HISTORY_HEADER_BYTES {
             return Err(RecordError::TooShort {
@@ -217,13 +243,9 @@ impl HistoryRecord {
         let version = u64_at(bytes, 13);
         match bytes[4] {
             KIND_PUT if create_revision != 0 && create_revision <= rev && version != 0 => {
-                Ok(HistoryRecord::Put {
-                    create_revision,
-                    version,
-                    value: Bytes::copy_from_slice(&bytes[HISTORY_HEADER_BYTES..]),
-                })
+                Ok((create_revision, version, true))
             }
-            KIND_TOMBSTONE if bytes.len() == HISTORY_HEADER_BYTES => Ok(HistoryRecord::Tombstone),
+            KIND_TOMBSTONE if bytes.len() == HISTORY_HEADER_BYTES => Ok((0, 0, false)),
             kind => Err(RecordError::Malformed {
                 table: T,
                 detail: format!(

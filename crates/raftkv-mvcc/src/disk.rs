@@ -9,9 +9,9 @@
 //! on redb, so it takes raft-storage as an optional dependency instead.
 //!
 //! What a crash leaves: redb writes the pages of a commit made without
-//! fsync (every [`MvccStore::apply_batch`]) into the file, but it switches
+//! fsync (every [`MvccStore::apply_batch`](crate::MvccStore::apply_batch)) into the file, but it switches
 //! its on-disk header only in a durable commit (a
-//! [`MvccStore::checkpoint`]). Recovery reads the header, so a reopened
+//! [`MvccStore::checkpoint`](crate::MvccStore::checkpoint)). Recovery reads the header, so a reopened
 //! store is at the last checkpoint that completed, or at the one in progress
 //! when the crash came (if its header write survived), never at a commit
 //! made without fsync. The tests check the weaker promise the host relies

@@ -28,6 +28,17 @@
 //!   receiver that builds a new file beside the live one
 //!   ([`SnapshotReceiver`]) and switches atomically
 //!   ([`MvccStore::install`]).
+//! - **The host's own record.** [`MvccStore::apply_batch_with_app`] also
+//!   replaces a small blob of the host's (its replicated address book, at
+//!   most [`APP_BYTES_MAX`] bytes) in the same transaction as the entries,
+//!   so after a crash the blob and the data are of one applied index;
+//!   [`MvccStore::app_state`] reads it, and snapshots carry it.
+//! - **Any disk** (feature `sim`): `MvccStore::open_on_disk` runs the
+//!   store on raft-storage's `Disk` seam (the simulator's `SimDisk`, whose
+//!   crashes lose and tear unsynced writes), with snapshots received and
+//!   installed on that disk; [`MvccStore::open_with_backend`] with
+//!   [`SnapshotReceiver::begin_with_backend`] on any redb backend. See the
+//!   `disk` module for what a crash leaves.
 //! - **Damage is refused, never served.** Every stored record carries a
 //!   CRC32C over its key and value, checked on every read; a bad record, a
 //!   damaged meta record or an engine panic on a damaged page is a

@@ -253,7 +253,7 @@ impl MvccStore {
 
     /// A receiver for a snapshot to install into this store: on the real
     /// filesystem [`SnapshotReceiver::begin`] beside the live file, on a
-    /// disk ([`MvccStore::open_on_disk`]) the same on that disk. A store on
+    /// disk (`MvccStore::open_on_disk`) the same on that disk. A store on
     /// a caller's backend cannot make one (the caller supplies the new
     /// backend: [`SnapshotReceiver::begin_with_backend`]).
     pub fn snapshot_receiver(&self) -> Result<SnapshotReceiver, ReceiveError> {
@@ -285,7 +285,7 @@ impl MvccStore {
     ///   live one (atomic), fsyncs the directory, and reopens. A crash before
     ///   the rename leaves the old state (and an `.incoming` file the next
     ///   open removes); after it, the new one.
-    /// - A store on a disk ([`MvccStore::open_on_disk`]), with a snapshot
+    /// - A store on a disk (`MvccStore::open_on_disk`), with a snapshot
     ///   received by [`MvccStore::snapshot_receiver`]: the same rename and
     ///   directory fsync on that disk, then the received engine (still open)
     ///   becomes the store's.
@@ -357,6 +357,75 @@ impl MvccStore {
         self.app = app;
         // A store that failed before is healthy again only by reopening.
         Ok(())
+    }
+}
+
+/// The history table in a write transaction.
+type HistoryTable<'t> = redb::Table<'t, (&'static [u8], u64), &'static [u8]>;
+
+/// The tables a receiver writes, each opened at its first record of a chunk.
+struct RxTables<'t> {
+    txn: &'t WriteTransaction,
+    current: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    history: Option<HistoryTable<'t>>,
+    changes: Option<redb::Table<'t, u64, &'static [u8]>>,
+    sessions: Option<redb::Table<'t, u64, &'static [u8]>>,
+    lru: Option<redb::Table<'t, u64, u64>>,
+}
+
+/// Opens `slot`'s table if not open yet.
+fn open_in<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<redb::Table<'t, K, V>>,
+    txn: &'t WriteTransaction,
+    def: redb::TableDefinition<'static, K, V>,
+    file: &Path,
+) -> Result<&'s mut redb::Table<'t, K, V>, ReceiveError> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(def).map_err(engine(file))?);
+    }
+    // Set just above.
+    Ok(slot.as_mut().expect("opened above"))
+}
+
+impl<'t> RxTables<'t> {
+    fn new(txn: &'t WriteTransaction) -> RxTables<'t> {
+        RxTables {
+            txn,
+            current: None,
+            history: None,
+            changes: None,
+            sessions: None,
+            lru: None,
+        }
+    }
+
+    fn current(
+        &mut self,
+        file: &Path,
+    ) -> Result<&mut redb::Table<'t, &'static [u8], &'static [u8]>, ReceiveError> {
+        open_in(&mut self.current, self.txn, CURRENT, file)
+    }
+
+    fn history(&mut self, file: &Path) -> Result<&mut HistoryTable<'t>, ReceiveError> {
+        open_in(&mut self.history, self.txn, HISTORY, file)
+    }
+
+    fn changes(
+        &mut self,
+        file: &Path,
+    ) -> Result<&mut redb::Table<'t, u64, &'static [u8]>, ReceiveError> {
+        open_in(&mut self.changes, self.txn, CHANGES, file)
+    }
+
+    fn sessions(
+        &mut self,
+        file: &Path,
+    ) -> Result<&mut redb::Table<'t, u64, &'static [u8]>, ReceiveError> {
+        open_in(&mut self.sessions, self.txn, SESSIONS, file)
+    }
+
+    fn lru(&mut self, file: &Path) -> Result<&mut redb::Table<'t, u64, u64>, ReceiveError> {
+        open_in(&mut self.lru, self.txn, SESSION_LRU, file)
     }
 }
 
@@ -483,7 +552,7 @@ impl SnapshotSource {
                         let (k, v) = item.map_err(engine(file))?;
                         let (key, value) = (k.value(), v.value());
                         // A damaged record is never sent.
-                        CurrentRecord::decode(key, value).map_err(corrupt(file))?;
+                        CurrentRecord::check(key, value).map_err(corrupt(file))?;
                         let klen = (key.len() as u32).to_le_bytes();
                         let start = self.buf.len();
                         self.buf.put_u8(TAG_CURRENT);
@@ -521,7 +590,7 @@ impl SnapshotSource {
                     for item in range {
                         let (k, v) = item.map_err(engine(file))?;
                         let ((key, rev), value) = (k.value(), v.value());
-                        HistoryRecord::decode(key, rev, value).map_err(corrupt(file))?;
+                        HistoryRecord::check(key, rev, value).map_err(corrupt(file))?;
                         let start = self.buf.len();
                         self.buf.put_u8(TAG_HISTORY);
                         self.buf
@@ -813,7 +882,7 @@ impl SnapshotReceiver {
 
     /// Starts a transfer into `<live>.incoming` on a raft-storage disk
     /// (removing an earlier one). [`MvccStore::snapshot_receiver`] of a store
-    /// opened with [`MvccStore::open_on_disk`] is this.
+    /// opened with `MvccStore::open_on_disk` is this.
     #[cfg(feature = "sim")]
     pub fn begin_on_disk<D: raft_storage::Disk>(
         disk: D,
@@ -935,24 +1004,16 @@ impl SnapshotReceiver {
         }
         self.next_seq += 1;
         self.buf.extend_from_slice(&chunk.payload);
-        while self.buf.len() >= RECORD_HEADER_BYTES {
-            let tag = self.buf[0];
-            let len = u32::from_le_bytes(self.buf[1..5].try_into().expect("4 bytes")) as usize;
-            if len > self.record_bytes_max {
-                return Err(self.bad(format!(
-                    "record of {len} bytes exceeds the limit of {}",
-                    self.record_bytes_max
-                )));
-            }
-            if self.buf.len() < RECORD_HEADER_BYTES + len {
-                break;
-            }
-            let record = self.buf.split_to(RECORD_HEADER_BYTES + len).freeze();
-            if self.ended {
-                return Err(self.bad("records after the end record".into()));
-            }
-            self.record(tag, &record)?;
-        }
+        // The tables stay open for the whole chunk (opening one per record
+        // cost more than the insert); they borrow the transaction, taken
+        // out of `self` meanwhile.
+        let txn = self.txn.take().expect("a live receiver has a transaction");
+        let result = {
+            let mut tables = RxTables::new(&txn);
+            self.records_of_chunk(&mut tables)
+        };
+        self.txn = Some(txn);
+        result?;
         if self.txn_bytes >= RECEIVER_TXN_BYTES_MAX {
             let txn = self.txn.take().expect("a live receiver has a transaction");
             txn.commit().map_err(engine(&self.file))?;
@@ -969,10 +1030,27 @@ impl SnapshotReceiver {
         Ok(())
     }
 
-    fn txn(&self) -> &WriteTransaction {
-        self.txn
-            .as_ref()
-            .expect("a live receiver has a transaction")
+    /// Writes every complete record in the buffer.
+    fn records_of_chunk(&mut self, tables: &mut RxTables<'_>) -> Result<(), ReceiveError> {
+        while self.buf.len() >= RECORD_HEADER_BYTES {
+            let tag = self.buf[0];
+            let len = u32::from_le_bytes(self.buf[1..5].try_into().expect("4 bytes")) as usize;
+            if len > self.record_bytes_max {
+                return Err(self.bad(format!(
+                    "record of {len} bytes exceeds the limit of {}",
+                    self.record_bytes_max
+                )));
+            }
+            if self.buf.len() < RECORD_HEADER_BYTES + len {
+                break;
+            }
+            let record = self.buf.split_to(RECORD_HEADER_BYTES + len).freeze();
+            if self.ended {
+                return Err(self.bad("records after the end record".into()));
+            }
+            self.record(tag, &record, tables)?;
+        }
+        Ok(())
     }
 
     fn bad(&self, detail: String) -> ReceiveError {
@@ -997,7 +1075,12 @@ impl SnapshotReceiver {
         Ok(())
     }
 
-    fn record(&mut self, tag: u8, record: &Bytes) -> Result<(), ReceiveError> {
+    fn record(
+        &mut self,
+        tag: u8,
+        record: &Bytes,
+        tables: &mut RxTables<'_>,
+    ) -> Result<(), ReceiveError> {
         if tag != TAG_END {
             self.stream_crc = crc32c::crc32c_append(self.stream_crc, record);
         }
@@ -1046,15 +1129,17 @@ impl SnapshotReceiver {
                 }
                 let key = body.split_to(klen);
                 self.check_order(tag, &key, 0)?;
-                let r = CurrentRecord::decode(&key, &body)
+                let (_, mod_revision, _) = CurrentRecord::check(&key, &body)
                     .map_err(|e| self.bad(format!("live key: {e}")))?;
-                if r.mod_revision > applied {
-                    return Err(beyond(r.mod_revision));
+                if mod_revision > applied {
+                    return Err(beyond(mod_revision));
                 }
-                self.data_bytes += (key.len() + r.value.len()) as u64;
+                self.data_bytes += (key.len() + CurrentRecord::value_len(body.len())) as u64;
                 self.counts.current += 1;
-                let mut t = self.txn().open_table(CURRENT).map_err(engine(&file))?;
-                t.insert(&key[..], &body[..]).map_err(engine(&file))?;
+                tables
+                    .current(&file)?
+                    .insert(&key[..], &body[..])
+                    .map_err(engine(&file))?;
             }
             TAG_HISTORY => {
                 if body.len() < 4 {
@@ -1067,14 +1152,15 @@ impl SnapshotReceiver {
                 let key = body.split_to(klen);
                 let rev = body.get_u64_le();
                 self.check_order(tag, &key, rev)?;
-                HistoryRecord::decode(&key, rev, &body)
+                HistoryRecord::check(&key, rev, &body)
                     .map_err(|e| self.bad(format!("history: {e}")))?;
                 if rev > applied {
                     return Err(beyond(rev));
                 }
                 self.counts.history += 1;
-                let mut t = self.txn().open_table(HISTORY).map_err(engine(&file))?;
-                t.insert((&key[..], rev), &body[..])
+                tables
+                    .history(&file)?
+                    .insert((&key[..], rev), &body[..])
                     .map_err(engine(&file))?;
             }
             TAG_CHANGE | TAG_SESSION => {
@@ -1083,13 +1169,13 @@ impl SnapshotReceiver {
                 }
                 let k = body.get_u64_le();
                 self.check_order(tag, &[], k)?;
-                let def = if tag == TAG_CHANGE {
+                let table = if tag == TAG_CHANGE {
                     decode_change(k, &body).map_err(|e| self.bad(format!("change: {e}")))?;
                     if k > applied {
                         return Err(beyond(k));
                     }
                     self.counts.changes += 1;
-                    CHANGES
+                    tables.changes(&file)?
                 } else {
                     let s = SessionRecord::decode(k, &body)
                         .map_err(|e| self.bad(format!("session: {e}")))?;
@@ -1097,10 +1183,9 @@ impl SnapshotReceiver {
                         return Err(beyond(s.last_used_index));
                     }
                     self.counts.sessions += 1;
-                    SESSIONS
+                    tables.sessions(&file)?
                 };
-                let mut t = self.txn().open_table(def).map_err(engine(&file))?;
-                t.insert(k, &body[..]).map_err(engine(&file))?;
+                table.insert(k, &body[..]).map_err(engine(&file))?;
             }
             TAG_LRU => {
                 if body.len() != 16 {
@@ -1110,8 +1195,10 @@ impl SnapshotReceiver {
                 let client = body.get_u64_le();
                 self.check_order(tag, &[], last_used)?;
                 self.counts.lru += 1;
-                let mut t = self.txn().open_table(SESSION_LRU).map_err(engine(&file))?;
-                t.insert(last_used, client).map_err(engine(&file))?;
+                tables
+                    .lru(&file)?
+                    .insert(last_used, client)
+                    .map_err(engine(&file))?;
             }
             TAG_END => {
                 if body.len() != 12 {

@@ -215,3 +215,70 @@ fn random_flips_with_a_quick_open_are_refused_or_harmless() {
     let (refused, intact) = sweep(&path, dir.path(), false, 80, 11);
     assert!(refused > 5, "refused {refused}, intact {intact}");
 }
+
+/// A file cut short (a lost tail) is refused with an error naming the
+/// file, or, if the cut took only unused space, serves the intact data.
+#[test]
+fn a_truncated_file_is_refused_or_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path());
+    let expected = read_everything(&MvccStore::open(&path, config(), options()).unwrap()).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let mut refused = 0;
+    for (i, keep) in [bytes.len() / 2, bytes.len() - 4096, 4096, 100]
+        .into_iter()
+        .enumerate()
+    {
+        let cut = dir.path().join(format!("cut-{i}.redb"));
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            let store = MvccStore::open(&cut, config(), options()).map_err(|e| e.to_string())?;
+            read_everything(&store)
+        })
+        .unwrap_or_else(|_| panic!("cut at {keep}: a panic escaped the store"));
+        match outcome {
+            Err(message) => {
+                assert!(names_file(&message, &cut), "cut at {keep}: {message}");
+                refused += 1;
+            }
+            Ok(data) => assert_eq!(data, expected, "cut at {keep}: served other data"),
+        }
+    }
+    // Half the file, one page, a hundred bytes: the data cannot be there.
+    assert!(refused >= 3, "{refused}");
+}
+
+/// The application record carries its own checksum: damaged, the open is
+/// refused (it is read at open), naming the file.
+#[test]
+fn a_damaged_application_record_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut store = MvccStore::open(&path, config(), options()).unwrap();
+    let blob = b"ADDRESS-BOOK-MARKER-0123456789".to_vec();
+    store
+        .apply_batch_with_app(&[normal(1, &Command::put("k", "v"))], Some(blob.clone()))
+        .unwrap();
+    store.checkpoint().unwrap();
+    drop(store);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let copies: Vec<usize> = bytes
+        .windows(blob.len())
+        .enumerate()
+        .filter(|(_, w)| *w == &blob[..])
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!copies.is_empty());
+    for at in copies {
+        bytes[at + 5] ^= 0x04;
+    }
+    let damaged = dir.path().join("app.redb");
+    std::fs::write(&damaged, bytes).unwrap();
+    let err = MvccStore::open(&damaged, config(), options()).unwrap_err();
+    assert!(
+        matches!(err, OpenError::Fault(Fault::Corrupt { .. })),
+        "{err:?}"
+    );
+    assert!(names_file(&err.to_string(), &damaged), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}

@@ -577,3 +577,17 @@ fn random_bit_flips_on_the_disk_are_refused_or_harmless() {
     }
     assert_eq!(refused + harmless, 60);
 }
+
+/// A live file found empty (it is always made durable before it is named,
+/// so it was truncated since) is refused, never re-initialized as an empty
+/// store.
+#[test]
+fn an_empty_live_file_on_the_disk_is_refused() {
+    let config = sim_config();
+    let (disk, _) = filled_disk(5, &config);
+    let f = disk.open(&live()).unwrap();
+    raft_storage::DiskFile::set_len(&f, 0).unwrap();
+    let err = MvccStore::open_on_disk(disk.clone(), live(), config.clone(), options()).unwrap_err();
+    assert!(err.to_string().contains("state.redb"), "{err}");
+    assert!(err.to_string().contains("empty"), "{err}");
+}
