@@ -15,7 +15,12 @@ use raft_runtime::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-async fn pair() -> (TcpTransport, raft_runtime::Inbound, TcpTransport, raft_runtime::Inbound) {
+async fn pair() -> (
+    TcpTransport,
+    raft_runtime::Inbound,
+    TcpTransport,
+    raft_runtime::Inbound,
+) {
     let a_cfg = TcpConfig::new(7, 1, "127.0.0.1:0".parse().unwrap());
     let b_cfg = TcpConfig::new(7, 2, "127.0.0.1:0".parse().unwrap());
     let (mut a, a_in) = TcpTransport::start(a_cfg, Metrics::new()).await.unwrap();
@@ -69,7 +74,9 @@ async fn a_stream_arrives_whole_beside_the_message_stream() {
             let chunk = Bytes::from(vec![i; 256 << 10]);
             tx.send(SnapshotFrame::Chunk(chunk)).await.unwrap();
         }
-        tx.send(SnapshotFrame::End(snapshot_message())).await.unwrap();
+        tx.send(SnapshotFrame::End(snapshot_message()))
+            .await
+            .unwrap();
     });
     let mut stream = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
         .await
@@ -87,7 +94,10 @@ async fn a_stream_arrives_whole_beside_the_message_stream() {
         {
             Some(SnapshotFrame::Chunk(c)) => {
                 assert_eq!(c.len(), 256 << 10);
-                assert!(c.iter().all(|&x| x == chunks), "chunk {chunks} out of order or damaged");
+                assert!(
+                    c.iter().all(|&x| x == chunks),
+                    "chunk {chunks} out of order or damaged"
+                );
                 chunks += 1;
             }
             Some(SnapshotFrame::End(m)) => {
@@ -155,7 +165,9 @@ async fn snapshot_frames_on_a_message_connection_close_it() {
         &mut bytes,
     )
     .unwrap();
-    let mut s = tokio::net::TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(b.local_addr())
+        .await
+        .unwrap();
     s.write_all(&bytes).await.unwrap();
     let mut buf = [0u8; 8];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))

@@ -2098,18 +2098,20 @@ impl Sim {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             let kv = sm.inner.kv();
-            let digest = kv.validate().and_then(|()| kv.digest().map_err(|e| e.to_string()));
+            let digest = kv
+                .validate()
+                .and_then(|()| kv.digest().map_err(|e| e.to_string()));
             let digest = match digest {
                 Ok(d) => d,
                 Err(e) => {
-                let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
-                self.checker.set(Violation {
-                    check: "state-machine",
-                    message: msg,
-                    time_us: self.now,
-                });
-                return;
-            }
+                    let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
+                    self.checker.set(Violation {
+                        check: "state-machine",
+                        message: msg,
+                        time_us: self.now,
+                    });
+                    return;
+                }
             };
             let applied = kv.applied_index();
             drop(sm);

@@ -42,7 +42,10 @@ fn a_killed_node_reopens_at_its_checkpoint_and_replays_the_rest() {
     for i in 0..120 {
         assert_eq!(c.put(1, &format!("k{i}"), &format!("v{i}")).status, 200);
     }
-    assert!(state_file(&c, 1).exists(), "the state lives in kv/state.redb");
+    assert!(
+        state_file(&c, 1).exists(),
+        "the state lives in kv/state.redb"
+    );
     let applied = c.status(1)["applied_index"].as_u64().unwrap();
     c.kill(1);
     c.restart(1);
@@ -51,7 +54,10 @@ fn a_killed_node_reopens_at_its_checkpoint_and_replays_the_rest() {
     let at = opened_at(&log);
     // Opened at a checkpoint (every 50 entries), not at 0 and not past
     // what was applied.
-    assert!(at >= 100 && at <= applied, "opened at {at}, applied {applied}");
+    assert!(
+        at >= 100 && at <= applied,
+        "opened at {at}, applied {applied}"
+    );
     for i in 0..120 {
         let r = c.get(1, &format!("k{i}"));
         assert_eq!(r.status, 200, "k{i}: {}", r.body);
