@@ -362,6 +362,12 @@ where
             );
             return Ok(());
         }
+        self.step(m)
+    }
+
+    /// Steps `m` into the engine: a bad message is dropped (and counted by
+    /// the engine); a storage failure is fatal.
+    fn step(&mut self, m: Message) -> Result<(), StorageFailure> {
         let (from, kind) = (m.from, m.kind());
         match self.node.step(m) {
             Ok(()) => Ok(()),
@@ -581,15 +587,7 @@ where
             );
             return Ok(());
         }
-        let (from, kind) = (m.from, m.kind());
-        match self.node.step(m) {
-            Ok(()) => Ok(()),
-            Err(StepError::Storage(e)) => Err(self.set_fatal(format!("engine storage read: {e}"))),
-            Err(e) => {
-                debug!(from, kind, error = %e, "snapshot message dropped");
-                Ok(())
-            }
-        }
+        self.step(m)
     }
 
     /// The checkpoint handed out is done (`Ok(durable applied index)`) or

@@ -772,13 +772,7 @@ async fn write_snapshot<S: AsyncWrite + Unpin>(
     metrics: &Metrics,
 ) -> io::Result<()> {
     let mut buf = Vec::with_capacity(64 << 10);
-    let hello = WireFrame::Hello(Hello {
-        cluster_id: cfg.cluster_id,
-        from: cfg.node_id,
-        to: peer,
-    });
-    encode_frame(&hello, cfg.max_frame_bytes, &mut buf).map_err(io::Error::other)?;
-    write_timed(cfg, &mut stream, &buf).await?;
+    write_hello(cfg, peer, &mut stream, &mut buf).await?;
     loop {
         let (frame, last) = match frames.recv().await {
             Some(SnapshotFrame::Chunk(c)) => (WireFrame::SnapshotChunk(c), false),
@@ -958,13 +952,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
     metrics: &Metrics,
 ) -> io::Result<End> {
     let mut buf = Vec::with_capacity(64 << 10);
-    let hello = WireFrame::Hello(Hello {
-        cluster_id: cfg.cluster_id,
-        from: cfg.node_id,
-        to: peer,
-    });
-    encode_frame(&hello, cfg.max_frame_bytes, &mut buf).map_err(io::Error::other)?;
-    write_timed(cfg, &mut stream, &buf).await?;
+    write_hello(cfg, peer, &mut stream, &mut buf).await?;
     let sent = metrics
         .messages_sent
         .get_or_create(&PeerLabel::new(peer))
@@ -998,6 +986,23 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             buf = Vec::with_capacity(64 << 10);
         }
     }
+}
+
+/// Opens an outbound connection's conversation: the handshake frame.
+async fn write_hello<S: AsyncWrite + Unpin>(
+    cfg: &TcpConfig,
+    peer: NodeId,
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    buf.clear();
+    let hello = WireFrame::Hello(Hello {
+        cluster_id: cfg.cluster_id,
+        from: cfg.node_id,
+        to: peer,
+    });
+    encode_frame(&hello, cfg.max_frame_bytes, buf).map_err(io::Error::other)?;
+    write_timed(cfg, stream, buf).await
 }
 
 /// Writes `buf` and flushes it (a TLS stream holds written bytes in its
