@@ -347,7 +347,7 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             if json {
                 println!("{}", to_json(&kv));
             } else {
-                println!("{}", kv.value);
+                print_value(&kv.value);
             }
         }
         ClientCommand::Del { key, conn } => {
@@ -412,9 +412,9 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             } else {
                 for kv in &r.kvs {
                     if keys_only {
-                        println!("{}", kv.key);
+                        println!("{}", kv.key_lossy());
                     } else {
-                        println!("{}\t{}", kv.key, kv.value);
+                        println!("{}\t{}", kv.key_lossy(), kv.value_lossy());
                     }
                 }
                 if r.more {
@@ -549,6 +549,14 @@ async fn version(
         Some(e) if answered == 0 => Err(e),
         Some(_) => Ok(EXIT_FAILED),
     }
+}
+
+/// Writes a value's bytes as they are, then a newline.
+fn print_value(value: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not this command's failure.
+    let _ = out.write_all(value).and_then(|()| out.write_all(b"\n"));
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {

@@ -48,6 +48,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Default endpoints: the local cluster that `raftkv cluster` starts with its
@@ -126,13 +128,102 @@ pub fn tls_config(
 }
 
 /// A key and its value with revisions, as the API returns it.
+///
+/// Keys and values are bytes: in JSON each is a string (`key`, `value`)
+/// when it is UTF-8, else base64 (`key_b64`, `value_b64`); this type reads
+/// and writes both forms. A keys-only listing leaves `value` empty.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "KeyValueJson", into = "KeyValueJson")]
 pub struct KeyValue {
-    pub key: String,
-    pub value: String,
+    pub key: Bytes,
+    pub value: Bytes,
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+}
+
+impl KeyValue {
+    /// The key as text (invalid UTF-8 replaced: for display only).
+    pub fn key_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.key)
+    }
+
+    /// The value as text (invalid UTF-8 replaced: for display only).
+    pub fn value_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
+/// [`KeyValue`]'s JSON form.
+#[derive(Serialize, Deserialize)]
+struct KeyValueJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+    create_revision: u64,
+    mod_revision: u64,
+    version: u64,
+}
+
+/// Bytes from a `name`/`name_b64` pair of JSON fields.
+fn field_bytes(name: &str, text: Option<String>, b64: Option<String>) -> Result<Bytes, String> {
+    match (text, b64) {
+        (Some(t), _) => Ok(Bytes::from(t)),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|e| format!("{name}_b64 is not base64: {e}")),
+        (None, None) => Ok(Bytes::new()),
+    }
+}
+
+/// The JSON form of bytes: `(Some(text), None)` if UTF-8, else base64.
+fn bytes_field(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_string()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+impl TryFrom<KeyValueJson> for KeyValue {
+    type Error = String;
+
+    fn try_from(j: KeyValueJson) -> Result<Self, String> {
+        if j.key.is_none() && j.key_b64.is_none() {
+            return Err("a key-value without key or key_b64".into());
+        }
+        Ok(KeyValue {
+            key: field_bytes("key", j.key, j.key_b64)?,
+            value: field_bytes("value", j.value, j.value_b64)?,
+            create_revision: j.create_revision,
+            mod_revision: j.mod_revision,
+            version: j.version,
+        })
+    }
+}
+
+impl From<KeyValue> for KeyValueJson {
+    fn from(kv: KeyValue) -> Self {
+        let (key, key_b64) = bytes_field(&kv.key);
+        let (value, value_b64) = bytes_field(&kv.value);
+        KeyValueJson {
+            key,
+            key_b64,
+            value,
+            value_b64,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+        }
+    }
 }
 
 /// Answer to a put.
@@ -395,7 +486,9 @@ fn describe_current(current: &Option<Box<KeyValue>>) -> String {
         None => "the key is absent".to_string(),
         Some(kv) => format!(
             "current value {:?} (mod_revision {}, version {})",
-            kv.value, kv.mod_revision, kv.version
+            kv.value_lossy(),
+            kv.mod_revision,
+            kv.version
         ),
     }
 }
@@ -448,8 +541,13 @@ impl ClientError {
 /// Percent-encodes one URL path segment: every byte but the RFC 3986
 /// unreserved characters, so `/`, `?`, `#`, `%` and spaces in keys survive.
 pub fn encode_path_segment(s: &str) -> String {
+    encode_path_bytes(s.as_bytes())
+}
+
+/// [`encode_path_segment`] for any bytes (`0xFF` is `%FF`).
+pub fn encode_path_bytes(s: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
+    for &b in s {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
@@ -732,19 +830,30 @@ impl Client {
         decode(self.call(&req).await)
     }
 
+    /// Sets `key` to `value`, both any bytes (no session).
+    pub async fn put_bytes(&self, key: &[u8], value: &[u8]) -> Result<PutResponse, ClientError> {
+        self.put_with(key, value, None).await
+    }
+
     async fn put_with(
         &self,
-        key: &str,
-        value: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
         session: Option<(u64, u64)>,
     ) -> Result<PutResponse, ClientError> {
-        check_key(key)?;
+        let key = key.as_ref();
+        if key.is_empty() {
+            return Err(ClientError::Invalid("the key must not be empty".into()));
+        }
         let mut body = serde_json::Map::new();
-        body.insert("value".into(), value.into());
+        match bytes_field(value.as_ref()) {
+            (Some(text), _) => body.insert("value".into(), text.into()),
+            (None, b64) => body.insert("value_b64".into(), b64.unwrap_or_default().into()),
+        };
         add_session(&mut body, session);
         let req = Request {
             method: reqwest::Method::PUT,
-            path: format!("/v1/kv/{}", encode_path_segment(key)),
+            path: format!("/v1/kv/{}", encode_path_bytes(key)),
             body: Body::Json(body),
             retry_ambiguous: session.is_some(),
             follow_leader: true,
@@ -1250,6 +1359,16 @@ impl Session {
 
     /// Sets `key` to `value`, exactly once.
     pub async fn put(&mut self, key: &str, value: &str) -> Result<PutResponse, ClientError> {
+        let s = self.next();
+        self.client.put_with(key, value, s).await
+    }
+
+    /// Sets `key` to `value`, both any bytes, exactly once.
+    pub async fn put_bytes(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<PutResponse, ClientError> {
         let s = self.next();
         self.client.put_with(key, value, s).await
     }

