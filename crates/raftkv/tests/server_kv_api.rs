@@ -166,3 +166,126 @@ fn binary_keys_and_values_round_trip_unmangled() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(c.get(leader, "blob").json(), before);
 }
+
+#[test]
+fn keys_with_slashes_need_no_escaping() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let follower = c.followers()[0];
+
+    // `/v1/kv/a/b/c` is the key `a/b/c`, forwarded from a follower too.
+    let r = c.request(follower, "PUT", "/v1/kv/a/b/c", Some(r#"{"value":"1"}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r1 = rev(&r.json());
+    let expect = json!({"key": "a/b/c", "value": "1",
+                        "create_revision": r1, "mod_revision": r1, "version": 1});
+    // The same key, with and without escaping, on every node.
+    for id in 1..=3 {
+        assert_eq!(
+            c.request(id, "GET", "/v1/kv/a/b/c", None).json(),
+            expect,
+            "{id}"
+        );
+        assert_eq!(
+            c.request(id, "GET", "/v1/kv/a%2Fb%2Fc", None).json(),
+            expect,
+            "{id}"
+        );
+        assert_eq!(
+            c.request(id, "GET", "/v1/kv/a/b%2Fc", None).json(),
+            expect,
+            "{id}"
+        );
+    }
+    // A key ending in `/cas` is an ordinary key for PUT, GET and DELETE;
+    // POST .../cas is the compare-and-swap of the key before the last
+    // `/cas`.
+    let r = c.request(leader, "PUT", "/v1/kv/a/cas", Some(r#"{"value":"2"}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        c.request(leader, "GET", "/v1/kv/a%2Fcas", None).json()["value"],
+        "2"
+    );
+    let r = c.request(
+        follower,
+        "POST",
+        "/v1/kv/a/b/c/cas",
+        Some(r#"{"expected_value":"1","value":"3"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.get(leader, "a/b/c").json()["value"], "3");
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/a/cas/cas",
+        Some(r#"{"expected_value":"2","value":"4"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.get(leader, "a/cas").json()["value"], "4");
+    // The old form with an escaped key still works.
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/a%2Fb%2Fc/cas",
+        Some(r#"{"expected_value":"3","value":"5"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.get(leader, "a/b/c").json()["value"], "5");
+    let r = c.request(leader, "DELETE", "/v1/kv/a/b/c", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.get(leader, "a/b/c").status, 404);
+
+    // Bad paths: nothing changes.
+    let before = c.get(leader, "a/cas").json();
+    // POST without /cas is not a route.
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/a",
+        Some(r#"{"expected_value":"4","value":"x"}"#),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "not_found"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.json()["error"]["message"],
+        "no route for POST /v1/kv/a: compare-and-swap is POST /v1/kv/{key}/cas"
+    );
+    // An escaped `/cas` belongs to the key (which does not exist here).
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/a%2Fcas",
+        Some(r#"{"expected_value":"4","value":"x"}"#),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // No key at all.
+    let r = c.request(leader, "PUT", "/v1/kv/", Some(r#"{"value":"x"}"#));
+    assert!(r.status == 404 || r.status == 400, "{}", r.body);
+    let r = c.request(
+        leader,
+        "POST",
+        "/v1/kv/cas",
+        Some(r#"{"expected_value":"4","value":"x"}"#),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(c.get(leader, "a/cas").json(), before);
+
+    // Metrics keep their labels: key routes and CAS counted apart.
+    let m = c.request(leader, "GET", "/metrics", None).body;
+    assert!(
+        m.lines().any(|l| l.contains("method=\"POST\"")
+            && l.contains("route=\"/v1/kv/{key}/cas\"")
+            && l.contains("status=\"200\"")),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.contains("method=\"PUT\"")
+            && l.contains("route=\"/v1/kv/{key}\"")
+            && l.contains("status=\"200\"")),
+        "{m}"
+    );
+}

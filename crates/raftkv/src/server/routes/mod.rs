@@ -63,6 +63,11 @@ pub use binary::KvJson;
 // metrics label each request with one of them (a static string, so
 // labelling a request allocates nothing).
 const KV_LIST: &str = "/v1/kv";
+/// Every key route: the key is the rest of the path, slashes included
+/// (`/v1/kv/a/b/c` is the key `a/b/c`); a `POST` is the compare-and-swap
+/// `/v1/kv/{key}/cas` (see `extract::KeyPath`). Metrics name it by the
+/// labels below, as before it became one pattern.
+const KV_KEY_PATTERN: &str = "/v1/kv/{*key}";
 const KV_KEY: &str = "/v1/kv/{key}";
 const KV_CAS: &str = "/v1/kv/{key}/cas";
 const STATUS: &str = "/v1/status";
@@ -104,12 +109,12 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .route(KV_LIST, get(kv_list::handle))
         .route(
-            KV_KEY,
+            KV_KEY_PATTERN,
             put(kv_put::handle)
                 .get(kv_get::handle)
-                .delete(kv_delete::handle),
+                .delete(kv_delete::handle)
+                .post(kv_cas::handle),
         )
-        .route(KV_CAS, post(kv_cas::handle))
         .route(STATUS, get(status::handle))
         .route(MEMBERS, get(members::list).post(members::add))
         .route(MEMBER, axum::routing::delete(members::remove))
@@ -140,6 +145,7 @@ async fn observe(State(app): State<SharedApp>, req: Request, next: Next) -> Resp
         req.extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str),
+        req.method(),
     );
     let method = method_label(req.method());
     observed(&app, method, route, next.run(req)).await
@@ -370,10 +376,19 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 /// The matched route pattern, else "unmatched" (bounded label values).
-fn route_label(pattern: Option<&str>) -> Cow<'static, str> {
+/// The key routes keep their labels of old: `/v1/kv/{key}`, and
+/// `/v1/kv/{key}/cas` for a `POST`.
+fn route_label(pattern: Option<&str>, method: &Method) -> Cow<'static, str> {
     let Some(pattern) = pattern else {
         return Cow::Borrowed("unmatched");
     };
+    if pattern == KV_KEY_PATTERN {
+        return Cow::Borrowed(if method == Method::POST {
+            KV_CAS
+        } else {
+            KV_KEY
+        });
+    }
     match ROUTES.iter().find(|r| **r == pattern) {
         Some(r) => Cow::Borrowed(r),
         // Every route is in ROUTES; a pattern that is not still gets its
@@ -466,9 +481,11 @@ mod tests {
     #[test]
     fn route_labels_are_the_patterns() {
         for r in ROUTES {
-            assert!(matches!(route_label(Some(r)), Cow::Borrowed(p) if p == r));
+            assert!(matches!(route_label(Some(r), &Method::GET), Cow::Borrowed(p) if p == r));
         }
-        assert_eq!(route_label(Some("/v9/other")), "/v9/other");
-        assert_eq!(route_label(None), "unmatched");
+        assert_eq!(route_label(Some(KV_KEY_PATTERN), &Method::PUT), KV_KEY);
+        assert_eq!(route_label(Some(KV_KEY_PATTERN), &Method::POST), KV_CAS);
+        assert_eq!(route_label(Some("/v9/other"), &Method::GET), "/v9/other");
+        assert_eq!(route_label(None, &Method::GET), "unmatched");
     }
 }
