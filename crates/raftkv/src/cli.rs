@@ -30,8 +30,12 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
+use base64::Engine as _;
+use bytes::Bytes;
+
 use crate::client::{
-    self, CasAction, CasCondition, Client, ClientConfig, ClientError, Consistency, NodeStatus,
+    self, CasAction, CasCondition, Client, ClientConfig, ClientError, Consistency, ListRequest,
+    NodeStatus, LIST_PAGE_MAX,
 };
 
 /// Exit code: the operation failed.
@@ -51,10 +55,6 @@ pub const EXIT_TLS: u8 = 7;
 /// What the CLI adds to an error no node could serve because no leader is
 /// known anywhere.
 pub const NO_MAJORITY_HINT: &str = "a majority of the cluster's nodes must be running (and able to reach each other) to elect a leader";
-
-/// Largest `ls --limit` accepted: the server bounds pages too, this keeps a
-/// typo from asking for billions.
-const LIST_LIMIT_MAX: u64 = 100_000;
 
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
@@ -167,13 +167,25 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnOpts,
     },
-    /// List keys (and values) in key order.
+    /// List keys (and values) in key order: a prefix and/or a range
+    /// [--start, --range-end), fetched in pages of at most 1000 (the
+    /// server's limit) as --limit needs.
     Ls {
         /// Only keys starting with this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// At most this many keys.
-        #[arg(long, default_value_t = 100)]
+        /// Only keys at or after this one.
+        #[arg(long)]
+        start: Option<String>,
+        /// Only keys before this one (exclusive).
+        #[arg(long)]
+        range_end: Option<String>,
+        /// Only keys strictly after this one: resume a listing from the
+        /// `next` key it ended on.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many keys; 0 lists every key in the range.
+        #[arg(long, default_value_t = 100, conflicts_with = "count_only")]
         limit: u64,
         /// Read consistency.
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
@@ -182,8 +194,11 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
         /// Print keys only.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "count_only")]
         keys_only: bool,
+        /// Print only how many keys the range holds.
+        #[arg(long)]
+        count_only: bool,
         #[command(flatten)]
         conn: ConnOpts,
     },
@@ -395,31 +410,31 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
         }
         ClientCommand::Ls {
             prefix,
+            start,
+            range_end,
+            after,
             limit,
             consistency,
             json,
             keys_only,
+            count_only,
             conn,
         } => {
-            if limit == 0 || limit > LIST_LIMIT_MAX {
-                return Err(ClientError::Invalid(format!(
-                    "--limit must be between 1 and {LIST_LIMIT_MAX}"
-                )));
-            }
-            let r = conn.client()?.list(&prefix, limit, consistency).await?;
-            if json {
-                println!("{}", to_json(&r));
+            let request = ListRequest {
+                prefix: Bytes::from(prefix),
+                start: start.map(Bytes::from),
+                range_end: range_end.map(Bytes::from),
+                after: after.map(Bytes::from),
+                limit: None,
+                keys_only,
+                count_only,
+                consistency,
+            };
+            let client = conn.client()?;
+            if count_only {
+                count_keys(&client, request, json).await?;
             } else {
-                for kv in &r.kvs {
-                    if keys_only {
-                        println!("{}", kv.key_lossy());
-                    } else {
-                        println!("{}\t{}", kv.key_lossy(), kv.value_lossy());
-                    }
-                }
-                if r.more {
-                    eprintln!("(more keys follow; raise --limit to see them)");
-                }
+                list_keys(&client, request, limit, json).await?;
             }
         }
         ClientCommand::Status { json, conn } => {
@@ -549,6 +564,113 @@ async fn version(
         Some(e) if answered == 0 => Err(e),
         Some(_) => Ok(EXIT_FAILED),
     }
+}
+
+/// `ls --count-only`: sums the counts of every page.
+async fn count_keys(
+    client: &Client,
+    mut request: ListRequest,
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut count = 0u64;
+    let revision = loop {
+        let page = client.list_range(&request).await?;
+        count += page.count.unwrap_or(0);
+        match page.next_key()? {
+            Some(next) if page.more => request.after = Some(next),
+            _ => break page.revision,
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            to_json(&serde_json::json!({"count": count, "revision": revision}))
+        );
+    } else {
+        println!("{count}");
+    }
+    Ok(())
+}
+
+/// `ls`: pages of at most [`LIST_PAGE_MAX`] keys until `limit` (0: no
+/// limit) or the range's end, printed as they arrive (so memory stays
+/// bounded by one page whatever the limit).
+async fn list_keys(
+    client: &Client,
+    mut request: ListRequest,
+    limit: u64,
+    json: bool,
+) -> Result<(), ClientError> {
+    use std::io::Write;
+    let mut remaining = if limit == 0 { u64::MAX } else { limit };
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) ends the output, not the command.
+    let mut w = |bytes: &[u8]| {
+        let _ = out.write_all(bytes);
+    };
+    if json {
+        w(b"{\"kvs\": [");
+    }
+    let (more, next, revision) = loop {
+        request.limit = Some(remaining.min(LIST_PAGE_MAX));
+        let page = client.list_range(&request).await?;
+        for kv in &page.kvs {
+            if json {
+                let mut item = serde_json::to_value(kv).unwrap_or_default();
+                if request.keys_only {
+                    if let Some(o) = item.as_object_mut() {
+                        o.remove("value");
+                        o.remove("value_b64");
+                    }
+                }
+                w(if printed == 0 { b"\n  " } else { b",\n  " });
+                w(item.to_string().as_bytes());
+            } else if request.keys_only {
+                w(&kv.key);
+                w(b"\n");
+            } else {
+                w(&kv.key);
+                w(b"\t");
+                w(&kv.value);
+                w(b"\n");
+            }
+            printed += 1;
+        }
+        remaining = remaining.saturating_sub(page.kvs.len() as u64);
+        let next = page.next_key()?;
+        match next {
+            Some(next) if page.more && remaining > 0 => request.after = Some(next),
+            next => break (page.more, next, page.revision),
+        }
+    };
+    if json {
+        let mut tail = serde_json::Map::new();
+        tail.insert("more".into(), more.into());
+        if let Some(next) = &next {
+            match std::str::from_utf8(next) {
+                Ok(s) => tail.insert("next".into(), s.into()),
+                Err(_) => tail.insert(
+                    "next_b64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(next)
+                        .into(),
+                ),
+            };
+        }
+        tail.insert("revision".into(), revision.into());
+        let tail = serde_json::Value::Object(tail).to_string();
+        // `{"more":..}` spliced after the array: drop the object's `{`.
+        w(b"\n], ");
+        w(tail[1..].as_bytes());
+        w(b"\n");
+    } else if more {
+        let after = next
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
+        eprintln!("(more keys follow; raise --limit, or continue with --after {after:?})");
+    }
+    Ok(())
 }
 
 /// Writes a value's bytes as they are, then a newline.

@@ -258,12 +258,60 @@ pub struct CasResponse {
 /// Answer to a list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListResponse {
+    /// Empty for a `count_only` listing.
+    #[serde(default)]
     pub kvs: Vec<KeyValue>,
     #[serde(default)]
     pub more: bool,
     #[serde(default)]
     pub revision: u64,
+    /// While `more`: the cursor, the last key this answer covered (pass it
+    /// as [`ListRequest::after`]). In JSON `next`, or `next_b64` when it is
+    /// not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_b64: Option<String>,
+    /// `count_only`: the number of keys counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
+
+impl ListResponse {
+    /// The cursor's bytes (see [`ListResponse::next`]).
+    pub fn next_key(&self) -> Result<Option<Bytes>, ClientError> {
+        match (&self.next, &self.next_b64) {
+            (Some(t), _) => Ok(Some(Bytes::from(t.clone()))),
+            (None, Some(b)) => field_bytes("next", None, Some(b.clone()))
+                .map(Some)
+                .map_err(|e| ClientError::Invalid(format!("bad answer: {e}"))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// One `GET /v1/kv` request: the range, the page size and the options.
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    /// Keys starting with this (empty: any key).
+    pub prefix: Bytes,
+    /// Keys at or after this.
+    pub start: Option<Bytes>,
+    /// Keys before this (exclusive).
+    pub range_end: Option<Bytes>,
+    /// Keys strictly after this (the previous page's `next`).
+    pub after: Option<Bytes>,
+    /// At most this many keys (`1..=`[`LIST_PAGE_MAX`]); `None` for
+    /// `count_only`.
+    pub limit: Option<u64>,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub consistency: Consistency,
+}
+
+/// Largest page the server answers: the state machine's `list_limit_max`
+/// (one constant for both sides).
+pub const LIST_PAGE_MAX: u64 = 1000;
 
 /// Read consistency of a get or list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
@@ -816,13 +864,43 @@ impl Client {
         limit: u64,
         consistency: Consistency,
     ) -> Result<ListResponse, ClientError> {
+        self.list_range(&ListRequest {
+            prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+            limit: Some(limit),
+            consistency,
+            ..ListRequest::default()
+        })
+        .await
+    }
+
+    /// One page of a listing (see [`ListRequest`]).
+    pub async fn list_range(&self, list: &ListRequest) -> Result<ListResponse, ClientError> {
+        let mut path = format!(
+            "/v1/kv?prefix={}&consistency={}",
+            encode_path_bytes(&list.prefix),
+            list.consistency.as_str()
+        );
+        for (name, value) in [
+            ("start", &list.start),
+            ("range_end", &list.range_end),
+            ("after", &list.after),
+        ] {
+            if let Some(v) = value {
+                path.push_str(&format!("&{name}={}", encode_path_bytes(v)));
+            }
+        }
+        if let Some(limit) = list.limit {
+            path.push_str(&format!("&limit={limit}"));
+        }
+        if list.keys_only {
+            path.push_str("&keys_only=true");
+        }
+        if list.count_only {
+            path.push_str("&count_only=true");
+        }
         let req = Request {
             method: reqwest::Method::GET,
-            path: format!(
-                "/v1/kv?prefix={}&limit={limit}&consistency={}",
-                encode_path_segment(prefix),
-                consistency.as_str()
-            ),
+            path,
             body: Body::None,
             retry_ambiguous: true,
             follow_leader: true,
@@ -1539,6 +1617,14 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_pages_by_the_servers_list_limit() {
+        assert_eq!(
+            LIST_PAGE_MAX,
+            raftkv_state::KvConfig::default().list_limit_max
+        );
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

@@ -289,3 +289,132 @@ fn keys_with_slashes_need_no_escaping() {
         "{m}"
     );
 }
+
+/// The keys of a listing's answer, in order.
+fn keys(v: &Value) -> Vec<String> {
+    v["kvs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no kvs in {v}"))
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn ranges_page_count_and_refuse_bad_parameters() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let follower = c.followers()[0];
+    for k in ["a", "a/1", "a/2", "a/3", "a/4", "b", "c"] {
+        let r = c.put(leader, k, &format!("v-{k}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = send(&c, leader, "PUT", "/v1/kv/z%FF", b"\x01\xfe", &[RAW]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let last = rev(&r.json());
+    c.wait_applied(follower, last);
+
+    // [start, range_end), on a follower (forwarded) and stale (local).
+    for path in [
+        "/v1/kv?start=a%2F1&range_end=b",
+        "/v1/kv?start=a/1&range_end=b&consistency=stale",
+    ] {
+        let r = c.request(follower, "GET", path, None);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(keys(&r.json()), ["a/1", "a/2", "a/3", "a/4"], "{path}");
+        assert_eq!(r.json()["more"], false);
+        assert!(r.json().get("next").is_none(), "{}", r.body);
+    }
+    // Paging with the cursor: limit 2 over the prefix a/.
+    let r = c.request(leader, "GET", "/v1/kv?prefix=a/&limit=2", None);
+    let page = r.json();
+    assert_eq!(keys(&page), ["a/1", "a/2"]);
+    assert_eq!(
+        (page["more"].clone(), page["next"].clone()),
+        (json!(true), json!("a/2"))
+    );
+    let r = c.request(leader, "GET", "/v1/kv?prefix=a/&limit=2&after=a/2", None);
+    let page = r.json();
+    assert_eq!(keys(&page), ["a/3", "a/4"]);
+    // Exactly at the end: no more, no next.
+    assert_eq!(page["more"], false, "{page}");
+    assert!(page.get("next").is_none(), "{page}");
+    // keys_only: no values.
+    let r = c.request(
+        leader,
+        "GET",
+        "/v1/kv?prefix=a/&limit=1&keys_only=true",
+        None,
+    );
+    let v = r.json();
+    assert_eq!(
+        v["kvs"][0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["create_revision", "key", "mod_revision", "version"]
+    );
+    assert_eq!(v["next"], "a/1");
+    // count_only: the whole range, exact.
+    let count = |q: &str| {
+        let r = c.request(follower, "GET", &format!("/v1/kv?count_only=true{q}"), None);
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["more"], false, "{v}");
+        assert!(v.get("kvs").is_none(), "{v}");
+        v["count"].as_u64().unwrap()
+    };
+    assert_eq!(count(""), 8);
+    assert_eq!(count("&prefix=a"), 5);
+    assert_eq!(count("&prefix=a/&after=a/2"), 2);
+    assert_eq!(count("&start=b&range_end=c"), 1);
+    // Byte order: z\xff sorts after zz.
+    assert_eq!(count("&start=zz"), 1);
+    assert_eq!(count("&start=z%FF%00"), 0);
+    // A binary last key comes back as next_b64, and is a valid cursor.
+    let r = c.request(leader, "GET", "/v1/kv?start=c&limit=1", None);
+    assert_eq!(r.json()["next"], "c");
+    let r = c.request(leader, "GET", "/v1/kv?after=c&limit=1", None);
+    assert_eq!(r.json()["kvs"][0]["key_b64"], "ev8=");
+    assert_eq!(r.json()["kvs"][0]["value_b64"], "Af4=");
+    assert_eq!(r.json()["more"], false);
+    let r = c.request(leader, "GET", "/v1/kv?start=b&limit=2", None);
+    assert_eq!(r.json()["next"], "c");
+    let r = c.request(
+        leader,
+        "GET",
+        "/v1/kv?prefix=z&range_end=z%FF%00&limit=1",
+        None,
+    );
+    assert_eq!(r.json()["kvs"][0]["key_b64"], "ev8=", "{}", r.body);
+
+    // Bad parameters: 400 with a clear message; nothing changes.
+    let before = c.request(leader, "GET", "/v1/kv?limit=1000", None).json()["kvs"].clone();
+    for (query, message) in [
+        ("limit=1001", "list limit 1001 is outside 1..=1000"),
+        ("limit=0", "list limit 0 is outside 1..=1000"),
+        ("count_only=true&limit=5", "count_only counts the whole range: limit does not apply to it"),
+        ("count_only=true&keys_only=true", "give keys_only or count_only, not both"),
+        ("cursor=a", "unknown query parameter \"cursor\"; accepted: prefix, start, range_end, after, limit, keys_only, count_only, consistency"),
+        ("keys_only=maybe", "invalid query parameters"),
+        ("prefix=a&prefix=b", "invalid query parameters"),
+    ] {
+        let r = c.request(leader, "GET", &format!("/v1/kv?{query}"), None);
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(m.contains(message), "{query}: {m:?} lacks {message:?}");
+    }
+    // A bound longer than any key plus one byte: 413 like a long key.
+    let long = "k".repeat(1026);
+    let r = c.request(leader, "GET", &format!("/v1/kv?start={long}"), None);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (413, "too_large"),
+        "{}",
+        r.body
+    );
+    let after_long = "k".repeat(1025);
+    let r = c.request(leader, "GET", &format!("/v1/kv?after={after_long}"), None);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(
+        c.request(leader, "GET", "/v1/kv?limit=1000", None).json()["kvs"],
+        before
+    );
+}
