@@ -264,13 +264,14 @@ fn unknown_query_parameters_and_body_fields_are_refused_on_every_route() {
                 "GET",
                 "/v1/kv?prefix=a&start_after=b",
                 "",
-                r#"unknown query parameter "start_after"; accepted: prefix, limit, consistency"#,
+                r#"unknown query parameter "start_after"; accepted: prefix, start, range_end, after, limit, keys_only, count_only, consistency"#,
             ),
             (
                 "GET",
-                "/v1/kv?range_end=z",
+                // etcd's name for `start` is not an alias here.
+                "/v1/kv?key=a&range_end=z",
                 "",
-                r#"unknown query parameter "range_end"; accepted: prefix, limit, consistency"#,
+                r#"unknown query parameter "key"; accepted: prefix, start, range_end, after, limit, keys_only, count_only, consistency"#,
             ),
             (
                 "POST",
