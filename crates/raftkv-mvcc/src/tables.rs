@@ -138,7 +138,6 @@ where
 /// Up to `limit` live keys with `prefix` in `[start, end)`, ascending, as
 /// KvStore lists them (the same scan start and stop rule, from
 /// `raftkv_state`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn list_current<T>(
     table: &T,
     prefix: &[u8],

@@ -963,7 +963,7 @@ async fn list_keys(
         let tail = serde_json::Value::Object(tail).to_string();
         // `{"more":..}` spliced after the array: drop the object's `{`.
         w(b"\n], ");
-        w(tail[1..].as_bytes());
+        w(&tail.as_bytes()[1..]);
         w(b"\n");
     } else if more {
         let after = next
