@@ -264,7 +264,12 @@ fn keys_with_slashes_need_no_escaping() {
     assert_eq!(r.status, 404, "{}", r.body);
     // No key at all.
     let r = c.request(leader, "PUT", "/v1/kv/", Some(r#"{"value":"x"}"#));
-    assert!(r.status == 404 || r.status == 400, "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "not_found"),
+        "{}",
+        r.body
+    );
     let r = c.request(
         leader,
         "POST",
