@@ -919,10 +919,17 @@ impl<'t> Writer<'t> {
                 revision: state.applied_index,
                 kv: get_current(&self.current, key, self.file)?.map(|r| r.to_kv(key)),
             }),
-            ReadCommand::List { prefix, limit } => Response::List(list_current(
+            ReadCommand::List {
+                prefix,
+                limit,
+                start,
+                end,
+            } => Response::List(list_current(
                 &self.current,
                 prefix,
                 *limit,
+                start.as_deref(),
+                end.as_deref(),
                 state.applied_index,
                 self.file,
             )?),

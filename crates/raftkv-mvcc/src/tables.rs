@@ -138,19 +138,24 @@ where
     )
 }
 
-/// Up to `limit` live keys with `prefix`, ascending, as KvStore lists them.
+/// Up to `limit` live keys with `prefix` in `[start, end)`, ascending, as
+/// KvStore lists them (the same scan start and stop rule, from
+/// `raftkv_state`).
 pub(crate) fn list_current<T>(
     table: &T,
     prefix: &[u8],
     limit: u64,
+    start: Option<&[u8]>,
+    end: Option<&[u8]>,
     revision: LogIndex,
     file: &Path,
 ) -> Result<ListResponse, Fault>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
+    let from = raftkv_state::list_scan_start(prefix, start);
     let mut range = table
-        .range((Bound::Included(prefix), Bound::Unbounded))
+        .range((Bound::Included(from), Bound::Unbounded))
         .map_err(engine(file))?;
     let mut kvs = Vec::new();
     let mut more = false;
@@ -158,7 +163,7 @@ where
     for item in range.by_ref() {
         let (k, v) = item.map_err(engine(file))?;
         let key = k.value();
-        if !key.starts_with(prefix) {
+        if !raftkv_state::list_includes(key, prefix, end) {
             break;
         }
         if kvs.len() as u64 == limit {

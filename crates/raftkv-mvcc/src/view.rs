@@ -192,15 +192,13 @@ impl ReadView {
     }
 
     fn list_inner(&self, prefix: &[u8], limit: u64) -> Result<ListResponse, ReadError> {
-        ReadCommand::List {
-            prefix: Bytes::copy_from_slice(prefix),
-            limit,
-        }
-        .check(&self.config)?;
+        ReadCommand::list(Bytes::copy_from_slice(prefix), limit).check(&self.config)?;
         Ok(list_current(
             &self.current,
             prefix,
             limit,
+            None,
+            None,
             self.state.applied_index,
             &self.file,
         )?)
@@ -310,10 +308,17 @@ impl ReadView {
                 revision: self.state.applied_index,
                 kv: get_current(&self.current, key, &self.file)?.map(|r| r.to_kv(key)),
             }),
-            ReadCommand::List { prefix, limit } => Response::List(list_current(
+            ReadCommand::List {
+                prefix,
+                limit,
+                start,
+                end,
+            } => Response::List(list_current(
                 &self.current,
                 prefix,
                 *limit,
+                start.as_deref(),
+                end.as_deref(),
                 self.state.applied_index,
                 &self.file,
             )?),

@@ -5,11 +5,12 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
 use raft_core::{Entry, EntryPayload, StateMachine};
 use raftkv_mvcc::{ApplyError, MvccStore};
-use raftkv_state::{Command, KvStore, Response};
+use raftkv_state::{Command, KvStore, ReadCommand, Response};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -39,6 +40,33 @@ fn assert_same_state(kv: &KvStore, mvcc: &MvccStore) {
                 kv.list(prefix.as_bytes(), limit).unwrap(),
                 "list {prefix:?} {limit}"
             );
+        }
+    }
+    // Ranges `[start, end)`, alone and with a prefix, through both stores'
+    // `execute_read` (what the server's list route runs).
+    let bounds: [Option<&[u8]>; 6] = [
+        None,
+        Some(b""),
+        Some(b"ab"),
+        Some(b"ab\0"),
+        Some(b"b"),
+        Some(b"b1"),
+    ];
+    for prefix in ["", "a", "b"] {
+        for start in bounds {
+            for end in bounds {
+                let read = ReadCommand::List {
+                    prefix: prefix.into(),
+                    limit: 2,
+                    start: start.map(Bytes::copy_from_slice),
+                    end: end.map(Bytes::copy_from_slice),
+                };
+                assert_eq!(
+                    mvcc.execute_read(&read).unwrap(),
+                    kv.execute_read(&read),
+                    "{read:?}"
+                );
+            }
         }
     }
     for client in 0..4 {
@@ -159,19 +187,20 @@ fn reads_check_limits_like_kvstore() {
     let config = small_config();
     let dir = tempfile::tempdir().unwrap();
     let mvcc = open(&store_path(&dir), &config);
-    let kv = KvStore::new(config).unwrap();
+    let kv = KvStore::new(config.clone()).unwrap();
     for read in [
         raftkv_state::ReadCommand::Get { key: "".into() },
         raftkv_state::ReadCommand::Get {
             key: "toolong".into(),
         },
+        raftkv_state::ReadCommand::list("", 0),
+        raftkv_state::ReadCommand::list("", 4),
+        // A range bound over key_bytes_max + 1 bytes.
         raftkv_state::ReadCommand::List {
             prefix: "".into(),
-            limit: 0,
-        },
-        raftkv_state::ReadCommand::List {
-            prefix: "".into(),
-            limit: 4,
+            limit: 1,
+            start: Some(vec![b'z'; config.key_bytes_max as usize + 2].into()),
+            end: None,
         },
     ] {
         let got = mvcc.execute_read(&read).unwrap();

@@ -98,7 +98,34 @@ pub enum ReadCommand {
     Get { key: Bytes },
     /// Up to `limit` keys starting with `prefix` (empty prefix: every key),
     /// in ascending byte order. `1 <= limit <= list_limit_max`.
-    List { prefix: Bytes, limit: u64 },
+    ///
+    /// `start` and `end` narrow it to the range `[start, end)` (etcd's
+    /// `key`/`range_end`); `None` leaves that side open. Paging is `start`
+    /// set just past the last key of the previous page (that key followed by
+    /// a 0 byte). Each bound is at most `key_bytes_max + 1` bytes, so the
+    /// bound just past any storable key can be expressed.
+    List {
+        prefix: Bytes,
+        limit: u64,
+        start: Option<Bytes>,
+        end: Option<Bytes>,
+    },
+}
+
+/// Where a [`ReadCommand::List`] scan begins: the later of `prefix` and
+/// `start` (every key in the range is at or after both).
+pub fn list_scan_start<'a>(prefix: &'a [u8], start: Option<&'a [u8]>) -> &'a [u8] {
+    match start {
+        Some(s) if s > prefix => s,
+        _ => prefix,
+    }
+}
+
+/// Whether `key`, met in an ascending scan from [`list_scan_start`], is
+/// still in the listing; the first key that is not ends the scan (every
+/// later key is past the prefix or at/after `end` too).
+pub fn list_includes(key: &[u8], prefix: &[u8], end: Option<&[u8]>) -> bool {
+    key.starts_with(prefix) && end.is_none_or(|e| key < e)
 }
 
 /// A key with its value and revisions, as returned to clients.
@@ -216,6 +243,10 @@ pub enum CommandError {
         seq: u64,
         latest_seq: u64,
     },
+    /// A list's `start` or `end` is longer than `key_bytes_max + 1`.
+    /// (Last, so that the encoding of the variants before it is unchanged.)
+    #[error("list range bound of {len} bytes exceeds the limit of {max} bytes")]
+    RangeBoundTooLarge { len: u64, max: u64 },
 }
 
 /// Why bytes could not be decoded as a [`Command`] or [`Response`].
@@ -310,10 +341,7 @@ impl Command {
 
     /// A prefix listing through the log.
     pub fn list(prefix: impl Into<Bytes>, limit: u64) -> Command {
-        Command::Read(ReadCommand::List {
-            prefix: prefix.into(),
-            limit,
-        })
+        Command::Read(ReadCommand::list(prefix, limit))
     }
 
     /// Attaches a session to a write. Reads carry no session (they change
@@ -430,12 +458,38 @@ impl WriteOp {
 }
 
 impl ReadCommand {
+    /// A prefix listing without range bounds.
+    pub fn list(prefix: impl Into<Bytes>, limit: u64) -> ReadCommand {
+        ReadCommand::List {
+            prefix: prefix.into(),
+            limit,
+            start: None,
+            end: None,
+        }
+    }
+
     /// Checks the read against the limits (see [`Command::check`]).
     pub fn check(&self, config: &KvConfig) -> Result<(), CommandError> {
         match self {
             ReadCommand::Get { key } => check_key(key, config),
-            ReadCommand::List { prefix, limit } => {
+            ReadCommand::List {
+                prefix,
+                limit,
+                start,
+                end,
+            } => {
                 check_prefix(prefix, config)?;
+                // `key_bytes_max` is at most ITEM_BYTES_CEILING: no overflow.
+                let bound_max = config.key_bytes_max + 1;
+                for bound in [start, end].into_iter().flatten() {
+                    let len = bound.len() as u64;
+                    if len > bound_max {
+                        return Err(CommandError::RangeBoundTooLarge {
+                            len,
+                            max: bound_max,
+                        });
+                    }
+                }
                 if *limit == 0 || *limit > config.list_limit_max {
                     return Err(CommandError::ListLimitOutOfRange {
                         limit: *limit,

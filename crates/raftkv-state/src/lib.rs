@@ -92,6 +92,7 @@ mod config;
 pub mod snapshot;
 mod store;
 
+pub use command::{list_includes, list_scan_start};
 pub use command::{
     CasAction, CasResponse, ClientSession, Command, CommandError, Condition, DecodeError,
     DeleteResponse, GetResponse, KeyValue, ListResponse, PutResponse, ReadCommand, Response,

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, LogIndex, StateMachine};
 use serde::{Deserialize, Serialize};
 
+use crate::command::{list_includes, list_scan_start};
 use crate::command::{
     CasAction, CasResponse, ClientSession, Command, CommandError, Condition, DeleteResponse,
     GetResponse, KeyValue, ListResponse, PutResponse, ReadCommand, Response, WriteCommand, WriteOp,
@@ -144,19 +145,24 @@ impl KvStore {
     /// Up to `limit` keys with `prefix`, ascending (a local read). The limit
     /// and prefix are checked like a [`ReadCommand::List`]'s.
     pub fn list(&self, prefix: &[u8], limit: u64) -> Result<ListResponse, CommandError> {
-        let read = ReadCommand::List {
-            prefix: Bytes::copy_from_slice(prefix),
-            limit,
-        };
+        let read = ReadCommand::list(Bytes::copy_from_slice(prefix), limit);
         read.check(&self.config)?;
-        Ok(self.list_unchecked(prefix, limit))
+        Ok(self.list_unchecked(prefix, limit, None, None))
     }
 
-    fn list_unchecked(&self, prefix: &[u8], limit: u64) -> ListResponse {
+    /// A checked [`ReadCommand::List`] (see it for `start` and `end`).
+    fn list_unchecked(
+        &self,
+        prefix: &[u8],
+        limit: u64,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+    ) -> ListResponse {
+        let from = list_scan_start(prefix, start);
         let mut matching = self
             .data
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix));
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .take_while(|(key, _)| list_includes(key, prefix, end));
         let mut kvs = Vec::new();
         // `limit <= list_limit_max` was checked, so this loop is bounded.
         for (key, record) in matching.by_ref() {
@@ -184,9 +190,17 @@ impl KvStore {
                 revision: self.applied_index,
                 kv: self.get(key),
             }),
-            ReadCommand::List { prefix, limit } => {
-                Response::List(self.list_unchecked(prefix, *limit))
-            }
+            ReadCommand::List {
+                prefix,
+                limit,
+                start,
+                end,
+            } => Response::List(self.list_unchecked(
+                prefix,
+                *limit,
+                start.as_deref(),
+                end.as_deref(),
+            )),
         }
     }
 

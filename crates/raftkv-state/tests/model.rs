@@ -161,9 +161,23 @@ impl Model {
                     kv: self.kv(key),
                 })
             }
-            ReadCommand::List { prefix, limit } => {
+            ReadCommand::List {
+                prefix,
+                limit,
+                start,
+                end,
+            } => {
                 if let Err(e) = self.check_key(prefix, true) {
                     return Response::Rejected(e);
+                }
+                let bound_max = self.config.key_bytes_max + 1;
+                for b in [start, end].into_iter().flatten() {
+                    if b.len() as u64 > bound_max {
+                        return Response::Rejected(CommandError::RangeBoundTooLarge {
+                            len: b.len() as u64,
+                            max: bound_max,
+                        });
+                    }
                 }
                 if *limit == 0 || *limit > self.config.list_limit_max {
                     return Response::Rejected(CommandError::ListLimitOutOfRange {
@@ -174,7 +188,11 @@ impl Model {
                 let all: Vec<KeyValue> = self
                     .data
                     .keys()
+                    // The definition, not the scan: every key with the
+                    // prefix inside [start, end).
                     .filter(|k| k.starts_with(prefix))
+                    .filter(|k| start.as_ref().is_none_or(|s| k[..] >= s[..]))
+                    .filter(|k| end.as_ref().is_none_or(|e| k[..] < e[..]))
                     .map(|k| self.kv(k).unwrap())
                     .collect();
                 let more = all.len() as u64 > *limit;
@@ -291,6 +309,20 @@ impl Model {
 // ------------------------------------------------------------ generation ---
 
 const KEYS: &[&str] = &["a", "ab", "abc", "b", "ba", "c", "", "123456789"];
+/// Range bounds: keys, points between keys (`ab\0` is just past `ab`),
+/// and bounds of exactly and over `key_bytes_max + 1` bytes.
+const BOUNDS: &[&[u8]] = &[
+    b"",
+    b"a",
+    b"ab",
+    b"ab\0",
+    b"abc",
+    b"b",
+    b"b\xff",
+    b"c",
+    b"123456789",
+    b"1234567890",
+];
 const VALUES: &[&str] = &["", "x", "yy", "zzz", "this is 17 bytes."];
 const CLIENTS: u64 = 5;
 
@@ -318,7 +350,8 @@ enum Step {
     Delete(usize, bool),
     Cas(usize, CondChoice, Option<usize>),
     Get(usize),
-    List(usize, u64),
+    /// Prefix, limit, range start and end (indexes into `BOUNDS`).
+    List(usize, u64, Option<usize>, Option<usize>),
     Blank,
     Garbage(Vec<u8>),
 }
@@ -337,7 +370,13 @@ fn step() -> impl Strategy<Value = (Step, Option<(u64, SeqChoice)>)> {
         2 => (key.clone(), any::<bool>()).prop_map(|(k, p)| Step::Delete(k, p)),
         3 => (key.clone(), cond, proptest::option::of(value)).prop_map(|(k, c, a)| Step::Cas(k, c, a)),
         1 => key.clone().prop_map(Step::Get),
-        1 => (key, 0u64..6).prop_map(|(k, l)| Step::List(k, l)),
+        2 => (
+            key,
+            0u64..6,
+            proptest::option::of(0..BOUNDS.len()),
+            proptest::option::of(0..BOUNDS.len())
+        )
+            .prop_map(|(k, l, s, e)| Step::List(k, l, s, e)),
         1 => Just(Step::Blank),
         1 => proptest::collection::vec(any::<u8>(), 0..12).prop_map(Step::Garbage),
     ];
@@ -367,7 +406,12 @@ fn to_payload(
         Step::Blank => return EntryPayload::Blank,
         Step::Garbage(b) => return EntryPayload::Normal(Bytes::copy_from_slice(b)),
         Step::Get(k) => Command::get(bytes(KEYS[*k])),
-        Step::List(k, limit) => Command::list(bytes(KEYS[*k]), *limit),
+        Step::List(k, limit, start, end) => Command::Read(ReadCommand::List {
+            prefix: bytes(KEYS[*k]),
+            limit: *limit,
+            start: start.map(|i| Bytes::copy_from_slice(BOUNDS[i])),
+            end: end.map(|i| Bytes::copy_from_slice(BOUNDS[i])),
+        }),
         Step::Put(k, v, prev) => {
             let c = Command::put(bytes(KEYS[*k]), bytes(VALUES[*v]));
             if *prev {
@@ -475,7 +519,7 @@ proptest! {
         assert_same_state(&store, &model);
         // Every key also lists identically (exercises list over all keys).
         for key in KEYS {
-            let read = ReadCommand::List { prefix: bytes(key), limit: 4 };
+            let read = ReadCommand::list(bytes(key), 4);
             prop_assert_eq!(store.execute_read(&read), model.read(&read));
         }
 

@@ -326,10 +326,7 @@ fn local_reads_match_log_reads() {
         }
     );
     assert_eq!(
-        d.store.execute_read(&ReadCommand::List {
-            prefix: "p".into(),
-            limit: 1
-        }),
+        d.store.execute_read(&ReadCommand::list("p", 1)),
         Response::List(local)
     );
     assert_eq!(
@@ -518,4 +515,112 @@ fn digest_depends_on_contents() {
     e.apply(&Command::put("k", "1"));
     a.blank();
     assert_ne!(a.store.digest(), e.store.digest());
+}
+
+/// The keys of a range listing through the log, and its `more`.
+fn range(
+    d: &mut Driver,
+    prefix: &str,
+    limit: u64,
+    start: Option<&[u8]>,
+    end: Option<&[u8]>,
+) -> (Vec<String>, bool) {
+    let read = ReadCommand::List {
+        prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+        limit,
+        start: start.map(Bytes::copy_from_slice),
+        end: end.map(Bytes::copy_from_slice),
+    };
+    // The local read answers exactly as the read through the log.
+    let local = d.store.execute_read(&read);
+    let logged = d.apply(&Command::Read(read));
+    let Response::List(list) = logged else {
+        panic!("a list answers a list: {logged:?}")
+    };
+    let Response::List(local) = local else {
+        panic!("a list answers a list: {local:?}")
+    };
+    assert_eq!(local.kvs, list.kvs);
+    assert_eq!(local.more, list.more);
+    let keys = list
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect();
+    (keys, list.more)
+}
+
+#[test]
+fn list_ranges_and_pages() {
+    let mut d = Driver::new(small_config());
+    for k in ["a", "a/1", "a/2", "a/3", "b", "c"] {
+        d.apply(&Command::put(k, "v"));
+    }
+    let s = |k: &'static str| Some(k.as_bytes());
+    // [start, end) without a prefix.
+    assert_eq!(
+        range(&mut d, "", 4, s("a/1"), s("b")),
+        (vec!["a/1".into(), "a/2".into(), "a/3".into()], false)
+    );
+    assert_eq!(
+        range(&mut d, "", 4, s("a/1"), s("a/3")),
+        (vec!["a/1".into(), "a/2".into()], false)
+    );
+    // Open ends.
+    assert_eq!(
+        range(&mut d, "", 4, s("b"), None),
+        (vec!["b".into(), "c".into()], false)
+    );
+    assert_eq!(
+        range(&mut d, "", 2, None, s("a/2")),
+        (vec!["a".into(), "a/1".into()], false)
+    );
+    assert_eq!(
+        range(&mut d, "", 1, None, s("a/2")),
+        (vec!["a".into()], true)
+    );
+    // Paging: the next page starts just past the last key (key + 0 byte).
+    assert_eq!(
+        range(&mut d, "a/", 2, None, None),
+        (vec!["a/1".into(), "a/2".into()], true)
+    );
+    assert_eq!(
+        range(&mut d, "a/", 2, Some(b"a/2\0"), None),
+        (vec!["a/3".into()], false)
+    );
+    // Range and prefix together: both apply.
+    assert_eq!(
+        range(&mut d, "a/", 4, s("a"), s("a/3")),
+        (vec!["a/1".into(), "a/2".into()], false)
+    );
+    assert_eq!(range(&mut d, "a/", 4, s("b"), None), (vec![], false));
+    // An empty or inverted range lists nothing.
+    assert_eq!(range(&mut d, "", 4, s("b"), s("b")), (vec![], false));
+    assert_eq!(range(&mut d, "", 4, s("c"), s("a")), (vec![], false));
+    // `more` is about the range, not the whole store.
+    assert_eq!(
+        range(&mut d, "", 3, s("a/1"), s("a/4")),
+        (vec!["a/1".into(), "a/2".into(), "a/3".into()], false)
+    );
+
+    // Bounds of key_bytes_max + 1 bytes (past any key) are accepted; longer
+    // ones are refused and change nothing.
+    let max = small_config().key_bytes_max as usize;
+    let at_limit = vec![b'z'; max + 1];
+    assert_eq!(range(&mut d, "", 4, Some(&at_limit), None), (vec![], false));
+    let over = vec![b'z'; max + 2];
+    let before = (d.store.len(), d.store.data_bytes());
+    let read = ReadCommand::List {
+        prefix: Bytes::new(),
+        limit: 4,
+        start: None,
+        end: Some(Bytes::from(over)),
+    };
+    let want = Response::Rejected(CommandError::RangeBoundTooLarge {
+        len: max as u64 + 2,
+        max: max as u64 + 1,
+    });
+    assert_eq!(d.store.execute_read(&read), want);
+    assert_eq!(d.apply(&Command::Read(read)), want);
+    assert_eq!((d.store.len(), d.store.data_bytes()), before);
 }

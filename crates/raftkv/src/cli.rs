@@ -30,8 +30,12 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
+use base64::Engine as _;
+use bytes::Bytes;
+
 use crate::client::{
-    self, CasAction, CasCondition, Client, ClientConfig, ClientError, Consistency, NodeStatus,
+    self, CasAction, CasCondition, Client, ClientConfig, ClientError, Consistency, ListRequest,
+    NodeStatus, LIST_PAGE_MAX,
 };
 
 /// Exit code: the operation failed.
@@ -52,13 +56,31 @@ pub const EXIT_TLS: u8 = 7;
 /// known anywhere.
 pub const NO_MAJORITY_HINT: &str = "a majority of the cluster's nodes must be running (and able to reach each other) to elect a leader";
 
-/// Largest `ls --limit` accepted: the server bounds pages too, this keeps a
-/// typo from asking for billions.
-const LIST_LIMIT_MAX: u64 = 100_000;
+/// `-w`/`--write-out`: how a command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteOut {
+    /// Plain lines for people and shell scripts: a value, a key per line,
+    /// `OK (revision N)`; `status` and `member list`: comma-separated
+    /// fields, one line per node.
+    Simple,
+    /// One JSON document (the API's shapes).
+    Json,
+    /// Aligned columns under a header.
+    Table,
+}
+
+/// Largest value `put` reads from stdin or `--file`: the store's hard
+/// ceiling for a value (the server's own limit, usually lower, refuses the
+/// rest with its message).
+const PUT_INPUT_BYTES_MAX: u64 = raftkv_state::ITEM_BYTES_CEILING;
 
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
 pub struct ConnOpts {
+    /// Output format: simple, json or table. Defaults to simple, except
+    /// for `status` and `member list`, which default to table.
+    #[arg(short = 'w', long = "write-out", value_enum, global = true)]
+    pub write_out: Option<WriteOut>,
     /// Comma-separated client endpoints (a missing scheme means http://).
     #[arg(long, global = true, env = "RAFTKV_ENDPOINTS", default_value = client::DEFAULT_ENDPOINTS)]
     pub endpoints: String,
@@ -102,6 +124,16 @@ impl TlsOpts {
 }
 
 impl ConnOpts {
+    /// The output format: `-w`, else `--json` (the older spelling of `-w
+    /// json`), else the command's default.
+    pub fn format(&self, json_flag: bool, default: WriteOut) -> WriteOut {
+        match (self.write_out, json_flag) {
+            (Some(w), _) => w,
+            (None, true) => WriteOut::Json,
+            (None, false) => default,
+        }
+    }
+
     /// Builds the client these options describe.
     pub fn client(&self) -> Result<Client, ClientError> {
         let endpoints = client::parse_endpoints(&self.endpoints)?;
@@ -117,10 +149,14 @@ impl ConnOpts {
 /// Client subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
-    /// Set KEY to VALUE.
+    /// Set KEY to VALUE; without VALUE, to the bytes of --file or of
+    /// stdin (any bytes: a binary value is sent base64-encoded).
     Put {
         key: String,
-        value: String,
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         conn: ConnOpts,
     },
@@ -130,7 +166,7 @@ pub enum ClientCommand {
         /// Read consistency.
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
-        /// Print the key with its revisions as JSON.
+        /// Same as -w json.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -167,29 +203,44 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: ConnOpts,
     },
-    /// List keys (and values) in key order.
+    /// List keys (and values) in key order: a prefix and/or a range
+    /// [--start, --range-end), fetched in pages of at most 1000 (the
+    /// server's limit) as --limit needs.
     Ls {
         /// Only keys starting with this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// At most this many keys.
-        #[arg(long, default_value_t = 100)]
+        /// Only keys at or after this one.
+        #[arg(long)]
+        start: Option<String>,
+        /// Only keys before this one (exclusive).
+        #[arg(long)]
+        range_end: Option<String>,
+        /// Only keys strictly after this one: resume a listing from the
+        /// `next` key it ended on.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many keys; 0 lists every key in the range.
+        #[arg(long, default_value_t = 100, conflicts_with = "count_only")]
         limit: u64,
         /// Read consistency.
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
-        /// Print the answer as JSON.
+        /// Same as -w json.
         #[arg(long)]
         json: bool,
         /// Print keys only.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "count_only")]
         keys_only: bool,
+        /// Print only how many keys the range holds.
+        #[arg(long)]
+        count_only: bool,
         #[command(flatten)]
         conn: ConnOpts,
     },
     /// Show the status of every node (unreachable ones too).
     Status {
-        /// Print JSON instead of a table.
+        /// Same as -w json.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -221,6 +272,9 @@ pub enum ClientCommand {
         timeout: Duration,
         #[command(flatten)]
         tls: TlsOpts,
+        /// Output format: simple, json or table.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: WriteOut,
     },
 }
 
@@ -229,7 +283,7 @@ pub enum ClientCommand {
 pub enum MemberCommand {
     /// List the members.
     List {
-        /// Print JSON instead of a table.
+        /// Same as -w json.
         #[arg(long)]
         json: bool,
     },
@@ -331,11 +385,36 @@ pub fn exit_code(e: &ClientError) -> u8 {
 }
 
 async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
+    use WriteOut::{Json, Simple, Table};
     match cmd {
-        ClientCommand::Put { key, value, conn } => {
+        ClientCommand::Put {
+            key,
+            value,
+            file,
+            conn,
+        } => {
+            let format = conn.format(false, Simple);
+            let value = put_value(value, file.as_deref())?;
             let client = conn.client()?;
-            let r = client.random_session().put(&key, &value).await?;
-            println!("OK (revision {})", r.revision);
+            let r = client
+                .random_session()
+                .put_bytes(key.as_bytes(), &value)
+                .await?;
+            match format {
+                Simple => println!("OK (revision {})", r.revision),
+                Json => println!("{}", to_json(&r)),
+                Table => print!(
+                    "{}",
+                    render_table(
+                        &["REVISION", "CREATE_REVISION", "VERSION"],
+                        &[vec![
+                            r.revision.to_string(),
+                            r.create_revision.to_string(),
+                            r.version.to_string()
+                        ]]
+                    )
+                ),
+            }
         }
         ClientCommand::Get {
             key,
@@ -343,16 +422,31 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             json,
             conn,
         } => {
+            let format = conn.format(json, Simple);
             let kv = conn.client()?.get(&key, consistency).await?;
-            if json {
-                println!("{}", to_json(&kv));
-            } else {
-                println!("{}", kv.value);
+            match format {
+                Simple => print_value(&kv.value),
+                Json => println!("{}", to_json(&kv)),
+                Table => print!(
+                    "{}",
+                    render_table(
+                        &["KEY", "VALUE", "CREATE_REVISION", "MOD_REVISION", "VERSION"],
+                        &[kv_row(&kv, false)]
+                    )
+                ),
             }
         }
         ClientCommand::Del { key, conn } => {
+            let format = conn.format(false, Simple);
             let r = conn.client()?.random_session().delete(&key).await?;
-            println!("deleted {key} (revision {})", r.revision);
+            match format {
+                Simple => println!("deleted {key} (revision {})", r.revision),
+                Json => println!("{}", to_json(&r)),
+                Table => print!(
+                    "{}",
+                    render_table(&["KEY", "REVISION"], &[vec![key, r.revision.to_string()]])
+                ),
+            }
         }
         ClientCommand::Cas {
             key,
@@ -363,6 +457,7 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             delete,
             conn,
         } => {
+            let format = conn.format(false, Simple);
             let condition = match (expected_value, expected_absent, expected_mod_revision) {
                 (Some(v), false, None) => CasCondition::Value(v),
                 (None, true, None) => CasCondition::Absent,
@@ -385,7 +480,17 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
                 .cas(&key, &condition, &action)
                 .await?;
             if r.succeeded {
-                println!("OK (revision {})", r.revision);
+                match format {
+                    Simple => println!("OK (revision {})", r.revision),
+                    Json => println!("{}", to_json(&r)),
+                    Table => print!(
+                        "{}",
+                        render_table(
+                            &["SUCCEEDED", "REVISION"],
+                            &[vec!["true".into(), r.revision.to_string()]]
+                        )
+                    ),
+                }
             } else {
                 // The API answers a failed CAS with 409; a 200 that says
                 // "not succeeded" is treated the same way.
@@ -395,40 +500,42 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
         }
         ClientCommand::Ls {
             prefix,
+            start,
+            range_end,
+            after,
             limit,
             consistency,
             json,
             keys_only,
+            count_only,
             conn,
         } => {
-            if limit == 0 || limit > LIST_LIMIT_MAX {
-                return Err(ClientError::Invalid(format!(
-                    "--limit must be between 1 and {LIST_LIMIT_MAX}"
-                )));
-            }
-            let r = conn.client()?.list(&prefix, limit, consistency).await?;
-            if json {
-                println!("{}", to_json(&r));
+            let format = conn.format(json, Simple);
+            let request = ListRequest {
+                prefix: Bytes::from(prefix),
+                start: start.map(Bytes::from),
+                range_end: range_end.map(Bytes::from),
+                after: after.map(Bytes::from),
+                limit: None,
+                keys_only,
+                count_only,
+                consistency,
+            };
+            let client = conn.client()?;
+            if count_only {
+                count_keys(&client, request, format).await?;
             } else {
-                for kv in &r.kvs {
-                    if keys_only {
-                        println!("{}", kv.key);
-                    } else {
-                        println!("{}\t{}", kv.key, kv.value);
-                    }
-                }
-                if r.more {
-                    eprintln!("(more keys follow; raise --limit to see them)");
-                }
+                list_keys(&client, request, limit, format).await?;
             }
         }
         ClientCommand::Status { json, conn } => {
+            let format = conn.format(json, Table);
             let client = conn.client()?;
             let rows = gather_status(&client, conn.timeout.min(Duration::from_secs(2))).await;
-            if json {
-                println!("{}", status_json(&rows));
-            } else {
-                print!("{}", render_status_table(&rows));
+            match format {
+                Json => println!("{}", status_json(&rows)),
+                Table => print!("{}", render_status_table(&rows)),
+                Simple => print!("{}", render_status_simple(&rows)),
             }
             let answered: Vec<&NodeStatus> =
                 rows.iter().filter_map(|r| r.status.as_ref().ok()).collect();
@@ -453,18 +560,29 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             match command {
                 MemberCommand::List { json } => {
                     let members = client.members().await?;
-                    if json {
-                        println!("{}", to_json(&serde_json::json!({ "members": members })));
-                    } else {
-                        println!(
-                            "{:<6} {:<8} {:<22} {:<22}",
-                            "ID", "ROLE", "PEER ADDR", "CLIENT ADDR"
-                        );
-                        for m in members {
+                    match conn.format(json, Table) {
+                        Json => {
+                            println!("{}", to_json(&serde_json::json!({ "members": members })))
+                        }
+                        Table => {
                             println!(
                                 "{:<6} {:<8} {:<22} {:<22}",
-                                m.id, m.role, m.peer_addr, m.client_addr
+                                "ID", "ROLE", "PEER ADDR", "CLIENT ADDR"
                             );
+                            for m in members {
+                                println!(
+                                    "{:<6} {:<8} {:<22} {:<22}",
+                                    m.id, m.role, m.peer_addr, m.client_addr
+                                );
+                            }
+                        }
+                        Simple => {
+                            for m in members {
+                                println!(
+                                    "{}, {}, {}, {}",
+                                    m.id, m.role, m.peer_addr, m.client_addr
+                                );
+                            }
                         }
                     }
                 }
@@ -480,18 +598,34 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
                     client
                         .add_member(id, &peer_addr, &client_addr, learner)
                         .await?;
-                    println!(
-                        "added node {id} as {}",
-                        if learner { "learner" } else { "voter" }
+                    let role = if learner { "learner" } else { "voter" };
+                    print_action(
+                        conn.format(false, Simple),
+                        &format!("added node {id} as {role}"),
+                        &["ID", "ROLE"],
+                        &[id.to_string(), role.to_string()],
+                        serde_json::json!({"added": id, "role": role}),
                     );
                 }
                 MemberCommand::Remove { id } => {
                     client.remove_member(id).await?;
-                    println!("removed node {id}");
+                    print_action(
+                        conn.format(false, Simple),
+                        &format!("removed node {id}"),
+                        &["REMOVED"],
+                        &[id.to_string()],
+                        serde_json::json!({ "removed": id }),
+                    );
                 }
                 MemberCommand::Promote { id } => {
                     client.promote_member(id).await?;
-                    println!("promoted node {id} to voter");
+                    print_action(
+                        conn.format(false, Simple),
+                        &format!("promoted node {id} to voter"),
+                        &["PROMOTED"],
+                        &[id.to_string()],
+                        serde_json::json!({ "promoted": id }),
+                    );
                 }
             }
         }
@@ -500,17 +634,125 @@ async fn execute(cmd: ClientCommand) -> Result<u8, ClientError> {
             conn,
         } => {
             let leader = conn.client()?.transfer_leader(id).await?;
-            println!("node {leader} is the leader");
+            print_action(
+                conn.format(false, Simple),
+                &format!("node {leader} is the leader"),
+                &["LEADER"],
+                &[leader.to_string()],
+                serde_json::json!({ "leader": leader }),
+            );
         }
         ClientCommand::Version {
             endpoints,
             timeout,
             tls,
+            write_out,
         } => {
-            return version(endpoints.as_deref(), timeout, &tls).await;
+            return version(endpoints.as_deref(), timeout, &tls, write_out).await;
         }
     }
     Ok(0)
+}
+
+/// Prints the result of a command that did one thing: `simple` as a
+/// sentence, `table` as one row, `json` as `json`.
+fn print_action(
+    format: WriteOut,
+    sentence: &str,
+    headers: &[&str],
+    row: &[String],
+    json: serde_json::Value,
+) {
+    match format {
+        WriteOut::Simple => println!("{sentence}"),
+        WriteOut::Json => println!("{}", to_json(&json)),
+        WriteOut::Table => print!("{}", render_table(headers, &[row.to_vec()])),
+    }
+}
+
+/// The value `put` stores: the argument, the file, or stdin (not a
+/// terminal: a command waiting for typed input looks hung).
+fn put_value(
+    value: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, ClientError> {
+    use std::io::{IsTerminal, Read};
+    let too_large = || {
+        ClientError::Invalid(format!(
+            "the value is over {PUT_INPUT_BYTES_MAX} bytes, the most a value can be"
+        ))
+    };
+    if let Some(v) = value {
+        return Ok(v.into_bytes());
+    }
+    let mut bytes = Vec::new();
+    if let Some(path) = file {
+        let f = std::fs::File::open(path)
+            .map_err(|e| ClientError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        f.take(PUT_INPUT_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ClientError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(ClientError::Invalid(
+                "no value: give VALUE, --file FILE, or pipe the value on stdin".into(),
+            ));
+        }
+        stdin
+            .lock()
+            .take(PUT_INPUT_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ClientError::Invalid(format!("cannot read stdin: {e}")))?;
+    }
+    if bytes.len() as u64 > PUT_INPUT_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// A key-value as table cells (invalid UTF-8 shown replaced: a table is
+/// for reading; `-w json` carries exact bytes).
+fn kv_row(kv: &client::KeyValue, keys_only: bool) -> Vec<String> {
+    let mut row = vec![kv.key_lossy().into_owned()];
+    if !keys_only {
+        row.push(kv.value_lossy().into_owned());
+    }
+    row.extend([
+        kv.create_revision.to_string(),
+        kv.mod_revision.to_string(),
+        kv.version.to_string(),
+    ]);
+    row
+}
+
+/// Columns aligned under a header, two spaces apart.
+pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(w - cell.chars().count()));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
 }
 
 /// `raftkv version [--endpoints ...]`: the CLI's build, then one line per
@@ -519,36 +761,225 @@ async fn version(
     endpoints: Option<&str>,
     timeout: Duration,
     tls: &TlsOpts,
+    format: WriteOut,
 ) -> Result<u8, ClientError> {
-    println!("raftkv {}", crate::version::BuildInfo::current().one_line());
-    let Some(list) = endpoints else {
-        return Ok(0);
-    };
-    let endpoints = client::parse_endpoints(list)?;
-    let mut config = ClientConfig::new(endpoints.clone());
-    config.request_timeout = timeout;
-    config.connect_timeout = timeout.min(Duration::from_secs(1));
-    config.tls = tls.config()?;
-    let client = Client::new(config)?;
-    let mut first_error = None;
-    let mut answered = 0;
-    for ep in &endpoints {
-        match client.version_of(ep).await {
-            Ok(b) => {
-                answered += 1;
-                println!("{ep} {}", b.one_line());
-            }
-            Err(e) => {
-                println!("{ep} error: {}", describe_row_error(&e));
-                first_error.get_or_insert(e);
-            }
+    use crate::version::BuildInfo;
+    let own = BuildInfo::current();
+    let mut rows: Vec<(String, Result<BuildInfo, ClientError>)> = Vec::new();
+    if let Some(list) = endpoints {
+        let endpoints = client::parse_endpoints(list)?;
+        let mut config = ClientConfig::new(endpoints.clone());
+        config.request_timeout = timeout;
+        config.connect_timeout = timeout.min(Duration::from_secs(1));
+        config.tls = tls.config()?;
+        let client = Client::new(config)?;
+        for ep in endpoints {
+            let answer = client.version_of(&ep).await;
+            rows.push((ep, answer));
         }
     }
-    match first_error {
+    match format {
+        WriteOut::Simple => {
+            println!("raftkv {}", own.one_line());
+            for (ep, answer) in &rows {
+                match answer {
+                    Ok(b) => println!("{ep} {}", b.one_line()),
+                    Err(e) => println!("{ep} error: {}", describe_row_error(e)),
+                }
+            }
+        }
+        WriteOut::Json => {
+            let servers: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(ep, answer)| match answer {
+                    Ok(b) => serde_json::json!({"endpoint": ep, "build": b}),
+                    Err(e) => serde_json::json!({"endpoint": ep, "error": describe_row_error(e)}),
+                })
+                .collect();
+            println!(
+                "{}",
+                to_json(&serde_json::json!({"client": own, "servers": servers}))
+            );
+        }
+        WriteOut::Table => {
+            let cells = |who: &str, b: &BuildInfo| {
+                vec![
+                    who.to_string(),
+                    b.version.clone(),
+                    b.revision.clone(),
+                    b.profile.clone(),
+                    b.rustc.clone(),
+                ]
+            };
+            let mut table = vec![cells("(this cli)", &own)];
+            for (ep, answer) in &rows {
+                match answer {
+                    Ok(b) => table.push(cells(ep, b)),
+                    Err(e) => table.push(vec![
+                        ep.clone(),
+                        format!("error: {}", describe_row_error(e)),
+                    ]),
+                }
+            }
+            print!(
+                "{}",
+                render_table(
+                    &["ENDPOINT", "VERSION", "REVISION", "PROFILE", "RUSTC"],
+                    &table
+                )
+            );
+        }
+    }
+    let answered = rows.iter().filter(|(_, a)| a.is_ok()).count();
+    match rows.into_iter().find_map(|(_, a)| a.err()) {
         None => Ok(0),
         Some(e) if answered == 0 => Err(e),
         Some(_) => Ok(EXIT_FAILED),
     }
+}
+
+/// `ls --count-only`: sums the counts of every page.
+async fn count_keys(
+    client: &Client,
+    mut request: ListRequest,
+    format: WriteOut,
+) -> Result<(), ClientError> {
+    let mut count = 0u64;
+    let revision = loop {
+        let page = client.list_range(&request).await?;
+        count += page.count.unwrap_or(0);
+        match page.next_key()? {
+            Some(next) if page.more => request.after = Some(next),
+            _ => break page.revision,
+        }
+    };
+    match format {
+        WriteOut::Simple => println!("{count}"),
+        WriteOut::Json => println!(
+            "{}",
+            to_json(&serde_json::json!({"count": count, "revision": revision}))
+        ),
+        WriteOut::Table => print!(
+            "{}",
+            render_table(
+                &["COUNT", "REVISION"],
+                &[vec![count.to_string(), revision.to_string()]]
+            )
+        ),
+    }
+    Ok(())
+}
+
+/// `ls`: pages of at most [`LIST_PAGE_MAX`] keys until `limit` (0: no
+/// limit) or the range's end, printed as they arrive (so memory stays
+/// bounded by one page whatever the limit).
+async fn list_keys(
+    client: &Client,
+    mut request: ListRequest,
+    limit: u64,
+    format: WriteOut,
+) -> Result<(), ClientError> {
+    let json = format == WriteOut::Json;
+    use std::io::Write;
+    let mut remaining = if limit == 0 { u64::MAX } else { limit };
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) ends the output, not the command.
+    let mut w = |bytes: &[u8]| {
+        let _ = out.write_all(bytes);
+    };
+    if json {
+        w(b"{\"kvs\": [");
+    }
+    let (more, next, revision) = loop {
+        request.limit = Some(remaining.min(LIST_PAGE_MAX));
+        let page = client.list_range(&request).await?;
+        if format == WriteOut::Table {
+            // Aligned within each page (a listing is printed page by page).
+            let mut headers = vec!["KEY"];
+            if !request.keys_only {
+                headers.push("VALUE");
+            }
+            headers.extend(["CREATE_REVISION", "MOD_REVISION", "VERSION"]);
+            let rows: Vec<Vec<String>> = page
+                .kvs
+                .iter()
+                .map(|kv| kv_row(kv, request.keys_only))
+                .collect();
+            let table = render_table(&headers, &rows);
+            // The header once, on the first page.
+            let body = if printed == 0 {
+                &table[..]
+            } else {
+                table.split_once('\n').map_or("", |(_, rest)| rest)
+            };
+            w(body.as_bytes());
+            printed += page.kvs.len() as u64;
+        }
+        for kv in page.kvs.iter().filter(|_| format != WriteOut::Table) {
+            if json {
+                let mut item = serde_json::to_value(kv).unwrap_or_default();
+                if request.keys_only {
+                    if let Some(o) = item.as_object_mut() {
+                        o.remove("value");
+                        o.remove("value_b64");
+                    }
+                }
+                w(if printed == 0 { b"\n  " } else { b",\n  " });
+                w(item.to_string().as_bytes());
+            } else if request.keys_only {
+                w(&kv.key);
+                w(b"\n");
+            } else {
+                w(&kv.key);
+                w(b"\t");
+                w(&kv.value);
+                w(b"\n");
+            }
+            printed += 1;
+        }
+        remaining = remaining.saturating_sub(page.kvs.len() as u64);
+        let next = page.next_key()?;
+        match next {
+            Some(next) if page.more && remaining > 0 => request.after = Some(next),
+            next => break (page.more, next, page.revision),
+        }
+    };
+    if json {
+        let mut tail = serde_json::Map::new();
+        tail.insert("more".into(), more.into());
+        if let Some(next) = &next {
+            match std::str::from_utf8(next) {
+                Ok(s) => tail.insert("next".into(), s.into()),
+                Err(_) => tail.insert(
+                    "next_b64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(next)
+                        .into(),
+                ),
+            };
+        }
+        tail.insert("revision".into(), revision.into());
+        let tail = serde_json::Value::Object(tail).to_string();
+        // `{"more":..}` spliced after the array: drop the object's `{`.
+        w(b"\n], ");
+        w(&tail.as_bytes()[1..]);
+        w(b"\n");
+    } else if more {
+        let after = next
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
+        eprintln!("(more keys follow; raise --limit, or continue with --after {after:?})");
+    }
+    Ok(())
+}
+
+/// Writes a value's bytes as they are, then a newline.
+fn print_value(value: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not this command's failure.
+    let _ = out.write_all(value).and_then(|()| out.write_all(b"\n"));
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -698,6 +1129,34 @@ pub fn render_status_table(rows: &[StatusRow]) -> String {
                     describe_row_error(e)
                 );
             }
+        }
+    }
+    out
+}
+
+/// The status rows as `-w simple`: one comma-separated line per endpoint
+/// (`endpoint, id, role, term, leader, commit, applied, last`), or the
+/// endpoint and its error.
+pub fn render_status_simple(rows: &[StatusRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        match &row.status {
+            Ok(s) => out.push_str(&format!(
+                "{}, {}, {}, {}, {}, {}, {}, {}\n",
+                row.endpoint,
+                s.id,
+                s.role,
+                s.term,
+                s.leader.map_or_else(|| "-".to_string(), |l| l.to_string()),
+                s.commit_index,
+                s.applied_index,
+                s.last_index
+            )),
+            Err(e) => out.push_str(&format!(
+                "{}, error: {}\n",
+                row.endpoint,
+                describe_row_error(e)
+            )),
         }
     }
     out

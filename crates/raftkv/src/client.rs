@@ -48,6 +48,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Default endpoints: the local cluster that `raftkv cluster` starts with its
@@ -126,13 +128,102 @@ pub fn tls_config(
 }
 
 /// A key and its value with revisions, as the API returns it.
+///
+/// Keys and values are bytes: in JSON each is a string (`key`, `value`)
+/// when it is UTF-8, else base64 (`key_b64`, `value_b64`); this type reads
+/// and writes both forms. A keys-only listing leaves `value` empty.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "KeyValueJson", into = "KeyValueJson")]
 pub struct KeyValue {
-    pub key: String,
-    pub value: String,
+    pub key: Bytes,
+    pub value: Bytes,
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+}
+
+impl KeyValue {
+    /// The key as text (invalid UTF-8 replaced: for display only).
+    pub fn key_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.key)
+    }
+
+    /// The value as text (invalid UTF-8 replaced: for display only).
+    pub fn value_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
+/// [`KeyValue`]'s JSON form.
+#[derive(Serialize, Deserialize)]
+struct KeyValueJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+    create_revision: u64,
+    mod_revision: u64,
+    version: u64,
+}
+
+/// Bytes from a `name`/`name_b64` pair of JSON fields.
+fn field_bytes(name: &str, text: Option<String>, b64: Option<String>) -> Result<Bytes, String> {
+    match (text, b64) {
+        (Some(t), _) => Ok(Bytes::from(t)),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|e| format!("{name}_b64 is not base64: {e}")),
+        (None, None) => Ok(Bytes::new()),
+    }
+}
+
+/// The JSON form of bytes: `(Some(text), None)` if UTF-8, else base64.
+fn bytes_field(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_string()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+impl TryFrom<KeyValueJson> for KeyValue {
+    type Error = String;
+
+    fn try_from(j: KeyValueJson) -> Result<Self, String> {
+        if j.key.is_none() && j.key_b64.is_none() {
+            return Err("a key-value without key or key_b64".into());
+        }
+        Ok(KeyValue {
+            key: field_bytes("key", j.key, j.key_b64)?,
+            value: field_bytes("value", j.value, j.value_b64)?,
+            create_revision: j.create_revision,
+            mod_revision: j.mod_revision,
+            version: j.version,
+        })
+    }
+}
+
+impl From<KeyValue> for KeyValueJson {
+    fn from(kv: KeyValue) -> Self {
+        let (key, key_b64) = bytes_field(&kv.key);
+        let (value, value_b64) = bytes_field(&kv.value);
+        KeyValueJson {
+            key,
+            key_b64,
+            value,
+            value_b64,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+        }
+    }
 }
 
 /// Answer to a put.
@@ -167,12 +258,60 @@ pub struct CasResponse {
 /// Answer to a list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListResponse {
+    /// Empty for a `count_only` listing.
+    #[serde(default)]
     pub kvs: Vec<KeyValue>,
     #[serde(default)]
     pub more: bool,
     #[serde(default)]
     pub revision: u64,
+    /// While `more`: the cursor, the last key this answer covered (pass it
+    /// as [`ListRequest::after`]). In JSON `next`, or `next_b64` when it is
+    /// not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_b64: Option<String>,
+    /// `count_only`: the number of keys counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
+
+impl ListResponse {
+    /// The cursor's bytes (see [`ListResponse::next`]).
+    pub fn next_key(&self) -> Result<Option<Bytes>, ClientError> {
+        match (&self.next, &self.next_b64) {
+            (Some(t), _) => Ok(Some(Bytes::from(t.clone()))),
+            (None, Some(b)) => field_bytes("next", None, Some(b.clone()))
+                .map(Some)
+                .map_err(|e| ClientError::Invalid(format!("bad answer: {e}"))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// One `GET /v1/kv` request: the range, the page size and the options.
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    /// Keys starting with this (empty: any key).
+    pub prefix: Bytes,
+    /// Keys at or after this.
+    pub start: Option<Bytes>,
+    /// Keys before this (exclusive).
+    pub range_end: Option<Bytes>,
+    /// Keys strictly after this (the previous page's `next`).
+    pub after: Option<Bytes>,
+    /// At most this many keys (`1..=`[`LIST_PAGE_MAX`]); `None` for
+    /// `count_only`.
+    pub limit: Option<u64>,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub consistency: Consistency,
+}
+
+/// Largest page the server answers: the state machine's `list_limit_max`
+/// (one constant for both sides).
+pub const LIST_PAGE_MAX: u64 = 1000;
 
 /// Read consistency of a get or list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
@@ -395,7 +534,9 @@ fn describe_current(current: &Option<Box<KeyValue>>) -> String {
         None => "the key is absent".to_string(),
         Some(kv) => format!(
             "current value {:?} (mod_revision {}, version {})",
-            kv.value, kv.mod_revision, kv.version
+            kv.value_lossy(),
+            kv.mod_revision,
+            kv.version
         ),
     }
 }
@@ -448,8 +589,13 @@ impl ClientError {
 /// Percent-encodes one URL path segment: every byte but the RFC 3986
 /// unreserved characters, so `/`, `?`, `#`, `%` and spaces in keys survive.
 pub fn encode_path_segment(s: &str) -> String {
+    encode_path_bytes(s.as_bytes())
+}
+
+/// [`encode_path_segment`] for any bytes (`0xFF` is `%FF`).
+pub fn encode_path_bytes(s: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
+    for &b in s {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
@@ -718,13 +864,43 @@ impl Client {
         limit: u64,
         consistency: Consistency,
     ) -> Result<ListResponse, ClientError> {
+        self.list_range(&ListRequest {
+            prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+            limit: Some(limit),
+            consistency,
+            ..ListRequest::default()
+        })
+        .await
+    }
+
+    /// One page of a listing (see [`ListRequest`]).
+    pub async fn list_range(&self, list: &ListRequest) -> Result<ListResponse, ClientError> {
+        let mut path = format!(
+            "/v1/kv?prefix={}&consistency={}",
+            encode_path_bytes(&list.prefix),
+            list.consistency.as_str()
+        );
+        for (name, value) in [
+            ("start", &list.start),
+            ("range_end", &list.range_end),
+            ("after", &list.after),
+        ] {
+            if let Some(v) = value {
+                path.push_str(&format!("&{name}={}", encode_path_bytes(v)));
+            }
+        }
+        if let Some(limit) = list.limit {
+            path.push_str(&format!("&limit={limit}"));
+        }
+        if list.keys_only {
+            path.push_str("&keys_only=true");
+        }
+        if list.count_only {
+            path.push_str("&count_only=true");
+        }
         let req = Request {
             method: reqwest::Method::GET,
-            path: format!(
-                "/v1/kv?prefix={}&limit={limit}&consistency={}",
-                encode_path_segment(prefix),
-                consistency.as_str()
-            ),
+            path,
             body: Body::None,
             retry_ambiguous: true,
             follow_leader: true,
@@ -732,19 +908,30 @@ impl Client {
         decode(self.call(&req).await)
     }
 
+    /// Sets `key` to `value`, both any bytes (no session).
+    pub async fn put_bytes(&self, key: &[u8], value: &[u8]) -> Result<PutResponse, ClientError> {
+        self.put_with(key, value, None).await
+    }
+
     async fn put_with(
         &self,
-        key: &str,
-        value: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
         session: Option<(u64, u64)>,
     ) -> Result<PutResponse, ClientError> {
-        check_key(key)?;
+        let key = key.as_ref();
+        if key.is_empty() {
+            return Err(ClientError::Invalid("the key must not be empty".into()));
+        }
         let mut body = serde_json::Map::new();
-        body.insert("value".into(), value.into());
+        match bytes_field(value.as_ref()) {
+            (Some(text), _) => body.insert("value".into(), text.into()),
+            (None, b64) => body.insert("value_b64".into(), b64.unwrap_or_default().into()),
+        };
         add_session(&mut body, session);
         let req = Request {
             method: reqwest::Method::PUT,
-            path: format!("/v1/kv/{}", encode_path_segment(key)),
+            path: format!("/v1/kv/{}", encode_path_bytes(key)),
             body: Body::Json(body),
             retry_ambiguous: session.is_some(),
             follow_leader: true,
@@ -1254,6 +1441,16 @@ impl Session {
         self.client.put_with(key, value, s).await
     }
 
+    /// Sets `key` to `value`, both any bytes, exactly once.
+    pub async fn put_bytes(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<PutResponse, ClientError> {
+        let s = self.next();
+        self.client.put_with(key, value, s).await
+    }
+
     /// Deletes `key`, exactly once.
     pub async fn delete(&mut self, key: &str) -> Result<DeleteResponse, ClientError> {
         let s = self.next();
@@ -1420,6 +1617,14 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_pages_by_the_servers_list_limit() {
+        assert_eq!(
+            LIST_PAGE_MAX,
+            raftkv_state::KvConfig::default().list_limit_max
+        );
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

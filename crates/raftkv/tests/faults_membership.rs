@@ -58,7 +58,7 @@ impl RegisterChecker {
                     match client.get("reg", Consistency::Linearizable).await {
                         Ok(kv) => {
                             let ceiling = begun.load(Ordering::SeqCst);
-                            let v: u64 = kv.value.parse().unwrap();
+                            let v: u64 = kv.value_lossy().parse().unwrap();
                             if v < floor || v > ceiling {
                                 violations
                                     .lock()

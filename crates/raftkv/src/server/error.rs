@@ -281,9 +281,9 @@ impl IntoResponse for ApiError {
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
-            CommandError::KeyTooLarge { .. } | CommandError::ValueTooLarge { .. } => {
-                ApiError::TooLarge(e.to_string())
-            }
+            CommandError::KeyTooLarge { .. }
+            | CommandError::ValueTooLarge { .. }
+            | CommandError::RangeBoundTooLarge { .. } => ApiError::TooLarge(e.to_string()),
             CommandError::EmptyKey
             | CommandError::ListLimitOutOfRange { .. }
             | CommandError::StaleSequence { .. } => ApiError::BadRequest(e.to_string()),

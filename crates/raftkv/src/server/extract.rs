@@ -45,6 +45,10 @@ pub struct RequestInfo {
     pub uri: Uri,
     pub forwarded: bool,
     pub request_id: Option<HeaderValue>,
+    /// `Content-Type` and `Accept` as received: they choose between JSON
+    /// and raw bytes (see `routes::binary`), so a forward passes them on.
+    pub content_type: Option<HeaderValue>,
+    pub accept: Option<HeaderValue>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestInfo {
@@ -63,6 +67,8 @@ impl RequestInfo {
             uri: parts.uri.clone(),
             forwarded: parts.headers.contains_key(FORWARDED_HEADER),
             request_id: parts.headers.get(REQUEST_ID_HEADER).cloned(),
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            accept: parts.headers.get(header::ACCEPT).cloned(),
         }
     }
 
@@ -146,18 +152,46 @@ pub fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result
     parse_json(body)
 }
 
-/// A key from the URL path, percent-decoded, UTF-8.
-pub struct KeyPath(pub String);
+/// The path prefix of every key route.
+pub const KV_PATH_PREFIX: &str = "/v1/kv/";
+
+/// A key from the URL path, percent-decoded to bytes (any bytes: `%FF` is
+/// the byte 0xFF).
+///
+/// The key is everything after `/v1/kv/`, slashes included (`/v1/kv/a/b`
+/// is the key `a/b`; `%2F` still works), except that on a `POST` (the
+/// compare-and-swap, `/v1/kv/{key}/cas`) the final `/cas` is the action,
+/// not part of the key. The split is made before decoding, so an encoded
+/// `%2Fcas` stays in the key.
+pub struct KeyPath(pub Bytes);
 
 impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(key) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("invalid key in the path: {e}")))?;
-        Ok(KeyPath(key))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        key_from_path(&parts.method, parts.uri.path()).map(KeyPath)
     }
+}
+
+/// The key [`KeyPath`] extracts from `path`.
+pub fn key_from_path(method: &Method, path: &str) -> Result<Bytes, ApiError> {
+    let Some(raw) = path.strip_prefix(KV_PATH_PREFIX) else {
+        return Err(ApiError::NotFound(format!("no key route for {path}")));
+    };
+    let raw = if method == Method::POST {
+        raw.strip_suffix("/cas").ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no route for POST {path}: compare-and-swap is POST /v1/kv/{{key}}/cas"
+            ))
+        })?
+    } else {
+        raw
+    };
+    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if key.is_empty() {
+        return Err(ApiError::BadRequest("the key must not be empty".into()));
+    }
+    Ok(Bytes::from(key))
 }
 
 /// A node id from the URL path.

@@ -34,6 +34,7 @@ use raft_core::NodeId;
 use super::app::App;
 use super::error::{ApiError, Reason};
 use super::extract::{RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER};
+use super::routes::binary::RAW_HEADERS;
 use crate::client::error_chain;
 
 /// Names, on a relayed answer, the leader that produced it.
@@ -93,9 +94,17 @@ pub async fn to_leader(
     if let Some(id) = &info.request_id {
         req = req.header(REQUEST_ID_HEADER, id.clone());
     }
+    if let Some(accept) = &info.accept {
+        req = req.header(header::ACCEPT, accept.clone());
+    }
     if !body.is_empty() {
+        // The type chooses between a JSON and a raw body: pass it on.
+        let content_type = info
+            .content_type
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static("application/json"));
         req = req
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .body(body.clone());
     }
     let resp = req.send().await.map_err(|e| {
@@ -129,6 +138,14 @@ pub async fn to_leader(
     })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    // A raw GET's revisions travel in headers: relay them too.
+    let raw_headers: Vec<(&'static str, HeaderValue)> = RAW_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = resp.headers().get(*name)?;
+            Some((*name, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+        })
+        .collect();
     if resp
         .content_length()
         .is_some_and(|n| n > FORWARD_RESPONSE_BYTES_MAX as u64)
@@ -150,6 +167,9 @@ pub async fn to_leader(
     let mut out = (status, bytes).into_response();
     if let Some(ct) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    for (name, value) in raw_headers {
+        out.headers_mut().insert(name, value);
     }
     out.headers_mut()
         .insert(FORWARDED_TO_HEADER, HeaderValue::from(leader));

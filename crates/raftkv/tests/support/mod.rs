@@ -601,6 +601,8 @@ pub struct HttpResponse {
     /// Header names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body's bytes as received (`body` is their lossy UTF-8 reading).
+    pub raw_body: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -671,6 +673,29 @@ pub fn http_request_with(
     parse_response(&raw)
 }
 
+/// One HTTP/1.1 request with a body of any bytes and exactly the given
+/// headers (no `Content-Type` is added).
+pub fn bytes_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (name, value) in headers {
+        req.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    let raw = raw_request(addr, &req)?;
+    parse_response(&raw)
+}
+
 /// Sends `bytes` as is and returns everything the server sends back until
 /// it closes the connection (or [`HTTP_TIMEOUT`] passes).
 pub fn raw_request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -721,6 +746,7 @@ pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        raw_body: body,
     })
 }
 

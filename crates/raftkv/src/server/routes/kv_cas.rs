@@ -8,17 +8,21 @@
 //! `expected_mod_revision` (`0` also means absent). `"value": null` deletes
 //! the key on success; `value` must be present (a missing field would
 //! otherwise silently mean "delete").
+//!
+//! Binary values: `expected_value_b64` and `value_b64` (base64) stand for
+//! `expected_value` and `value` (give one of each pair).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use raftkv_state::{CasAction, Command, Condition, Response as KvResponse};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use super::kv_put::unexpected_kv;
-use super::{session, KvJson};
+use super::{binary, session, KvJson};
 use crate::server::app::{Outcome, SharedApp};
 use crate::server::error::ApiError;
 use crate::server::extract::{parse_json, KeyPath, LimitedBody, NoQuery, QueryParams, RequestInfo};
@@ -33,11 +37,17 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 pub struct CasBody {
     #[serde(default, deserialize_with = "present")]
     expected_value: Option<Option<String>>,
+    expected_value_b64: Option<String>,
     expected_mod_revision: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     value: Option<Option<String>>,
+    value_b64: Option<String>,
     client_id: Option<u64>,
     seq: Option<u64>,
+}
+
+fn both(name: &str) -> ApiError {
+    ApiError::BadRequest(format!("give {name} or {name}_b64, not both"))
 }
 
 pub async fn handle(
@@ -48,22 +58,32 @@ pub async fn handle(
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let req: CasBody = parse_json(&body)?;
-    let condition = match (req.expected_value, req.expected_mod_revision) {
-        (Some(None), None) => Condition::Absent,
-        (Some(Some(v)), None) => Condition::ValueEquals(v.into()),
-        (None, Some(rev)) => Condition::ModRevisionEquals(rev),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "give exactly one of expected_value and expected_mod_revision".into(),
-            ))
-        }
+    // `*_b64` stands for the plain field holding a string: fold it in.
+    let expected_value = match (req.expected_value, req.expected_value_b64) {
+        (Some(_), Some(_)) => return Err(both("expected_value")),
+        (None, Some(b)) => Some(Some(binary::decode_b64("expected_value_b64", &b)?)),
+        (v, None) => v.map(|v| v.map(Bytes::from)),
     };
-    let action = match req.value {
-        Some(Some(v)) => CasAction::Put(v.into()),
+    let value = match (req.value, req.value_b64) {
+        (Some(_), Some(_)) => return Err(both("value")),
+        (None, Some(b)) => Some(Some(binary::decode_b64("value_b64", &b)?)),
+        (v, None) => v.map(|v| v.map(Bytes::from)),
+    };
+    let condition = match (expected_value, req.expected_mod_revision) {
+        (Some(None), None) => Condition::Absent,
+        (Some(Some(v)), None) => Condition::ValueEquals(v),
+        (None, Some(rev)) => Condition::ModRevisionEquals(rev),
+        _ => return Err(ApiError::BadRequest(
+            "give exactly one of expected_value (or expected_value_b64) and expected_mod_revision"
+                .into(),
+        )),
+    };
+    let action = match value {
+        Some(Some(v)) => CasAction::Put(v),
         Some(None) => CasAction::Delete,
         None => {
             return Err(ApiError::BadRequest(
-                "value is required (a string, or null to delete the key)".into(),
+                "value is required (a string, value_b64, or null to delete the key)".into(),
             ))
         }
     };

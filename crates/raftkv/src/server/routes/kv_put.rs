@@ -1,6 +1,11 @@
 //! `PUT /v1/kv/{key}` body `{"value": "v", "client_id": 7, "seq": 3}` →
 //! 200 `{"revision", "create_revision", "version", "prev"}`.
 //!
+//! The value is `value` (a string) or `value_b64` (base64, any bytes),
+//! exactly one; or, with `Content-Type: application/octet-stream`, the raw
+//! body is the value (no JSON, so no session: retry such a put only after
+//! reading the key back).
+//!
 //! `?prev=true` asks for the previous key-value in `prev`. With a
 //! `client_id`/`seq` session, a retry of the same `seq` is not applied
 //! again: it gets the first answer back (same revision, same version).
@@ -12,7 +17,7 @@ use bytes::Bytes;
 use raftkv_state::{Command, Response as KvResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{session, KvJson};
+use super::{binary, session, KvJson};
 use crate::server::app::{App, Outcome, SharedApp};
 use crate::server::error::{ApiError, Reason};
 use crate::server::extract::{parse_json, KeyPath, LimitedBody, QueryParams, RequestInfo};
@@ -20,7 +25,8 @@ use crate::server::extract::{parse_json, KeyPath, LimitedBody, QueryParams, Requ
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
-    value: String,
+    value: Option<String>,
+    value_b64: Option<String>,
     client_id: Option<u64>,
     seq: Option<u64>,
 }
@@ -50,21 +56,39 @@ pub async fn handle(
     put(&app, &info, key, query, body).await
 }
 
+/// The value and session of a put's body: raw bytes, or JSON.
+fn parse_body(info: &RequestInfo, body: &Bytes) -> Result<(Bytes, Option<(u64, u64)>), ApiError> {
+    let raw = info
+        .content_type
+        .as_ref()
+        .is_some_and(|ct| binary::is_raw_content_type(ct.as_bytes()));
+    if raw {
+        return Ok((body.clone(), None));
+    }
+    let req: PutBody = parse_json(body)?;
+    let value = binary::one_of("value", req.value, req.value_b64)?.ok_or_else(|| {
+        ApiError::BadRequest(
+            "the value is required: give value (a string) or value_b64 (base64)".into(),
+        )
+    })?;
+    Ok((value, session(req.client_id, req.seq)?))
+}
+
 /// The route's work once the request is taken apart (also called by the
 /// direct path, see [`super::ApiService`]).
 pub async fn put(
     app: &App,
     info: &RequestInfo,
-    key: String,
+    key: Bytes,
     query: PutQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: PutBody = parse_json(&body)?;
-    let mut cmd = Command::put(key, req.value);
+    let (value, session) = parse_body(info, &body)?;
+    let mut cmd = Command::put(key, value);
     if query.prev {
         cmd = cmd.with_prev_kv();
     }
-    if let Some((client_id, seq)) = session(req.client_id, req.seq)? {
+    if let Some((client_id, seq)) = session {
         cmd = cmd.with_session(client_id, seq);
     }
     match app.write_kv(info, &body, cmd).await? {

@@ -28,18 +28,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use raft_runtime::ReadConsistency;
-use raftkv_state::KeyValue;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tower::ServiceExt;
 
 use super::app::{App, SharedApp};
 use super::error::{ApiError, Reason};
-use super::extract::{read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER};
+use super::extract::{
+    key_from_path, read_limited_body, RequestInfo, FORWARDED_HEADER, REQUEST_ID_HEADER,
+};
 use super::forward::FORWARDED_TO_HEADER;
 use super::metrics::{RequestLabels, RouteLabel};
 
+pub mod binary;
 pub mod dashboard;
 pub mod dev_control;
 mod health;
@@ -54,10 +57,17 @@ mod metrics;
 mod status;
 mod version;
 
+pub use binary::KvJson;
+
 // The route patterns, named once: the router is built from them and the
 // metrics label each request with one of them (a static string, so
 // labelling a request allocates nothing).
 const KV_LIST: &str = "/v1/kv";
+/// Every key route: the key is the rest of the path, slashes included
+/// (`/v1/kv/a/b/c` is the key `a/b/c`); a `POST` is the compare-and-swap
+/// `/v1/kv/{key}/cas` (see `extract::KeyPath`). Metrics name it by the
+/// labels below, as before it became one pattern.
+const KV_KEY_PATTERN: &str = "/v1/kv/{*key}";
 const KV_KEY: &str = "/v1/kv/{key}";
 const KV_CAS: &str = "/v1/kv/{key}/cas";
 const STATUS: &str = "/v1/status";
@@ -99,12 +109,12 @@ pub fn router(app: SharedApp) -> Router {
     Router::new()
         .route(KV_LIST, get(kv_list::handle))
         .route(
-            KV_KEY,
+            KV_KEY_PATTERN,
             put(kv_put::handle)
                 .get(kv_get::handle)
-                .delete(kv_delete::handle),
+                .delete(kv_delete::handle)
+                .post(kv_cas::handle),
         )
-        .route(KV_CAS, post(kv_cas::handle))
         .route(STATUS, get(status::handle))
         .route(MEMBERS, get(members::list).post(members::add))
         .route(MEMBER, axum::routing::delete(members::remove))
@@ -135,6 +145,7 @@ async fn observe(State(app): State<SharedApp>, req: Request, next: Next) -> Resp
         req.extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str),
+        req.method(),
     );
     let method = method_label(req.method());
     observed(&app, method, route, next.run(req)).await
@@ -325,9 +336,10 @@ impl Access {
 }
 
 /// The key of a request the direct path answers: `PUT /v1/kv/{key}` with
-/// no query string, the key segment non-empty and percent-decoding to
-/// UTF-8 (as the router's `{key}` and `Path<String>` require); else `None`.
-fn direct_put_key(method: &Method, uri: &Uri) -> Option<String> {
+/// no query string and one non-empty path segment after `/v1/kv/`,
+/// percent-decoded to bytes as [`KeyPath`](super::extract::KeyPath) does;
+/// else `None` (the router then answers, keys with slashes included).
+fn direct_put_key(method: &Method, uri: &Uri) -> Option<Bytes> {
     if method != Method::PUT || uri.query().is_some() {
         return None;
     }
@@ -335,16 +347,13 @@ fn direct_put_key(method: &Method, uri: &Uri) -> Option<String> {
     if segment.is_empty() || segment.contains('/') {
         return None;
     }
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()
-        .map(Cow::into_owned)
+    key_from_path(method, uri.path()).ok()
 }
 
 /// `kv_put::handle` for a request [`direct_put_key`] accepted: its
 /// extractors in the same order (the request info; the key and the empty
 /// query cannot fail; then the body).
-async fn direct_put(app: &SharedApp, req: axum::http::Request<Incoming>, key: String) -> Response {
+async fn direct_put(app: &SharedApp, req: axum::http::Request<Incoming>, key: Bytes) -> Response {
     let (parts, body) = req.into_parts();
     let info = RequestInfo::from_parts(&parts);
     let answer = match read_limited_body(&parts.headers, body, app.cfg.max_body_bytes).await {
@@ -367,10 +376,19 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 /// The matched route pattern, else "unmatched" (bounded label values).
-fn route_label(pattern: Option<&str>) -> Cow<'static, str> {
+/// The key routes keep their labels of old: `/v1/kv/{key}`, and
+/// `/v1/kv/{key}/cas` for a `POST`.
+fn route_label(pattern: Option<&str>, method: &Method) -> Cow<'static, str> {
     let Some(pattern) = pattern else {
         return Cow::Borrowed("unmatched");
     };
+    if pattern == KV_KEY_PATTERN {
+        return Cow::Borrowed(if method == Method::POST {
+            KV_CAS
+        } else {
+            KV_KEY
+        });
+    }
     match ROUTES.iter().find(|r| **r == pattern) {
         Some(r) => Cow::Borrowed(r),
         // Every route is in ROUTES; a pattern that is not still gets its
@@ -393,31 +411,6 @@ async fn method_not_allowed(req: Request) -> ApiError {
         req.method(),
         req.uri().path()
     ))
-}
-
-/// A key-value pair as JSON: `{"key", "value", "create_revision",
-/// "mod_revision", "version"}`. Keys and values only ever enter through
-/// this API as UTF-8 strings, so the lossy conversion never replaces
-/// anything in practice.
-#[derive(Debug, Serialize)]
-pub struct KvJson {
-    pub key: String,
-    pub value: String,
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-}
-
-impl From<&KeyValue> for KvJson {
-    fn from(kv: &KeyValue) -> Self {
-        KvJson {
-            key: String::from_utf8_lossy(&kv.key).into_owned(),
-            value: String::from_utf8_lossy(&kv.value).into_owned(),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-        }
-    }
 }
 
 /// `?consistency=linearizable|lease|stale`.
@@ -455,7 +448,7 @@ pub fn session(client_id: Option<u64>, seq: Option<u64>) -> Result<Option<(u64, 
 mod tests {
     use super::*;
 
-    fn key(method: Method, uri: &str) -> Option<String> {
+    fn key(method: Method, uri: &str) -> Option<Bytes> {
         direct_put_key(&method, &uri.parse().unwrap())
     }
 
@@ -478,15 +471,21 @@ mod tests {
         assert_eq!(key(Method::PUT, "/v1/kv/a/"), None);
         assert_eq!(key(Method::PUT, "/v1/kv//a"), None);
         assert_eq!(key(Method::PUT, "/v1/%6Bv/a"), None);
-        assert_eq!(key(Method::PUT, "/v1/kv/%FF"), None);
+        // Any bytes: the key is not required to be UTF-8.
+        assert_eq!(
+            key(Method::PUT, "/v1/kv/%FF"),
+            Some(Bytes::from_static(b"\xff"))
+        );
     }
 
     #[test]
     fn route_labels_are_the_patterns() {
         for r in ROUTES {
-            assert!(matches!(route_label(Some(r)), Cow::Borrowed(p) if p == r));
+            assert!(matches!(route_label(Some(r), &Method::GET), Cow::Borrowed(p) if p == r));
         }
-        assert_eq!(route_label(Some("/v9/other")), "/v9/other");
-        assert_eq!(route_label(None), "unmatched");
+        assert_eq!(route_label(Some(KV_KEY_PATTERN), &Method::PUT), KV_KEY);
+        assert_eq!(route_label(Some(KV_KEY_PATTERN), &Method::POST), KV_CAS);
+        assert_eq!(route_label(Some("/v9/other"), &Method::GET), "/v9/other");
+        assert_eq!(route_label(None, &Method::GET), "unmatched");
     }
 }
