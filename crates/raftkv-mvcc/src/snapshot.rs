@@ -47,8 +47,8 @@ use crate::codec::{
 };
 use crate::error::{Fault, InstallError, OpenError, ReceiveError, SendError};
 use crate::store::{
-    catch, incoming_path, open_db, read_meta, remove_file_if_exists, sync_parent, Backing,
-    DbHandle, MvccOptions, MvccStore,
+    catch, incoming_path, open_db, read_meta, received_path, remove_file_if_exists, sync_parent,
+    Backing, DbHandle, MvccOptions, MvccStore,
 };
 use crate::tables::{
     corrupt, engine, CHANGES, CURRENT, HISTORY, META, META_APP, META_FORMAT, META_STATE, SESSIONS,
@@ -343,6 +343,74 @@ impl MvccStore {
             _ => Err(mismatch(
                 "the snapshot was received into another kind of storage than the store's",
             )),
+        }
+    }
+
+    /// The snapshot received before and not installed, kept as
+    /// `<file>.received` (also across a restart), if there is one. A host
+    /// whose log recorded a received snapshot before a crash installs it
+    /// from here; one whose log did not may [`discard`](Self::discard_received)
+    /// it. Stores on a caller's backend keep nothing across a restart.
+    pub fn take_received(&self) -> Result<Option<ReceivedSnapshot>, OpenError> {
+        let path = received_path(&self.file);
+        let io = |source| OpenError::Io {
+            file: path.clone(),
+            source,
+        };
+        match &self.backing {
+            Backing::File => {
+                if !path.exists() {
+                    return Ok(None);
+                }
+                let db = open_db(&path, &self.options, false)?;
+                let (state, app) = catch(&path, || read_meta(&db, &path))?;
+                drop(db); // reopened by path after the rename
+                Ok(Some(ReceivedSnapshot {
+                    file: path.clone(),
+                    live: self.file.clone(),
+                    state,
+                    app,
+                    target: RxTarget::File,
+                    db: None,
+                }))
+            }
+            #[cfg(feature = "sim")]
+            Backing::Disk(disk) => {
+                if !disk.exists(&path).map_err(io)? {
+                    return Ok(None);
+                }
+                let backend = disk.backend(&path, false).map_err(io)?;
+                let store = MvccStore::open_backend(
+                    backend,
+                    path.clone(),
+                    self.config.clone(),
+                    self.options.clone(),
+                    false,
+                )?;
+                Ok(Some(ReceivedSnapshot {
+                    file: path.clone(),
+                    live: self.file.clone(),
+                    state: store.state.clone(),
+                    app: store.app.clone(),
+                    target: RxTarget::Disk(disk.clone()),
+                    db: Some(store.db),
+                }))
+            }
+            Backing::Backend => {
+                let _ = io;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes a received snapshot that will not be installed.
+    pub fn discard_received(&self) -> std::io::Result<()> {
+        let path = received_path(&self.file);
+        match &self.backing {
+            Backing::File => remove_file_if_exists(&path),
+            #[cfg(feature = "sim")]
+            Backing::Disk(disk) => disk.remove_if_exists(&path),
+            Backing::Backend => Ok(()),
         }
     }
 
@@ -1278,6 +1346,28 @@ impl SnapshotReceiver {
                 None
             }
             _ => Some(DbHandle::new(db)),
+        };
+        // Durable now: renamed to `.received`, which an open keeps, so a
+        // crash between the Raft log recording this snapshot and the
+        // install finds it again (`MvccStore::take_received`).
+        let received = received_path(&self.live);
+        let io = |source| ReceiveError::Io {
+            file: received.clone(),
+            source,
+        };
+        let file = match &self.target {
+            RxTarget::File => {
+                std::fs::rename(&file, &received).map_err(io)?;
+                sync_parent(&received).map_err(io)?;
+                received.clone()
+            }
+            #[cfg(feature = "sim")]
+            RxTarget::Disk(disk) => {
+                disk.rename(&file, &received).map_err(io)?;
+                disk.sync_parent(&received).map_err(io)?;
+                received.clone()
+            }
+            RxTarget::Backend => file,
         };
         self.handed_over = true;
         Ok(ReceivedSnapshot {

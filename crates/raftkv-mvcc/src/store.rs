@@ -149,6 +149,14 @@ pub(crate) fn incoming_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Where a received snapshot waits for [`MvccStore::install`], kept across
+/// a restart (see [`MvccStore::take_received`]).
+pub(crate) fn received_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".received");
+    PathBuf::from(name)
+}
+
 fn tmp_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(".tmp");
@@ -321,7 +329,9 @@ impl MvccStore {
     /// the log must be replayed from the entry after it.
     ///
     /// A leftover `<file>.incoming` (an unfinished snapshot transfer) or
-    /// `<file>.tmp` (an unfinished creation) is removed.
+    /// `<file>.tmp` (an unfinished creation) is removed; a finished transfer
+    /// not yet installed (`<file>.received`) is kept: see
+    /// [`MvccStore::take_received`].
     pub fn open(
         file: impl AsRef<Path>,
         config: KvConfig,
