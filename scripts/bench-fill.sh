@@ -210,7 +210,7 @@ while [[ -z "$T_READY" || -z "$T_GET" ]]; do
   if [[ -z "$T_READY" && $(curl -s -o /dev/null -w '%{http_code}' "$(ep "$F")/readyz") == 200 ]]; then
     T_READY=$(now_ms)
   fi
-  if [[ -z "$T_GET" && $(curl -s -o /dev/null -w '%{http_code}' "$(ep "$F")/v1/kv/bench/0?consistency=stale") == 200 ]]; then
+  if [[ -z "$T_GET" && $(curl -s -o /dev/null -w '%{http_code}' "$(ep "$F")/v1/kv/bench%2F0?consistency=stale") == 200 ]]; then
     T_GET=$(now_ms)
   fi
   if (($(now_ms) - T0 > 300000)); then
