@@ -398,13 +398,31 @@ print(open(f"{out}/restart.txt").read().rstrip())
 print("== (c) learner catch-up")
 c = dict(l.split("=", 1) for l in open(f"{out}/catchup.txt").read().split())
 add = int(c["add_unix_ms"])
+# Each transfer starts at the add (the first) or when node 4 installed
+# the previous one (the leader starts the next one then); it ends when
+# node 4 has received every byte (durable beside its state).
+sent, received, installed, refused = [], [], [], 0
 for path in sorted(glob.glob(f"{out}/fill-node-*.log")):
     node = int(path.rsplit("-", 1)[1].split(".")[0])
     for t, msg, fl in events(path):
-        if msg in ("snapshot streamed", "snapshot received", "snapshot stream failed", "snapshot receive failed") and t >= add - 5000:
-            b = int(fl.get("bytes", 0) or 0)
-            rate = f", {b / max(1, t - add) * 1000 / 1e6:.1f} MB/s since the add" if b else ""
-            print(f"node {node}: {msg} at +{(t-add)/1e3:.2f} s after the add, {b} bytes{rate} {fl.get('error', '')}")
+        if t < add - 5000:
+            continue
+        if node == 4 and msg == "snapshot received":
+            received.append((t, int(fl.get("bytes", 0))))
+        elif node == 4 and msg == "snapshot installed from leader":
+            installed.append(t)
+        elif msg == "snapshot streamed":
+            sent.append((t, int(fl.get("bytes", 0))))
+        elif msg == "snapshot stream failed":
+            refused += 1
+starts = [add] + installed
+for i, (t, b) in enumerate(received):
+    start = starts[i] if i < len(starts) else add
+    s_end = next((st for st, sb in sent if sb == b), None)
+    sender = f", the leader done sending at +{(s_end-start)/1e3:.1f} s" if s_end else ""
+    print(f"transfer {i+1}: {b/1e6:.0f} MB received in {(t-start)/1e3:.1f} s = {b/max(1,t-start)*1000/1e6:.1f} MB/s{sender}"
+          f"{', installed +%.1f s' % ((installed[i]-t)/1e3) if i < len(installed) else ''}")
+print(f"streams the leader opened that node 4 refused (one in progress): {refused}")
 inst, caught = int(c["installed_unix_ms"]), int(c["caught_up_unix_ms"])
 print(f"snapshot installed at +{(inst-add)/1e3:.2f} s, caught up (applied within 100 of the leader's commit) at +{(caught-add)/1e3:.2f} s; "
       f"leader's state.redb {int(c['leader_state_redb_bytes'])/1e6:.0f} MB, node 4's {int(c['node4_state_redb_bytes'])/1e6:.0f} MB, "

@@ -366,11 +366,25 @@ mod tests {
         let mut a = FillRecorder::new(1000);
         let mut b = FillRecorder::new(1000);
         // Decile 0: 100 writes 10 ms apart, 1 ms each: 99 * 10 + 1 = 991 ms.
-        write_decile(&mut a, 0, 100, t0, Duration::from_millis(10), Duration::from_millis(1));
+        write_decile(
+            &mut a,
+            0,
+            100,
+            t0,
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        );
         // Decile 9: half the rate (20 ms apart), two of them slow, split
         // over two clients.
         let t9 = t0 + Duration::from_secs(10);
-        write_decile(&mut b, 9, 98, t9, Duration::from_millis(20), Duration::from_millis(2));
+        write_decile(
+            &mut b,
+            9,
+            98,
+            t9,
+            Duration::from_millis(20),
+            Duration::from_millis(2),
+        );
         a.record(998, t9, SystemTime::now(), t9 + Duration::from_millis(150));
         a.record(999, t9, SystemTime::now(), t9 + Duration::from_millis(250));
         a.key_failed();
@@ -388,11 +402,16 @@ mod tests {
         assert!((d9.secs - 1.942).abs() < 1e-6, "{}", d9.secs);
         assert_eq!(d9.over_100ms, 2);
         assert!((249_000..=251_000).contains(&d9.max_us), "{}", d9.max_us);
-        assert!(r.deciles[1..9].iter().all(|d| d.count == 0 && d.secs == 0.0));
+        assert!(r.deciles[1..9]
+            .iter()
+            .all(|d| d.count == 0 && d.secs == 0.0));
         assert_eq!(r.over_100ms, 2);
         assert_eq!(r.keys_failed, 1);
         assert_eq!(r.slow_requests.len(), 2);
-        assert!(r.slow_requests.iter().any(|s| s.key == 999 && s.latency_ms == 250.0));
+        assert!(r
+            .slow_requests
+            .iter()
+            .any(|s| s.key == 999 && s.latency_ms == 250.0));
         let expected = (100.0 / 1.942) / (100.0 / 0.991);
         assert!((r.last_vs_first_throughput - expected).abs() < 1e-6);
         assert!(r.last_vs_first_p999 > 100.0, "{}", r.last_vs_first_p999);
@@ -404,7 +423,12 @@ mod tests {
         let t0 = Instant::now();
         let mut r = FillRecorder::new(10);
         for i in 0..(SLOW_LISTED_MAX as u64 + 5) {
-            r.record(i % 10, t0, SystemTime::now(), t0 + Duration::from_millis(101));
+            r.record(
+                i % 10,
+                t0,
+                SystemTime::now(),
+                t0 + Duration::from_millis(101),
+            );
         }
         let rep = r.report(Duration::from_secs(1));
         assert_eq!(rep.slow_requests.len(), SLOW_LISTED_MAX);
