@@ -346,9 +346,13 @@ for path in sorted(glob.glob(f"{out}/fill-node-*.log")):
     for t, msg, fl in events(path):
         if msg == "checkpoint" and "elapsed_ms" in fl and t <= fill_end:
             cps.setdefault(node, []).append((t - int(fl["elapsed_ms"]), t))
+fill_phase_end = fill_start + int(f["secs"] * 1000)
 for node, iv in sorted(cps.items()):
-    d = [b - a for a, b in iv]
-    print(f"node {node}: {len(iv)} checkpoints during the bench, duration p50 {pct(d, .5)} ms, max {max(d)} ms, total {sum(d)/1e3:.1f} s")
+    for name, d in (("fill", [b - a for a, b in iv if b <= fill_phase_end]),
+                    ("keep-writing", [b - a for a, b in iv if b > fill_phase_end])):
+        if d:
+            print(f"node {node}: {len(d)} checkpoints in the {name} phase, duration p50 {pct(d, .5)} ms, "
+                  f"max {max(d)} ms, total {sum(d)/1e3:.1f} s (applies wait meanwhile)")
 slow = f["slow_requests"]
 def overlaps(s, ivs, slack=0):
     a, b = s["start_unix_ms"], s["start_unix_ms"] + s["latency_ms"]
