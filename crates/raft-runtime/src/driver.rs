@@ -735,6 +735,7 @@ where
     fn start_checkpoint(&mut self) {
         let sm = self.host.state_machine().clone();
         let events = self.events_tx.clone();
+        let seconds = self.metrics.checkpoint_seconds.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let result = sm
@@ -742,10 +743,11 @@ where
                 .unwrap_or_else(|e| e.into_inner())
                 .checkpoint()
                 .map_err(|e| e.to_string());
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "checkpoint"
-            );
+            let elapsed = started.elapsed();
+            if result.is_ok() {
+                seconds.observe(elapsed.as_secs_f64());
+            }
+            tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "checkpoint");
             let _ = events.send(WriterEvent::Checkpointed(result));
         });
     }

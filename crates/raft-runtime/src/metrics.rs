@@ -93,6 +93,9 @@ pub struct Metrics {
     pub snapshots_installed: Counter,
     /// Durable state machines: checkpoints completed.
     pub checkpoints: Counter,
+    /// Durable state machines: time of one checkpoint, in seconds (the
+    /// host applies nothing meanwhile, so it bounds write stalls).
+    pub checkpoint_seconds: Histogram,
     /// Membership changes applied.
     pub membership_changes: Counter,
 }
@@ -130,6 +133,7 @@ impl Metrics {
             snapshots_taken: Counter::default(),
             snapshots_installed: Counter::default(),
             checkpoints: Counter::default(),
+            checkpoint_seconds: latency_histogram(),
             membership_changes: Counter::default(),
         }
     }
@@ -237,6 +241,11 @@ impl Metrics {
             "checkpoints",
             "Durable state machine checkpoints completed",
             self.checkpoints.clone(),
+        );
+        r.register(
+            "checkpoint_seconds",
+            "Time of one durable state machine checkpoint",
+            self.checkpoint_seconds.clone(),
         );
         r.register(
             "membership_changes",

@@ -88,3 +88,63 @@ fn bench_without_a_cluster_fails_clearly() {
         String::from_utf8_lossy(&out.stderr).contains("--read-ratio must be between 0.0 and 1.0")
     );
 }
+
+/// `--fill N` writes keys 0..N once each (every one is in the store
+/// afterwards), reports ten deciles that account for every key, and with
+/// `--duration 0s` runs nothing after the fill.
+#[tokio::test]
+async fn bench_fill_writes_every_key_and_reports_deciles() {
+    let tc = TestCluster::start(3, 0, &[]).await;
+    let json_path = tc.dir.path().join("fill.json");
+    let out = Command::new(bin())
+        .args(["bench", "--clients", "3", "--value-size", "16"])
+        .args(["--fill", "123", "--duration", "0s", "--key-prefix", "f/"])
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--endpoints")
+        .arg(tc.endpoints_flag())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for needle in ["fill: 123 keys", "decile", "last decile vs first"] {
+        assert!(
+            stdout.contains(needle),
+            "{needle:?} missing from:\n{stdout}"
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let fill = &report["fill"];
+    assert_eq!(fill["keys"], 123, "{report}");
+    assert_eq!(fill["keys_failed"], 0, "{report}");
+    let deciles = fill["deciles"].as_array().unwrap();
+    assert_eq!(deciles.len(), 10);
+    let counted: u64 = deciles.iter().map(|d| d["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 123, "{report}");
+    assert_eq!(deciles[9]["key_end"], 123);
+    // Nothing ran after the fill.
+    assert_eq!(report["writes"]["count"], 0, "{report}");
+
+    // Every key is in the store, written once (version 1) unless a write
+    // failed and was tried again (a timeout may have applied it too).
+    let retried = !fill["errors"].as_object().unwrap().is_empty();
+    let client = tc.client();
+    for k in [0, 61, 122] {
+        let kv = client
+            .get(&format!("f/{k}"), Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(kv.value.len(), 16);
+        assert!(
+            kv.version == 1 || (retried && kv.version > 1),
+            "f/{k}: version {} ({report})",
+            kv.version
+        );
+    }
+    assert!(client
+        .get("f/123", Consistency::Linearizable)
+        .await
+        .is_err());
+}

@@ -14,7 +14,13 @@
 //! Latencies go to HDR histograms (microseconds, 3 significant digits),
 //! reads and writes apart. Prints throughput and p50/p90/p99/p99.9/max,
 //! optionally as JSON.
+//!
+//! `--fill N` first writes keys `0..N` once each, in order, across the
+//! clients (a failed write is retried), and reports that fill per decile
+//! (see `fill`); then the timed run writes (and reads) those N keys for
+//! `--duration` (`0s`: stop after the fill).
 
+pub mod fill;
 pub mod http1;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use raft_core::rng::SplitMix64;
@@ -44,6 +50,9 @@ const LATENCY_US_MAX: u64 = 600_000_000;
 /// After a failed request a client pauses this long, so a cluster without
 /// a leader is not hammered in a tight loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// A fill write is tried this many times before its key is given up
+/// (counted in `keys_failed`): enough to ride out a leader election.
+const FILL_ATTEMPTS_MAX: u32 = 1000;
 
 /// Arguments of `raftkv bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -72,6 +81,12 @@ pub struct BenchArgs {
     /// Write every key once before measuring (so reads find values).
     #[arg(long)]
     pub prefill: bool,
+    /// Fill: write keys 0..N once each, in order across the clients, and
+    /// report the fill per decile (throughput, latency, writes over
+    /// 100 ms); then run for --duration (`0s`: not at all) on those N keys
+    /// (replaces --keys).
+    #[arg(long, value_name = "N", conflicts_with = "prefill")]
+    pub fill: Option<u64>,
     /// Send writes without exactly-once sessions.
     #[arg(long)]
     pub no_sessions: bool,
@@ -96,8 +111,12 @@ impl BenchArgs {
         if self.keys == 0 || self.keys > KEYS_MAX {
             anyhow::bail!("--keys must be between 1 and {KEYS_MAX}");
         }
-        if self.duration.is_zero() {
-            anyhow::bail!("--duration must be positive");
+        if let Some(n) = self.fill {
+            if n == 0 || n > KEYS_MAX {
+                anyhow::bail!("--fill must be between 1 and {KEYS_MAX}");
+            }
+        } else if self.duration.is_zero() {
+            anyhow::bail!("--duration must be positive (it may be 0s only with --fill)");
         }
         Ok(())
     }
@@ -156,6 +175,9 @@ pub struct BenchReport {
     pub errors: BTreeMap<String, u64>,
     /// Successful operations per second, reads and writes together.
     pub total_throughput_per_sec: f64,
+    /// The fill (`--fill`), before the timed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill: Option<fill::FillReport>,
 }
 
 /// What one client measured.
@@ -179,22 +201,31 @@ pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(run(args.clone()))?;
-    print_report(&report);
+    if let Some(f) = &report.fill {
+        fill::print_fill(f);
+    }
+    if !args.duration.is_zero() {
+        print_report(&report);
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n")
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         println!("results written to {}", path.display());
     }
-    if report.writes.count + report.reads.count == 0 {
+    let filled = report.fill.as_ref().map_or(0, |f| f.keys - f.keys_failed);
+    if report.writes.count + report.reads.count + filled == 0 {
         anyhow::bail!("no request succeeded");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the benchmark and returns its report.
-pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<BenchReport> {
     args.validate()?;
+    if let Some(n) = args.fill {
+        args.keys = n;
+    }
     let client = args.conn.client()?;
     // Send everything to the leader: it would forward writes anyway.
     let leader = client.find_leader().await;
@@ -216,19 +247,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     }
 
     let targets = Arc::new(Targets::discover(&client, args.conn.tls.config()?).await);
+    let mut workers: Vec<Worker> = (0..args.clients)
+        .map(|i| Worker::new(&args, targets.clone(), i))
+        .collect();
+    let fill_report = match args.fill {
+        Some(n) => {
+            let (report, back) = run_fill(&args, n, workers).await?;
+            workers = back;
+            Some(report)
+        }
+        None => None,
+    };
+    // The fill's failures were counted in the fill's report and in the
+    // workers' error counts; the timed run starts its own.
+    for w in &mut workers {
+        w.result.errors.clear();
+    }
+    if args.duration.is_zero() {
+        return Ok(BenchReport {
+            clients: args.clients,
+            duration_secs: 0.0,
+            value_size: args.value_size,
+            read_ratio: args.read_ratio,
+            keys: args.keys,
+            consistency: args.consistency,
+            sessions: !args.no_sessions,
+            endpoints: client.endpoints().to_vec(),
+            total_throughput_per_sec: 0.0,
+            writes: OpStats::from(&new_histogram(), Duration::from_secs(1)),
+            reads: OpStats::from(&new_histogram(), Duration::from_secs(1)),
+            read_misses: 0,
+            // The fill's failures are in its own report.
+            errors: BTreeMap::new(),
+            fill: fill_report,
+        });
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     let done_ops = Arc::new(AtomicU64::new(0));
     let done_errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..args.clients {
+    for mut worker in workers {
         let stop = stop.clone();
         let done_ops = done_ops.clone();
         let done_errors = done_errors.clone();
         let args = args.clone();
-        let targets = targets.clone();
         tasks.spawn(async move {
-            let mut worker = Worker::new(&args, targets, worker);
             while !stop.load(Ordering::Relaxed) {
                 match worker.one_op(&args).await {
                     Ok(()) => {
@@ -305,7 +370,96 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         reads: r,
         read_misses: misses,
         errors,
+        fill: fill_report,
     })
+}
+
+/// The fill: every client takes the next key of `0..n` and writes it
+/// (again after a failure, up to `FILL_ATTEMPTS_MAX` times) until none is
+/// left. Returns the report and the workers (their connections kept for
+/// the timed run).
+async fn run_fill(
+    args: &BenchArgs,
+    n: u64,
+    workers: Vec<Worker>,
+) -> anyhow::Result<(fill::FillReport, Vec<Worker>)> {
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut worker in workers {
+        let next = next.clone();
+        let done = done.clone();
+        let args = args.clone();
+        tasks.spawn(async move {
+            let mut rec = fill::FillRecorder::new(n);
+            loop {
+                let key = next.fetch_add(1, Ordering::Relaxed);
+                if key >= n {
+                    break;
+                }
+                let mut attempts = 0;
+                loop {
+                    let (start, start_wall) = (Instant::now(), SystemTime::now());
+                    if worker.send(&args, key, false).await.is_ok() {
+                        rec.record(key, start, start_wall, Instant::now());
+                        break;
+                    }
+                    attempts += 1;
+                    if attempts >= FILL_ATTEMPTS_MAX {
+                        rec.key_failed();
+                        break;
+                    }
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (worker, rec)
+        });
+    }
+    let bar = indicatif::ProgressBar::new(n);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "fill {spinner} [{elapsed_precise}] {bar:30} {pos}/{len} keys {per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // Progress on stderr, and when stderr is not a terminal (the bar is
+    // hidden then) a plain line every 10 s, for logs of long fills.
+    let mut rec = fill::FillRecorder::new(n);
+    let mut workers = Vec::with_capacity(args.clients);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let (mut line_at, mut line_done) = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let (w, r) = joined.map_err(|e| anyhow::anyhow!("a fill client failed: {e}"))?;
+                rec.merge(r);
+                for (k, v) in &w.result.errors {
+                    *errors.entry(k.clone()).or_insert(0) += v;
+                }
+                workers.push(w);
+            }
+            _ = tick.tick() => {
+                let d = done.load(Ordering::Relaxed);
+                bar.set_position(d);
+                if bar.is_hidden() && line_at.elapsed() >= Duration::from_secs(10) {
+                    eprintln!(
+                        "fill: {d}/{n} keys, {:.0} writes/s, {:.0}s",
+                        (d - line_done) as f64 / line_at.elapsed().as_secs_f64(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    (line_at, line_done) = (Instant::now(), d);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let mut report = rec.report(started.elapsed());
+    report.errors = errors;
+    Ok((report, workers))
 }
 
 /// Where the bench's requests go: every endpoint as `host:port`, the
@@ -425,9 +579,22 @@ impl Worker {
     /// One request; Ok if it succeeded (its latency recorded), Err if it
     /// failed (its kind counted).
     async fn one_op(&mut self, args: &BenchArgs) -> Result<(), ()> {
-        use std::fmt::Write as _;
         let key = self.rng.next_u64() % args.keys;
         let read = args.read_ratio > 0.0 && self.rng.unit() < args.read_ratio;
+        let us = self.send(args, key, read).await?;
+        let h = if read {
+            &mut self.result.reads
+        } else {
+            &mut self.result.writes
+        };
+        h.saturating_record(us.max(1));
+        Ok(())
+    }
+
+    /// Reads or writes `key`; Ok(latency in µs) if it succeeded, Err if it
+    /// failed (its kind counted).
+    async fn send(&mut self, args: &BenchArgs, key: u64, read: bool) -> Result<u64, ()> {
+        use std::fmt::Write as _;
         self.path.clear();
         self.body.clear();
         let _ = write!(
@@ -485,15 +652,7 @@ impl Worker {
             Err(http1::TransportError::Broken { .. }) => Some("connection_broken".to_string()),
         };
         match kind {
-            None => {
-                let h = if read {
-                    &mut self.result.reads
-                } else {
-                    &mut self.result.writes
-                };
-                h.saturating_record(us.max(1));
-                Ok(())
-            }
+            None => Ok(us),
             Some(kind) => {
                 *self.result.errors.entry(kind).or_insert(0) += 1;
                 Err(())

@@ -462,12 +462,12 @@ impl ServerState {
         if let Some(r) = store.take_received()? {
             if r.state().applied_index <= store.applied_index() {
                 drop(r);
-                store
-                    .discard_received()
-                    .map_err(|source| OpenStateError::Engine(raftkv_mvcc::OpenError::Io {
+                store.discard_received().map_err(|source| {
+                    OpenStateError::Engine(raftkv_mvcc::OpenError::Io {
                         file: store.path().to_path_buf(),
                         source,
-                    }))?;
+                    })
+                })?;
             }
         }
         let members =
@@ -746,11 +746,7 @@ impl StateMachine for ServerState {
             }
             KvEngine::Durable(d) => {
                 let (index, term) = parse_received(data).map_err(ServerStateError::Snapshot)?;
-                let held = d
-                    .received
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
+                let held = d.received.lock().unwrap_or_else(|e| e.into_inner()).take();
                 // After a crash between the log recording the snapshot and
                 // the switch, the received file is found again on disk.
                 let received = match held {
