@@ -274,6 +274,11 @@ pub struct SimConfig {
     /// must catch it.
     #[doc(hidden)]
     pub skip_sync: bool,
+    /// For the simulator's own tests only: a broken driver that reports a
+    /// durable state machine's checkpoints done without running them (no
+    /// fsync). The reopen check must catch it.
+    #[doc(hidden)]
+    pub skip_checkpoint: bool,
 }
 
 /// The fault profiles a seed may draw (see [`Params::profile`]).
@@ -302,6 +307,7 @@ impl SimConfig {
             storage: StorageKind::Disk,
             state: StateKind::Durable,
             skip_sync: false,
+            skip_checkpoint: false,
         }
     }
 

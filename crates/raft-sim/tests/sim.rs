@@ -5,7 +5,7 @@
 //! `RAFT_SIM_SEEDS` to run more (e.g. `RAFT_SIM_SEEDS=5000 cargo test
 //! --release -p raft-sim --test sim`).
 
-use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig, StorageKind};
+use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig, StateKind, StorageKind};
 
 fn seeds_per_config() -> u64 {
     std::env::var("RAFT_SIM_SEEDS")
@@ -109,6 +109,9 @@ fn faults_happen_when_enabled() {
         total.transfers += s.transfers;
         total.compactions += s.compactions;
         total.snapshots_installed += s.snapshots_installed;
+        total.checkpoints += s.checkpoints;
+        total.snapshot_streams += s.snapshot_streams;
+        total.streams_broken += s.streams_broken;
     }
     for (name, n) in [
         ("crashes", total.crashes),
@@ -124,6 +127,9 @@ fn faults_happen_when_enabled() {
         ("transfers", total.transfers),
         ("compactions", total.compactions),
         ("snapshots installed", total.snapshots_installed),
+        ("checkpoints", total.checkpoints),
+        ("snapshot streams received", total.snapshot_streams),
+        ("snapshot streams broken", total.streams_broken),
     ] {
         assert!(n > 0, "no {name} in 40 seeds: {total:?}");
     }
@@ -170,4 +176,31 @@ fn in_memory_storage_finds_no_violation_either() {
     let report: Vec<String> = out.failures.iter().map(|f| f.summary()).collect();
     assert!(out.failures.is_empty(), "{}", report.join("\n"));
     assert!(out.ops_completed > out.seeds_run);
+}
+
+#[test]
+fn the_in_memory_state_machine_finds_no_violation_either() {
+    let mut cfg = SimConfig::new(0, 5);
+    cfg.steps = 2_000;
+    cfg.state = StateKind::Memory;
+    let out = run_many(&cfg, 0..seeds_per_config() / 2, threads(), false, &|_| {});
+    let report: Vec<String> = out.failures.iter().map(|f| f.summary()).collect();
+    assert!(out.failures.is_empty(), "{}", report.join("\n"));
+    assert!(out.ops_completed > out.seeds_run);
+}
+
+#[test]
+fn a_driver_that_reports_checkpoints_without_running_them_is_caught() {
+    // The reopen check compares a restarted node's durable state machine
+    // with what its checkpoints reported durable; skipping them must show.
+    let mut cfg = SimConfig::new(0, 3);
+    cfg.steps = 2_000;
+    cfg.skip_checkpoint = true;
+    let out = run_many(&cfg, 0..200, threads(), true, &|_| {});
+    let f = out
+        .failures
+        .first()
+        .expect("checkpoints reported without an fsync went unnoticed for 200 seeds");
+    println!("caught: {}", f.summary());
+    assert_eq!(f.violation.check, "state-durability", "{}", f.summary());
 }
