@@ -252,10 +252,7 @@ impl<S: LogStore> RawNode<S> {
         // applied is committed: a durable state machine can be ahead of
         // the stored commit index (a checkpoint made durable after a
         // commit index written without fsync, which a crash lost).
-        let commit = hs
-            .commit
-            .max(snap.last_index)
-            .max(cfg.applied.min(last));
+        let commit = hs.commit.max(snap.last_index).max(cfg.applied.min(last));
         let applied = cfg.applied.clamp(snap.last_index, commit);
         let mut rng = SplitMix64::new(cfg.rng_seed);
         let timeout = rng.range(cfg.election_timeout_ticks, 2 * cfg.election_timeout_ticks);

@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use bytes::Bytes;
 use raft_core::{
     Entry, EntryPayload, HardState, LogIndex, LogStore, Membership, MembershipChange, Message,
-    MessageBody, Nanos, NodeId, ProposalId, RawNode, Ready, Role, Snapshot, SnapshotMeta, SoftState,
-    StateMachine, StepError, Term,
+    MessageBody, Nanos, NodeId, ProposalId, RawNode, Ready, Role, Snapshot, SnapshotMeta,
+    SoftState, StateMachine, StepError, Term,
 };
 use tracing::{debug, info};
 
@@ -356,7 +356,10 @@ where
             // the message stream, and the message arrives through
             // `handle_snapshot_received` once the data is here. One on the
             // message stream carries no data to install: drop it.
-            debug!(from = m.from, "snapshot message without streamed data dropped");
+            debug!(
+                from = m.from,
+                "snapshot message without streamed data dropped"
+            );
             return Ok(());
         }
         let (from, kind) = (m.from, m.kind());
@@ -572,7 +575,10 @@ where
     pub fn handle_snapshot_received(&mut self, m: Message) -> Result<(), StorageFailure> {
         self.check_fatal()?;
         if !self.durable {
-            debug!(from = m.from, "streamed snapshot for an in-memory state machine dropped");
+            debug!(
+                from = m.from,
+                "streamed snapshot for an in-memory state machine dropped"
+            );
             return Ok(());
         }
         let (from, kind) = (m.from, m.kind());
@@ -590,7 +596,10 @@ where
     /// failed (fatal: the state machine's disk cannot be trusted). Applying
     /// resumes; the log may be compacted up to the checkpoint once
     /// `snapshot_keep_entries` more entries are applied.
-    pub fn handle_checkpointed(&mut self, result: Result<LogIndex, String>) -> Result<(), StorageFailure> {
+    pub fn handle_checkpointed(
+        &mut self,
+        result: Result<LogIndex, String>,
+    ) -> Result<(), StorageFailure> {
         let Some(meta) = self.checkpointing.take() else {
             return Err(self.set_fatal("checkpoint reported with none handed out".into()));
         };
@@ -1351,7 +1360,10 @@ where
         if self.durable {
             // The state is on disk already: make it durable and compact the
             // log up to it once the checkpoint is done.
-            debug!(index = self.applied, entries, "checkpointing the state machine");
+            debug!(
+                index = self.applied,
+                entries, "checkpointing the state machine"
+            );
             self.checkpointing = Some(SnapshotMeta {
                 last_index: self.applied,
                 last_term: self.applied_term,

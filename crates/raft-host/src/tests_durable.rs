@@ -116,7 +116,10 @@ fn write_log(h: &mut Host) -> usize {
                 h.handle_durable(b.number).unwrap();
             }
             WriteOp::Compact(snap) => {
-                assert!(snap.data.is_empty(), "a durable state machine's compaction carries no data");
+                assert!(
+                    snap.data.is_empty(),
+                    "a durable state machine's compaction carries no data"
+                );
                 let index = snap.meta.last_index;
                 h.store_mut().compact(snap).unwrap();
                 h.handle_compacted(index);
@@ -171,11 +174,17 @@ fn a_durable_state_machine_is_checkpointed_and_the_log_compacted_only_up_to_it()
     assert_eq!(h.applied_index(), 4, "applied during a checkpoint");
     let early: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
     assert!(
-        !early.iter().any(|e| matches!(e, Event::Applied { caller: 10, .. })),
+        !early
+            .iter()
+            .any(|e| matches!(e, Event::Applied { caller: 10, .. })),
         "answered before applied: {early:?}"
     );
     h.validate().unwrap();
-    assert_eq!(h.store().first_index(), 1, "compacted before the checkpoint");
+    assert_eq!(
+        h.store().first_index(),
+        1,
+        "compacted before the checkpoint"
+    );
     // Done: the queued entry is applied and answered, and the log is
     // compacted up to the checkpoint (keep_entries = 0), not beyond.
     let index = h.state_machine().read().unwrap().checkpoint().unwrap();
@@ -184,11 +193,23 @@ fn a_durable_state_machine_is_checkpointed_and_the_log_compacted_only_up_to_it()
     h.process().unwrap();
     let evs: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
     assert!(
-        matches!(evs.as_slice(), [Event::Applied { caller: 10, index: 5, response: 16, .. }]),
+        matches!(
+            evs.as_slice(),
+            [Event::Applied {
+                caller: 10,
+                index: 5,
+                response: 16,
+                ..
+            }]
+        ),
         "{evs:?}"
     );
     write_log(&mut h);
-    assert_eq!(h.store().first_index(), 5, "log compacted to the checkpoint");
+    assert_eq!(
+        h.store().first_index(),
+        5,
+        "log compacted to the checkpoint"
+    );
     h.validate().unwrap();
 }
 
@@ -313,7 +334,8 @@ fn snapshot_messages_go_to_the_streamer_and_only_streamed_ones_are_installed() {
     assert!(h.state_machine().read().unwrap().restored.is_empty());
     assert_eq!(h.applied_index(), 0);
     // Through the streamer: installed with the sink's descriptor.
-    h.handle_snapshot_received(req(10u64.to_le_bytes().to_vec())).unwrap();
+    h.handle_snapshot_received(req(10u64.to_le_bytes().to_vec()))
+        .unwrap();
     h.process().unwrap();
     write_log(&mut h);
     assert_eq!(

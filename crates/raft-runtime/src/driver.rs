@@ -690,11 +690,7 @@ where
             return;
         }
         self.receiving = true;
-        crate::stream::spawn_receiver(
-            self.host.state_machine().clone(),
-            s,
-            self.events_tx.clone(),
-        );
+        crate::stream::spawn_receiver(self.host.state_machine().clone(), s, self.events_tx.clone());
     }
 
     /// Starts streaming a snapshot to `m.to` unless one is already going.
@@ -730,7 +726,10 @@ where
                 .unwrap_or_else(|e| e.into_inner())
                 .checkpoint()
                 .map_err(|e| e.to_string());
-            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint");
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "checkpoint"
+            );
             let _ = events.send(WriterEvent::Checkpointed(result));
         });
     }

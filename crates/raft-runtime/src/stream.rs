@@ -139,7 +139,10 @@ fn receive<SM: StateMachine>(
                 {
                     return Err(format!(
                         "the stream covers {}@{} but its message says {}@{}",
-                        covers.last_index, covers.last_term, req.meta.last_index, req.meta.last_term
+                        covers.last_index,
+                        covers.last_term,
+                        req.meta.last_index,
+                        req.meta.last_term
                     ));
                 }
                 info!(

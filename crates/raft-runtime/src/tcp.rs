@@ -80,12 +80,12 @@ use tracing::{debug, info, warn, Instrument};
 use crate::addr::PeerAddr;
 use crate::config::ConfigError;
 use crate::frame::{encode_frame, read_frame, FrameError, Hello, WireFrame};
-use crate::transport::{
-    IncomingSnapshot, SnapshotFrame, INCOMING_SNAPSHOTS_QUEUED_MAX, SNAPSHOT_FRAMES_QUEUED_MAX,
-};
 use crate::metrics::{Metrics, PeerLabel};
 use crate::tls::{handshake_reason, names_node, peer_name, PeerTls, TLS_HANDSHAKE_BYTE};
 use crate::transport::{inbound_channel, Inbound, Transport};
+use crate::transport::{
+    IncomingSnapshot, SnapshotFrame, INCOMING_SNAPSHOTS_QUEUED_MAX, SNAPSHOT_FRAMES_QUEUED_MAX,
+};
 
 /// A connection that lived this long resets the reconnect backoff; a peer
 /// that accepts and at once closes (e.g. refuses our handshake) keeps it.
@@ -652,7 +652,8 @@ async fn serve_inbound<S: AsyncRead + Unpin>(
                     metrics.refused("bad_frame");
                     return;
                 }
-                return serve_snapshot(stream, remote, hello.from, first, cfg, queues, metrics).await;
+                return serve_snapshot(stream, remote, hello.from, first, cfg, queues, metrics)
+                    .await;
             }
             Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 debug!(%remote, peer = hello.from, "peer closed the connection");

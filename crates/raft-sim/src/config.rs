@@ -187,7 +187,9 @@ impl StateKind {
         match s {
             "durable" => Ok(StateKind::Durable),
             "memory" => Ok(StateKind::Memory),
-            _ => Err(format!("unknown state engine {s:?}; known: durable, memory")),
+            _ => Err(format!(
+                "unknown state engine {s:?}; known: durable, memory"
+            )),
         }
     }
 }

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use raft_core::{
     AppendOutcome, AppendResponse, Config, Entry, LogIndex, LogStore, MemStorage, Membership,
-    MembershipChange, Message, MessageBody, Nanos, NodeId, Role, Snapshot, SoftState, StateMachine,
-    SnapshotSink, Term,
+    MembershipChange, Message, MessageBody, Nanos, NodeId, Role, Snapshot, SnapshotSink, SoftState,
+    StateMachine, Term,
 };
 use raft_host::{
     Event as HostEvent, HostConfig, ProposeError, ReadConsistency, ReadError, ReadPath, WriteBatch,
@@ -2335,18 +2335,20 @@ impl Sim {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             let kv = sm.inner.kv();
-            let digest = kv.validate().and_then(|()| kv.digest().map_err(|e| e.to_string()));
+            let digest = kv
+                .validate()
+                .and_then(|()| kv.digest().map_err(|e| e.to_string()));
             let digest = match digest {
                 Ok(d) => d,
                 Err(e) => {
-                let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
-                self.checker.set(Violation {
-                    check: "state-machine",
-                    message: msg,
-                    time_us: self.now,
-                });
-                return;
-            }
+                    let msg = format!("n{}: KvStore invariant broken: {e}", n.id);
+                    self.checker.set(Violation {
+                        check: "state-machine",
+                        message: msg,
+                        time_us: self.now,
+                    });
+                    return;
+                }
             };
             let applied = kv.applied_index();
             drop(sm);

@@ -8,9 +8,7 @@
 
 use std::sync::Mutex;
 
-use raft_core::{
-    Entry, LogIndex, Membership, SnapshotSink, SnapshotSource, StateMachine, Term,
-};
+use raft_core::{Entry, LogIndex, Membership, SnapshotSink, SnapshotSource, StateMachine, Term};
 use raft_host::{Caller, NodeHost};
 use raftkv::server::state::{ServerResponse, ServerState, ServerStateError};
 

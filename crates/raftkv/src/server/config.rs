@@ -440,7 +440,11 @@ pub fn resolve_with_file(args: &ServeArgs, file: FileConfig) -> Result<ServerCon
         .snapshot_entries
         .or(file.snapshot_entries)
         .unwrap_or(DEFAULT_SNAPSHOT_ENTRIES);
-    let state_engine = match args.state_engine.as_deref().or(file.state_engine.as_deref()) {
+    let state_engine = match args
+        .state_engine
+        .as_deref()
+        .or(file.state_engine.as_deref())
+    {
         Some(text) => StateEngine::parse(text)?,
         None => StateEngine::default(),
     };

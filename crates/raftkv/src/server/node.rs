@@ -44,13 +44,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::app::{App, RequestIds};
+use super::config::StateEngine;
 use super::config::{LogFormat, ServerConfig};
 use super::isolate::Isolation;
 use super::listener::{self, ListenerLimits};
 use super::lock::lock_data_dir;
 use super::metrics::HttpMetrics;
 use super::routes;
-use super::config::StateEngine;
 use super::state::{AddressBook, MemberAddrs, MemberOp, ServerCommand, ServerState};
 
 /// The durable key-value state's directory inside the data directory (the

@@ -264,7 +264,10 @@ pub enum OpenStateError {
     Engine(#[from] raftkv_mvcc::OpenError),
     /// The address book stored with the state does not decode.
     #[error("{file}: stored address book is damaged: {detail}")]
-    Members { file: std::path::PathBuf, detail: String },
+    Members {
+        file: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 /// Why a read of the key-value state failed.
@@ -453,12 +456,11 @@ impl ServerState {
 
     /// Wraps an opened durable store (e.g. one on a simulated disk).
     pub fn from_durable(store: MvccStore) -> Result<(Self, AddressBook), OpenStateError> {
-        let members = decode_members_blob(store.app_state()).map_err(|detail| {
-            OpenStateError::Members {
+        let members =
+            decode_members_blob(store.app_state()).map_err(|detail| OpenStateError::Members {
                 file: store.path().to_path_buf(),
                 detail,
-            }
-        })?;
+            })?;
         let (publish, rx) = watch::channel(members.clone());
         Ok((
             ServerState {
@@ -545,7 +547,9 @@ impl ServerState {
             }
             Some(&tag) => (
                 blank(entry),
-                Some(ServerResponse::Rejected(format!("unknown command tag {tag}"))),
+                Some(ServerResponse::Rejected(format!(
+                    "unknown command tag {tag}"
+                ))),
             ),
             None => (
                 blank(entry),
@@ -556,7 +560,10 @@ impl ServerState {
 
     /// Applies a batch to the durable engine in one transaction, the
     /// address book with it when the batch changed it.
-    fn apply_durable(&mut self, entries: &[Entry]) -> Result<Vec<ServerResponse>, ServerStateError> {
+    fn apply_durable(
+        &mut self,
+        entries: &[Entry],
+    ) -> Result<Vec<ServerResponse>, ServerStateError> {
         let before = self.members.clone();
         let mut routed = Vec::with_capacity(entries.len());
         let mut answers = Vec::with_capacity(entries.len());
@@ -747,8 +754,8 @@ impl StateMachine for ServerState {
                 d.store
                     .install(received)
                     .map_err(|e| ServerStateError::Engine(e.to_string()))?;
-                let members = decode_members_blob(d.store.app_state())
-                    .map_err(ServerStateError::Snapshot)?;
+                let members =
+                    decode_members_blob(d.store.app_state()).map_err(ServerStateError::Snapshot)?;
                 self.members = members;
             }
         }
@@ -1247,7 +1254,11 @@ mod tests {
         let mut sink = b.snapshot_sink().unwrap();
         let mut chunks = 0;
         while let Some(c) = source.next_chunk().unwrap() {
-            assert!(c.len() <= SNAPSHOT_CHUNK_BYTES + 4096, "chunk of {} bytes", c.len());
+            assert!(
+                c.len() <= SNAPSHOT_CHUNK_BYTES + 4096,
+                "chunk of {} bytes",
+                c.len()
+            );
             sink.push(&c).unwrap();
             chunks += 1;
         }
