@@ -248,7 +248,11 @@ impl<S: LogStore> RawNode<S> {
         if hs.vote == Some(0) {
             return Err(StorageError::Fatal("vote for reserved node id 0".into()).into());
         }
-        let commit = hs.commit.max(snap.last_index);
+        // The application applies only committed entries, so what it has
+        // applied is committed: a durable state machine can be ahead of
+        // the stored commit index (a checkpoint made durable after a
+        // commit index written without fsync, which a crash lost).
+        let commit = hs.commit.max(snap.last_index).max(cfg.applied.min(last));
         let applied = cfg.applied.clamp(snap.last_index, commit);
         let mut rng = SplitMix64::new(cfg.rng_seed);
         let timeout = rng.range(cfg.election_timeout_ticks, 2 * cfg.election_timeout_ticks);

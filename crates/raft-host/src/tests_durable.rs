@@ -241,6 +241,37 @@ fn a_restart_opens_at_the_checkpoint_and_replays_only_the_rest() {
 }
 
 #[test]
+fn a_checkpoint_beyond_the_stored_commit_index_opens_there() {
+    // The log is not compacted up to the checkpoint yet.
+    let mut cfg = config();
+    cfg.snapshot_keep_entries = 100;
+    cfg.snapshot_keep_ticks_max = 1_000_000;
+    let mut h = NodeHost::open(cfg.clone(), store(), DurableSum::default()).unwrap();
+    lead(&mut h);
+    for b in 1..=3 {
+        propose(&mut h, b);
+    }
+    checkpoint(&mut h); // durable at 4: total 6
+    write_log(&mut h);
+    // Crash: a commit-index-only write is not fsynced, so the stored
+    // commit index can be older than the checkpoint (found by raft-sim).
+    let sm = h.state_machine().read().unwrap().crashed();
+    let mut log = h.store().clone();
+    let mut hs = log.hard_state();
+    hs.commit = 2;
+    log.set_hard_state(hs);
+    assert_eq!(log.first_index(), 1, "not compacted");
+    let mut r = NodeHost::open(cfg, log, sm).unwrap();
+    assert_eq!(r.applied_index(), 4, "opens at the checkpoint");
+    assert_eq!(r.raft().applied_index(), 4, "the engine agrees");
+    assert!(r.raft().commit_index() >= 4, "applied means committed");
+    r.validate().unwrap();
+    lead(&mut r);
+    let sm = r.state_machine().read().unwrap();
+    assert_eq!((sm.applied, sm.total), (5, 6), "nothing applied twice");
+}
+
+#[test]
 fn checkpoints_more_frequent_than_the_keep_window_still_compact() {
     let mut cfg = config();
     cfg.snapshot_trigger_entries = 2;

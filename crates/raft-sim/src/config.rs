@@ -168,6 +168,41 @@ impl fmt::Display for Faults {
     }
 }
 
+/// Which key-value engine the nodes' `ServerState` runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum StateKind {
+    /// raftkv-mvcc (redb) on the node's simulated disk, what the server
+    /// runs by default: applied without fsync, checkpointed, reopened
+    /// after a crash at its last checkpoint, snapshots streamed.
+    #[default]
+    Durable,
+    /// The in-memory engine (`--state-engine memory` of the server):
+    /// snapshotted whole, restored from the log store's snapshot.
+    Memory,
+}
+
+impl StateKind {
+    /// Parses `durable` or `memory`.
+    pub fn parse(s: &str) -> Result<StateKind, String> {
+        match s {
+            "durable" => Ok(StateKind::Durable),
+            "memory" => Ok(StateKind::Memory),
+            _ => Err(format!(
+                "unknown state engine {s:?}; known: durable, memory"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateKind::Durable => "durable",
+            StateKind::Memory => "memory",
+        })
+    }
+}
+
 /// A planted bug: in the engine (raft-core) or in the host layer
 /// (raft-host), the two layers the server runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -233,11 +268,19 @@ pub struct SimConfig {
     /// The nodes' storage: the real store over a simulated disk, or the
     /// in-memory stand-in.
     pub storage: StorageKind,
+    /// The nodes' state machine engine: the server's default, durable one
+    /// (raftkv-mvcc on the node's simulated disk) or the in-memory one.
+    pub state: StateKind,
     /// For the simulator's own tests only: a broken driver that acknowledges
     /// writes without syncing them (`--storage disk`). The durability check
     /// must catch it.
     #[doc(hidden)]
     pub skip_sync: bool,
+    /// For the simulator's own tests only: a broken driver that reports a
+    /// durable state machine's checkpoints done without running them (no
+    /// fsync). The reopen check must catch it.
+    #[doc(hidden)]
+    pub skip_checkpoint: bool,
 }
 
 /// The fault profiles a seed may draw (see [`Params::profile`]).
@@ -264,7 +307,9 @@ impl SimConfig {
             bug: None,
             profile: None,
             storage: StorageKind::Disk,
+            state: StateKind::Durable,
             skip_sync: false,
+            skip_checkpoint: false,
         }
     }
 
@@ -302,6 +347,9 @@ impl SimConfig {
         }
         if self.storage != StorageKind::Disk {
             cmd.push_str(&format!(" --storage {}", self.storage));
+        }
+        if self.state != StateKind::Durable {
+            cmd.push_str(&format!(" --state {}", self.state));
         }
         if let Some(b) = self.bug {
             cmd.push_str(&format!(" --bug {:?}", b.bug));

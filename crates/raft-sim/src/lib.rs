@@ -42,8 +42,11 @@ pub mod trace;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use checker::Violation;
-pub use config::{BugKind, Faults, Params, PlantedBug, SimConfig};
+pub use config::{BugKind, Faults, Params, PlantedBug, SimConfig, StateKind};
 pub use runner::{run_many, Failure, ManyOutcome};
-pub use sim::{run, stand_ins, LinVerdict, SeedOutcome, Stats, STAND_INS, STAND_INS_MEM};
+pub use sim::{
+    run, stand_ins, LinVerdict, SeedOutcome, Stats, STAND_INS, STAND_INS_MEM, STATE_DURABLE,
+    STATE_MEMORY,
+};
 pub use storage::StorageKind;
 pub use trace::{TraceEvent, TraceKind};

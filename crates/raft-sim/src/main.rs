@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use raft_sim::{run, run_many, stand_ins, BugKind, Faults, PlantedBug, SimConfig, StorageKind};
+use raft_sim::{
+    run, run_many, stand_ins, BugKind, Faults, PlantedBug, SimConfig, StateKind, StorageKind,
+};
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +85,11 @@ struct Common {
     /// faster, for protocol work).
     #[arg(long, default_value = "disk")]
     storage: String,
+    /// The nodes' key-value engine: `durable` (the server's default:
+    /// raftkv-mvcc on the node's simulated disk, checkpointed, snapshots
+    /// streamed) or `memory` (the in-memory engine, snapshotted whole).
+    #[arg(long, default_value = "durable")]
+    state: String,
 }
 
 impl Common {
@@ -92,6 +99,7 @@ impl Common {
         cfg.faults = Faults::parse(&self.faults).map_err(anyhow::Error::msg)?;
         cfg.liveness = !self.no_liveness;
         cfg.storage = StorageKind::parse(&self.storage).map_err(anyhow::Error::msg)?;
+        cfg.state = StateKind::parse(&self.state).map_err(anyhow::Error::msg)?;
         if let Some(name) = &self.bug {
             if !cfg!(feature = "planted-bugs") {
                 bail!("--bug needs a build with `--features planted-bugs`");
@@ -161,7 +169,7 @@ fn real_main() -> Result<ExitCode> {
             let base = common.config(seeds.start)?;
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            eprintln!("stand-ins: {}", stand_ins(base.storage));
+            eprintln!("stand-ins: {}", stand_ins(base.storage, base.state));
             let count = seeds.end - seeds.start;
             let bar = if std::io::stderr().is_terminal() {
                 let bar = ProgressBar::new(count);
@@ -252,7 +260,7 @@ fn real_main() -> Result<ExitCode> {
                 let doc = serde_json::json!({
                     "seed": cfg.seed,
                     "replay": cfg.replay_command(),
-                    "stand_ins": stand_ins(cfg.storage),
+                    "stand_ins": stand_ins(cfg.storage, cfg.state),
                     "params": out.params,
                     "stats": out.stats,
                     "trace_hash": format!("{:016x}", out.trace_hash),

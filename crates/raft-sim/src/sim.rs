@@ -6,7 +6,7 @@
 //! `(virtual time, sequence number)`. All randomness comes from one
 //! [`Rng`] seeded by the run's seed, so a seed replays bit for bit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
 
 use bytes::Bytes;
@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use raft_core::{
     AppendOutcome, AppendResponse, Config, Entry, LogIndex, LogStore, MemStorage, Membership,
-    MembershipChange, Message, MessageBody, Nanos, NodeId, Role, Snapshot, SoftState, StateMachine,
-    Term,
+    MembershipChange, Message, MessageBody, Nanos, NodeId, Role, Snapshot, SnapshotSink, SoftState,
+    StateMachine, Term,
 };
 use raft_host::{
     Event as HostEvent, HostConfig, ProposeError, ReadConsistency, ReadError, ReadPath, WriteBatch,
@@ -23,6 +23,7 @@ use raft_host::{
 };
 use raft_storage::{FaultKind, SimDisk, Store, StoreConfig, WriteError};
 use raftkv::server::state::{ServerCommand, ServerResponse, ServerState};
+use raftkv_mvcc::{MvccOptions, MvccStore};
 use raftkv_state::{CasAction, Command, Condition, KvConfig, Response};
 
 use crate::checker::{Checker, Violation};
@@ -37,6 +38,7 @@ use crate::storage::{Acked, SimStore, StorageKind};
 use crate::trace::{Trace, TraceEvent, TraceKind};
 
 mod clients;
+mod durable;
 mod hosted;
 mod nemesis;
 
@@ -50,21 +52,36 @@ use hosted::{Checked, ProposalCaller, ReadCaller, SimHost};
 pub const STAND_INS: &str = "storage: raft-storage Store (real) over SimDisk (simulated disk: \
      unsynced writes lost on crash, the last one torn at a random byte; ENOSPC/EIO injected); \
      engine: raft-core (real); host layer: raft-host NodeHost (real, the server driver's); \
-     state machine: raftkv ServerState (real, the server's); network and clocks: simulated";
+     network and clocks: simulated";
 
 /// The stand-ins with `--storage mem`.
 pub const STAND_INS_MEM: &str = "storage: raft_core::MemStorage with simulated fsync \
      (writes durable only when their fsync completes; a crash keeps a random prefix \
      of the unsynced writes, torn at entry granularity), standing in for raft-storage; \
      engine: raft-core (real); host layer: raft-host NodeHost (real, the server driver's); \
-     state machine: raftkv ServerState (real, the server's); network and clocks: simulated";
+     network and clocks: simulated";
 
-/// The stand-ins of a run with `storage`.
-pub fn stand_ins(storage: StorageKind) -> &'static str {
-    match storage {
+/// The state machine with `--state durable` (the default).
+pub const STATE_DURABLE: &str = "state machine: raftkv ServerState (real, the server's) on \
+     raftkv-mvcc (real, the server's default engine) over the node's SimDisk: applied \
+     without fsync, checkpointed (a simulated fsync), reopened after a crash from what \
+     was durable, snapshots streamed through the simulated network";
+
+/// The state machine with `--state memory`.
+pub const STATE_MEMORY: &str = "state machine: raftkv ServerState (real, the server's) with \
+     its in-memory engine, snapshotted whole into the log store";
+
+/// The stand-ins of a run with `storage` and `state`.
+pub fn stand_ins(storage: StorageKind, state: StateKind) -> String {
+    let storage = match storage {
         StorageKind::Disk => STAND_INS,
         StorageKind::Mem => STAND_INS_MEM,
-    }
+    };
+    let state = match state {
+        StateKind::Durable => STATE_DURABLE,
+        StateKind::Memory => STATE_MEMORY,
+    };
+    format!("{storage}; {state}")
 }
 
 /// Leader hints a client follows in a row before it tries a random node
@@ -101,6 +118,12 @@ pub struct Stats {
     pub transfers: u64,
     pub compactions: u64,
     pub snapshots_installed: u64,
+    /// Durable state machines: checkpoints completed.
+    pub checkpoints: u64,
+    /// Durable state machines: snapshot streams received whole, and
+    /// streams that ended early (lost, cut, refused, an end down).
+    pub snapshot_streams: u64,
+    pub streams_broken: u64,
     /// Distinct (term, leader) pairs seen.
     pub leaders: u64,
     pub ops_invoked: u64,
@@ -250,6 +273,17 @@ enum Event {
     Figure8Abort {
         generation: u64,
     },
+    /// A checkpoint of the node's durable state machine (an fsync)
+    /// completes.
+    CheckpointDone {
+        node: NodeId,
+        epoch: u32,
+    },
+    /// The next frame of snapshot stream `stream` reaches node `to`.
+    StreamFrame {
+        stream: u64,
+        to: NodeId,
+    },
 }
 
 impl Event {
@@ -274,6 +308,8 @@ impl Event {
             Event::Resume { node } => 12 | node << 8,
             Event::Heal { generation } => 13 | generation << 8,
             Event::Figure8Abort { generation } => 14 | generation << 8,
+            Event::CheckpointDone { node, .. } => 15 | node << 8,
+            Event::StreamFrame { stream, to } => 16 | to << 8 | stream << 16,
         }
     }
 
@@ -281,7 +317,10 @@ impl Event {
     fn target_node(&self) -> Option<NodeId> {
         match self {
             Event::Deliver(m) => Some(m.to),
-            Event::DiskDone { node, .. } | Event::Request { node, .. } => Some(*node),
+            Event::DiskDone { node, .. }
+            | Event::Request { node, .. }
+            | Event::CheckpointDone { node, .. } => Some(*node),
+            Event::StreamFrame { to, .. } => Some(*to),
             _ => None,
         }
     }
@@ -375,9 +414,40 @@ struct Running {
     /// A compaction the host handed out, waiting for the writes handed out
     /// before it to be durable (the contract's order).
     compaction: Option<Snapshot>,
+    /// A checkpoint the host handed out is running (its fsync).
+    checkpointing: bool,
+    /// Peers this node streams a snapshot to (one stream per peer, as the
+    /// runtime's driver allows).
+    streams_out: BTreeSet<NodeId>,
+    /// The snapshot stream this node receives, if any (one at a time).
+    receiving: Option<u64>,
+    /// A received snapshot handed to the host, waiting to be installed
+    /// (when, and the installs counted then): the sink keeps one received
+    /// state, so no other stream is taken meanwhile (the driver's rule).
+    staged: Option<(Micros, u64)>,
     last_commit: LogIndex,
     last_applied: LogIndex,
     soft: SoftState,
+}
+
+/// One snapshot stream of a durable state machine, from a leader to a
+/// follower, beside the message stream (the runtime's snapshot
+/// connection). Frames travel in order, each after a network delay; a lost
+/// frame, a cut link or either end going down breaks the connection, and
+/// the stream just ends (the leader's engine resends later).
+struct Stream {
+    from: NodeId,
+    to: NodeId,
+    /// The ends' epochs when it started: a restart breaks the connection.
+    from_epoch: u32,
+    to_epoch: u32,
+    /// The chunks still to deliver, then `end`.
+    chunks: std::collections::VecDeque<Bytes>,
+    /// The snapshot message that ends the stream, its metadata set to what
+    /// the chunks cover.
+    end: Option<Message>,
+    /// The receiver's sink, once the first frame arrived and was taken.
+    sink: Option<Box<dyn SnapshotSink>>,
 }
 
 /// What a node that is down starts from.
@@ -428,6 +498,15 @@ struct Node {
     /// `slow_out_extra_us` longer (a congested outgoing link).
     slow_out_until: Micros,
     slow_out_extra_us: Micros,
+    /// Durable state machine: the durable applied index of the last
+    /// completed checkpoint or installed snapshot (across restarts). A
+    /// reopened state machine must be at least there.
+    durable_applied: LogIndex,
+    /// Durable state machine: the state's digest at each index made
+    /// durable at or above `durable_applied` (checkpoints, installed
+    /// snapshots): a reopened state machine at index `i` must hold this
+    /// node's state at `i`.
+    durable_digests: BTreeMap<LogIndex, u64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -580,6 +659,9 @@ struct Sim {
     stats: Stats,
     kv_config: KvConfig,
     store_config: StoreConfig,
+    /// Snapshot streams in flight, by id (ids count up: deterministic).
+    streams: BTreeMap<u64, Stream>,
+    next_stream: u64,
 }
 
 impl Sim {
@@ -601,7 +683,7 @@ impl Sim {
                         params.spares,
                         cfg.steps,
                         cfg.faults,
-                        stand_ins(cfg.storage),
+                        stand_ins(cfg.storage, cfg.state),
                         serde_json::to_string(&params).unwrap_or_default()
                     ),
                 },
@@ -626,6 +708,8 @@ impl Sim {
             trace,
             stats: Stats::default(),
             kv_config: KvConfig::default(),
+            streams: BTreeMap::new(),
+            next_stream: 1,
             store_config: StoreConfig {
                 segment_bytes_max: params.segment_bytes_max,
                 cache_bytes_max: params.cache_bytes_max,
@@ -640,17 +724,38 @@ impl Sim {
             } else {
                 Membership::default()
             };
+            let durable_state = sim.cfg.state == StateKind::Durable;
+            let disk_seed = Rng::new(sim.cfg.seed ^ id.wrapping_mul(0x9E37_79B9)).next_u64();
             let (down, disk) = match sim.cfg.storage {
-                StorageKind::Mem => (Down::Mem(MemStorage::new_with_membership(membership)), None),
+                StorageKind::Mem => {
+                    // The durable state machine still needs a disk.
+                    let disk = if durable_state {
+                        match bootstrapped_disk(id, None, membership.clone(), disk_seed, true) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                sim.violation("storage", format!("n{id}: bootstrap failed: {e}"));
+                                return sim;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    (Down::Mem(MemStorage::new_with_membership(membership)), disk)
+                }
                 StorageKind::Disk => {
                     let founders = if id as usize <= sim.cfg.nodes {
                         sim.cfg.nodes
                     } else {
                         0
                     };
-                    let disk_seed =
-                        Rng::new(sim.cfg.seed ^ id.wrapping_mul(0x9E37_79B9)).next_u64();
-                    match bootstrapped_disk(id, founders, membership, disk_seed).and_then(|disk| {
+                    match bootstrapped_disk(
+                        id,
+                        Some(founders),
+                        membership,
+                        disk_seed,
+                        durable_state,
+                    )
+                    .and_then(|disk| {
                         Store::open(
                             disk.clone(),
                             node_dir(id),
@@ -659,6 +764,7 @@ impl Sim {
                             sim.store_config.clone(),
                         )
                         .map(|store| (store, disk))
+                        .map_err(|e| e.to_string())
                     }) {
                         Ok((store, disk)) => (Down::Disk(Some(Box::new(store))), Some(disk)),
                         Err(e) => {
@@ -689,6 +795,8 @@ impl Sim {
                 disk_stall_until: 0,
                 slow_out_until: 0,
                 slow_out_extra_us: 0,
+                durable_applied: 0,
+                durable_digests: BTreeMap::new(),
             });
             sim.start_node(id);
         }
@@ -889,6 +997,8 @@ impl Sim {
                     self.figure8_end("figure 8 schedule abandoned (timeout): heal");
                 }
             }
+            Event::CheckpointDone { node, epoch } => self.on_checkpoint_done(node, epoch),
+            Event::StreamFrame { stream, .. } => self.on_stream_frame(stream),
         }
     }
 
@@ -1037,15 +1147,15 @@ impl Sim {
         let snapshot_index = store.first_index().saturating_sub(1);
         let shadow = ShadowLog::from_store(&store);
         let durable_commit = store.hard_state().commit.max(snapshot_index);
-        let server = match ServerState::new(self.kv_config.clone()) {
-            Ok((server, _address_book)) => server,
-            Err(e) => return self.violation("config", format!("KvConfig refused: {e}")),
+        let server = match self.open_state_machine(id) {
+            Some(server) => server,
+            None => return,
         };
         let cfg = self.host_config(id);
         // What the server's driver does at start: restore the state machine
         // from the stored snapshot and open the engine after it.
         #[allow(unused_mut)]
-        let mut host = match SimHost::open(cfg, store, Checked::new(server)) {
+        let mut host = match SimHost::open(cfg, store, server) {
             Ok(h) => h,
             Err(e) => {
                 return self.violation("restart", format!("n{id}: NodeHost::open failed: {e}"))
@@ -1087,6 +1197,10 @@ impl Sim {
             syncing: Vec::new(),
             syncing_issued: false,
             compaction: None,
+            checkpointing: false,
+            streams_out: BTreeSet::new(),
+            receiving: None,
+            staged: None,
             last_commit: commit,
             last_applied,
             soft,
@@ -1114,6 +1228,101 @@ impl Sim {
         self.drive(id);
     }
 
+    /// Opens node `id`'s state machine as the server does at start: the
+    /// in-memory engine empty (the host restores it from the log store's
+    /// snapshot), or the durable engine from the node's disk, as of what
+    /// was durable. A reopened durable state must hold this node's state at
+    /// its reopened index (the digest recorded when that index was made
+    /// durable) and be at least at the durable applied index of its last
+    /// checkpoint (or installed snapshot). `None` after a violation.
+    fn open_state_machine(&mut self, id: NodeId) -> Option<Checked> {
+        let kv_config = self.kv_config.clone();
+        if self.cfg.state == StateKind::Memory {
+            return match ServerState::new(kv_config) {
+                Ok((server, _address_book)) => Some(Checked::new(server)),
+                Err(e) => {
+                    self.violation("config", format!("KvConfig refused: {e}"));
+                    None
+                }
+            };
+        }
+        let Some(disk) = self.node(id).disk.clone() else {
+            self.violation("storage", format!("n{id}: no disk for the state machine"));
+            return None;
+        };
+        let opened = MvccStore::open_on_disk(disk, state_file(id), kv_config, state_options())
+            .map_err(|e| e.to_string())
+            .and_then(|store| ServerState::from_durable(store).map_err(|e| e.to_string()));
+        let server = match opened {
+            Ok((server, _address_book)) => Checked::new(server),
+            Err(e) => {
+                let msg = format!("n{id}: the durable state machine does not reopen: {e}");
+                self.violation("recovery", msg);
+                return None;
+            }
+        };
+        let applied = server.applied_index();
+        let digest = match server.digest() {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = format!("n{id}: the reopened state machine cannot be read: {e}");
+                self.violation("recovery", msg);
+                return None;
+            }
+        };
+        let node = &self.nodes[id as usize - 1];
+        if applied < node.durable_applied {
+            let msg = format!(
+                "n{id}: the state machine reopened at applied index {applied}, below the \
+                 durable applied index {} its last checkpoint reported",
+                node.durable_applied
+            );
+            self.violation("state-durability", msg);
+            return None;
+        }
+        if applied > 0 {
+            match node.durable_digests.get(&applied) {
+                Some(&d) if d == digest => {}
+                Some(&d) => {
+                    let msg = format!(
+                        "n{id}: the state machine reopened at {applied} with digest {digest:#x}, \
+                         but its state there was {d:#x}"
+                    );
+                    self.violation("state-durability", msg);
+                    return None;
+                }
+                None => {
+                    let msg = format!(
+                        "n{id}: the state machine reopened at {applied}, an index it never \
+                         made durable (made durable at or above {}: {:?})",
+                        node.durable_applied,
+                        node.durable_digests.keys().collect::<Vec<_>>()
+                    );
+                    self.violation("state-durability", msg);
+                    return None;
+                }
+            }
+            // And the state every replica agreed on at that index.
+            if let Err(msg) = self.checker.snapshot_digest(applied, digest, id) {
+                self.violation("state-machine-safety", msg);
+                return None;
+            }
+        }
+        Some(server)
+    }
+
+    /// Node `id`'s durable state machine made the state at `index` (with
+    /// `digest`) durable: a checkpoint completed or a received snapshot was
+    /// installed. A later reopen must be at or above it.
+    fn note_durable_state(&mut self, id: NodeId, index: LogIndex, digest: u64) {
+        let node = self.node(id);
+        node.durable_applied = node.durable_applied.max(index);
+        node.durable_digests.insert(index, digest);
+        // What lies below the floor can no longer be reopened.
+        let floor = node.durable_applied;
+        node.durable_digests = node.durable_digests.split_off(&floor);
+    }
+
     /// Stops node `id`: everything not durable is lost, except a random
     /// prefix of the writes its fsync in flight covered that reached the
     /// disk anyway (the last one torn). Writes not yet handed to the disk
@@ -1134,20 +1343,22 @@ impl Sim {
             SimStore::Mem(m) => Some(m.clone()),
             SimStore::Disk(_) => None,
         };
-        // The process is gone: its store (and its open files) with it.
+        // The power goes first: what the process's destructors would write
+        // (the durable engine closing its file) must not reach the disk.
+        let node = self.node(id);
+        if let Some(disk) = &node.disk {
+            // A fault armed but not hit dies with the process.
+            disk.fail_next_writes(0, FaultKind::Io);
+            disk.fail_next_syncs(0, FaultKind::Io);
+            disk.crash();
+        }
+        node.disk_fault_armed = false;
+        // The process is gone: its store, state machine and open files with
+        // it, and the snapshot streams it sent or received.
         drop(host);
+        self.end_streams_of(id);
         let down = match mem {
-            None => {
-                let node = self.node(id);
-                if let Some(disk) = &node.disk {
-                    // A fault armed but not hit dies with the process.
-                    disk.fail_next_writes(0, FaultKind::Io);
-                    disk.fail_next_syncs(0, FaultKind::Io);
-                    disk.crash();
-                }
-                node.disk_fault_armed = false;
-                Down::Disk(None)
-            }
+            None => Down::Disk(None),
             Some(mut store) => {
                 let mut land = self.rng.range(0, syncing.len() as u64 + 1) as usize;
                 let mut tear = self.rng.chance(0.5);
@@ -1297,7 +1508,7 @@ impl Sim {
         };
         // Bad messages are dropped and counted by the engine.
         if let Err(e) = run.host.handle_message(*m) {
-            return self.violation("contract", format!("n{to}: storage error: {e}"));
+            return self.host_failed(to, format!("storage error: {e}"));
         }
         self.drive(to);
     }
@@ -1386,7 +1597,7 @@ impl Sim {
             // is durable. The host installs the snapshots they carried and
             // releases the messages that promised them.
             if let Err(e) = run.host.handle_durable(number) {
-                return self.violation("contract", format!("n{id}: handle_durable failed: {e}"));
+                return self.host_failed(id, format!("handle_durable failed: {e}"));
             }
         }
         self.start_fsync(id);
@@ -1506,7 +1717,7 @@ impl Sim {
             return;
         }
         if let Err(e) = run.host.process() {
-            return self.violation("contract", format!("n{id}: host failed: {e}"));
+            return self.host_failed(id, format!("host failed: {e}"));
         }
         self.check_state_machine(id, true);
         if self.failed() {
@@ -1529,6 +1740,14 @@ impl Sim {
             };
             self.send(m);
         }
+        while let Some(m) = self
+            .node(id)
+            .run
+            .as_mut()
+            .and_then(|r| r.host.poll_snapshot_send())
+        {
+            self.start_stream(id, m);
+        }
         loop {
             let Some(run) = self.node(id).run.as_mut() else {
                 return;
@@ -1547,15 +1766,21 @@ impl Sim {
                     let run = self.node(id).run.as_mut().expect("checked above");
                     run.compaction = Some(snapshot);
                 }
-                // The simulated nodes' state machine is in memory (see
-                // SIMULATOR.md): the host never checkpoints it.
+                // The runtime runs it off the driver (under the read
+                // lock, applying nothing until it reports): here, an fsync
+                // that completes after a simulated latency.
                 WriteOp::Checkpoint => {
-                    self.checker.set(Violation {
-                        check: "contract",
-                        message: format!("n{id}: an in-memory state machine was checkpointed"),
-                        time_us: self.now,
-                    });
-                    return;
+                    if self.cfg.state == StateKind::Memory {
+                        let msg = format!("n{id}: an in-memory state machine was checkpointed");
+                        return self.violation("contract", msg);
+                    }
+                    let run = self.node(id).run.as_mut().expect("checked above");
+                    run.checkpointing = true;
+                    let epoch = self.node(id).epoch;
+                    let latency = self
+                        .rng
+                        .range(self.params.fsync_min_us, self.params.fsync_max_us + 1);
+                    self.schedule(latency, Event::CheckpointDone { node: id, epoch });
                 }
             }
         }
@@ -1738,6 +1963,10 @@ impl Sim {
             if let Err(msg) = self.checker.snapshot_digest(snap.index, snap.digest, id) {
                 return self.violation("state-machine-safety", msg);
             }
+            if snap.restored && self.cfg.state == StateKind::Durable {
+                // Installing switched the engine file (a durable rename).
+                self.note_durable_state(id, snap.index, snap.digest);
+            }
         }
     }
 
@@ -1745,6 +1974,7 @@ impl Sim {
     /// out before it is durable (the contract's order; the server's writer
     /// thread compacts after the sync of its batch).
     fn maybe_compact(&mut self, id: NodeId) {
+        let state = self.cfg.state;
         let Some(run) = self.node(id).run.as_mut() else {
             return;
         };
@@ -1755,16 +1985,21 @@ impl Sim {
             return;
         };
         let index = snapshot.meta.last_index;
-        let digest = match hosted::snapshot_digest(&snapshot.data) {
-            Ok((at, d)) if at == index => d,
-            Ok((at, _)) => {
-                let msg = format!("n{id}: snapshot for {index} holds the state at {at}");
-                return self.violation("snapshot", msg);
-            }
-            Err(e) => {
-                let msg = format!("n{id}: snapshot at {index} does not restore: {e}");
-                return self.violation("snapshot", msg);
-            }
+        // A durable state machine's compaction carries no data: the state
+        // is the engine's, checked at its checkpoint.
+        let digest = match state {
+            StateKind::Durable => None,
+            StateKind::Memory => match hosted::snapshot_digest(&snapshot.data) {
+                Ok((at, d)) if at == index => Some(d),
+                Ok((at, _)) => {
+                    let msg = format!("n{id}: snapshot for {index} holds the state at {at}");
+                    return self.violation("snapshot", msg);
+                }
+                Err(e) => {
+                    let msg = format!("n{id}: snapshot at {index} does not restore: {e}");
+                    return self.violation("snapshot", msg);
+                }
+            },
         };
         match run.host.store_mut() {
             SimStore::Mem(store) => {
@@ -1791,8 +2026,10 @@ impl Sim {
         self.stats.compactions += 1;
         self.trace
             .push(self.now, TraceKind::Compact { node: id, index });
-        if let Err(msg) = self.checker.snapshot_digest(index, digest, id) {
-            self.violation("state-machine-safety", msg);
+        if let Some(digest) = digest {
+            if let Err(msg) = self.checker.snapshot_digest(index, digest, id) {
+                self.violation("state-machine-safety", msg);
+            }
         }
     }
 
@@ -2211,38 +2448,72 @@ fn node_store(node: &Node) -> Option<&Store<SimDisk>> {
 /// The cluster id in every simulated node's store (one cluster per run).
 const SIM_CLUSTER_ID: u64 = 0x5151_C1A5_7E12;
 
+/// The durable state machine's engine file on node `id`'s disk (beside
+/// the log store's files, as the server keeps it in its data directory).
+fn state_file(id: NodeId) -> PathBuf {
+    node_dir(id).join("kv").join("state.redb")
+}
+
+/// The durable engine's options in the simulator: the smallest page cache
+/// (the simulated states are tiny; redb's cache is per open store).
+fn state_options() -> MvccOptions {
+    MvccOptions {
+        cache_bytes: raftkv_mvcc::CACHE_BYTES_MIN,
+        verify_on_open: false,
+    }
+}
+
+/// Bootstrapped disks, by (node id, founding voters: 0 for a spare, `None`
+/// for no log store, with a durable state file).
+type DiskKey = (NodeId, Option<usize>, bool);
+
 thread_local! {
-    /// Freshly bootstrapped disks by (node id, founding voters; 0 for a
-    /// spare): bootstrapping writes and fsyncs several files, so each run
-    /// starts from a copy of one made earlier on this thread.
-    static BOOTSTRAPPED: std::cell::RefCell<BTreeMap<(NodeId, usize), SimDisk>> =
+    /// Freshly bootstrapped disks: bootstrapping writes and fsyncs several
+    /// files, so each run starts from a copy of one made earlier on this
+    /// thread.
+    static BOOTSTRAPPED: std::cell::RefCell<BTreeMap<DiskKey, SimDisk>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
 /// A disk on which node `id`'s store was bootstrapped with `membership`
-/// (the voters `1..=founders`, or none for a spare); its random choices
-/// (crash tears, short writes) come from `seed`.
+/// (the voters `1..=founders`, or none for a spare; no store at all with
+/// `founders` `None`) and, with `durable_state`, an empty durable state
+/// machine created; its random choices (crash tears, short writes) come
+/// from `seed`.
 fn bootstrapped_disk(
     id: NodeId,
-    founders: usize,
+    founders: Option<usize>,
     membership: Membership,
     seed: u64,
-) -> Result<SimDisk, raft_storage::OpenError> {
+    durable_state: bool,
+) -> Result<SimDisk, String> {
     BOOTSTRAPPED.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let template = match cache.get(&(id, founders)) {
+        let key = (id, founders, durable_state);
+        let template = match cache.get(&key) {
             Some(d) => d.clone(),
             None => {
                 let d = SimDisk::new(0);
-                Store::bootstrap(
-                    d.clone(),
-                    node_dir(id),
-                    SIM_CLUSTER_ID,
-                    id,
-                    membership,
-                    StoreConfig::default(),
-                )?;
-                cache.insert((id, founders), d.clone());
+                if founders.is_some() {
+                    Store::bootstrap(
+                        d.clone(),
+                        node_dir(id),
+                        SIM_CLUSTER_ID,
+                        id,
+                        membership,
+                        StoreConfig::default(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                if durable_state {
+                    let file = state_file(id);
+                    if let Some(dir) = file.parent() {
+                        raft_storage::Disk::create_dir_all(&d, dir).map_err(|e| e.to_string())?;
+                    }
+                    MvccStore::open_on_disk(d.clone(), &file, KvConfig::default(), state_options())
+                        .map_err(|e| e.to_string())?;
+                }
+                cache.insert(key, d.clone());
                 d
             }
         };

@@ -103,6 +103,10 @@ pub enum TraceKind {
     Compact { node: u64, index: u64 },
     /// A node installed a snapshot from its leader.
     InstallSnapshot { node: u64, index: u64 },
+    /// A node's durable state machine completed a checkpoint at `index`.
+    Checkpoint { node: u64, index: u64 },
+    /// A snapshot stream of a durable state machine (start, end, failure).
+    SnapshotStream { from: u64, to: u64, what: String },
     /// A client invoked an operation.
     Invoke {
         client: u64,
@@ -240,6 +244,12 @@ impl fmt::Display for TraceEvent {
             TraceKind::Compact { node, index } => write!(f, "n{node} compacted log up to {index}"),
             TraceKind::InstallSnapshot { node, index } => {
                 write!(f, "n{node} installed snapshot at {index}")
+            }
+            TraceKind::Checkpoint { node, index } => {
+                write!(f, "n{node} checkpointed its state machine at {index}")
+            }
+            TraceKind::SnapshotStream { from, to, what } => {
+                write!(f, "snapshot stream n{from}->n{to} {what}")
             }
             TraceKind::Invoke {
                 client,

@@ -127,3 +127,21 @@ fn seed_128431_3_nodes_read_context_reused_after_restart() {
 fn seed_222476_5_nodes_deposed_leader_overwrites_on_a_removed_node() {
     seed_passes(222476, 5);
 }
+
+/// Found when the simulated nodes started running the durable state
+/// machine (issue 11): a follower received a streamed snapshot, the host
+/// handed out the write that records it in the log store, and the node
+/// crashed before that write's fsync completed; the crash image kept the
+/// snapshot record, but the state machine had not switched to the
+/// received state (it does on `handle_durable`), and the received file is
+/// removed when the engine reopens. `NodeHost::open` then cannot restore
+/// ("no received snapshot to install at 25"): the node needs an operator.
+/// Not fixed yet (the received state must survive a restart, or the log
+/// must record the snapshot only after the state machine switched): this
+/// test fails until it is.
+#[test]
+#[ignore = "open bug: a crash while a streamed snapshot's log record is being fsynced leaves the follower unable to restart"]
+fn seed_3_nodes_6047() {
+    let out = run(&SimConfig::new(6047, 3));
+    assert!(out.violation.is_none(), "{:?}", out.violation);
+}

@@ -5,7 +5,7 @@
 //! `RAFT_SIM_SEEDS` to run more (e.g. `RAFT_SIM_SEEDS=5000 cargo test
 //! --release -p raft-sim --test sim`).
 
-use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig, StorageKind};
+use raft_sim::{run, run_many, Faults, LinVerdict, SimConfig, StateKind, StorageKind};
 
 fn seeds_per_config() -> u64 {
     std::env::var("RAFT_SIM_SEEDS")
@@ -91,9 +91,32 @@ fn without_faults_every_operation_completes_and_is_linearizable() {
 
 #[test]
 fn faults_happen_when_enabled() {
-    // Over a few seeds every kind of fault must actually strike.
+    // Over at most 200 seeds every kind of fault must actually strike (it
+    // stops at the first seed by which all have: about 40 seeds; snapshot
+    // streams of the durable state machine are the rarest).
+    const SEEDS_MAX: u64 = 200;
     let mut total = raft_sim::Stats::default();
-    for seed in 0..40 {
+    let counts = |t: &raft_sim::Stats| {
+        [
+            ("crashes", t.crashes),
+            ("partitions", t.partitions),
+            ("pauses", t.pauses),
+            ("pauses that drop ticks", t.pauses_dropping_ticks),
+            ("clock jumps", t.clock_jumps),
+            ("dropped", t.dropped),
+            ("duplicated", t.duplicated),
+            ("disk faults", t.disk_faults),
+            ("storage failures", t.storage_failures),
+            ("membership changes", t.membership_changes),
+            ("transfers", t.transfers),
+            ("compactions", t.compactions),
+            ("snapshots installed", t.snapshots_installed),
+            ("checkpoints", t.checkpoints),
+            ("snapshot streams received", t.snapshot_streams),
+            ("snapshot streams broken", t.streams_broken),
+        ]
+    };
+    for seed in 0..SEEDS_MAX {
         let out = run(&SimConfig::new(seed, 5));
         let s = out.stats;
         total.crashes += s.crashes;
@@ -109,23 +132,15 @@ fn faults_happen_when_enabled() {
         total.transfers += s.transfers;
         total.compactions += s.compactions;
         total.snapshots_installed += s.snapshots_installed;
+        total.checkpoints += s.checkpoints;
+        total.snapshot_streams += s.snapshot_streams;
+        total.streams_broken += s.streams_broken;
+        if counts(&total).iter().all(|&(_, n)| n > 0) {
+            return;
+        }
     }
-    for (name, n) in [
-        ("crashes", total.crashes),
-        ("partitions", total.partitions),
-        ("pauses", total.pauses),
-        ("pauses that drop ticks", total.pauses_dropping_ticks),
-        ("clock jumps", total.clock_jumps),
-        ("dropped", total.dropped),
-        ("duplicated", total.duplicated),
-        ("disk faults", total.disk_faults),
-        ("storage failures", total.storage_failures),
-        ("membership changes", total.membership_changes),
-        ("transfers", total.transfers),
-        ("compactions", total.compactions),
-        ("snapshots installed", total.snapshots_installed),
-    ] {
-        assert!(n > 0, "no {name} in 40 seeds: {total:?}");
+    for (name, n) in counts(&total) {
+        assert!(n > 0, "no {name} in {SEEDS_MAX} seeds: {total:?}");
     }
 }
 
@@ -170,4 +185,31 @@ fn in_memory_storage_finds_no_violation_either() {
     let report: Vec<String> = out.failures.iter().map(|f| f.summary()).collect();
     assert!(out.failures.is_empty(), "{}", report.join("\n"));
     assert!(out.ops_completed > out.seeds_run);
+}
+
+#[test]
+fn the_in_memory_state_machine_finds_no_violation_either() {
+    let mut cfg = SimConfig::new(0, 5);
+    cfg.steps = 2_000;
+    cfg.state = StateKind::Memory;
+    let out = run_many(&cfg, 0..seeds_per_config() / 2, threads(), false, &|_| {});
+    let report: Vec<String> = out.failures.iter().map(|f| f.summary()).collect();
+    assert!(out.failures.is_empty(), "{}", report.join("\n"));
+    assert!(out.ops_completed > out.seeds_run);
+}
+
+#[test]
+fn a_driver_that_reports_checkpoints_without_running_them_is_caught() {
+    // The reopen check compares a restarted node's durable state machine
+    // with what its checkpoints reported durable; skipping them must show.
+    let mut cfg = SimConfig::new(0, 3);
+    cfg.steps = 2_000;
+    cfg.skip_checkpoint = true;
+    let out = run_many(&cfg, 0..200, threads(), true, &|_| {});
+    let f = out
+        .failures
+        .first()
+        .expect("checkpoints reported without an fsync went unnoticed for 200 seeds");
+    println!("caught: {}", f.summary());
+    assert_eq!(f.violation.check, "state-durability", "{}", f.summary());
 }

@@ -1,10 +1,14 @@
 //! What a simulated node runs: raft-host's [`NodeHost`] (the layer the
 //! server's driver runs) over the simulated store, applying to the server's
-//! own state machine, [`raftkv::server::state::ServerState`]. The only sim
-//! code in between is [`Checked`], which forwards every call to the
-//! server's state machine unchanged and records what the checkers need.
+//! own state machine, [`raftkv::server::state::ServerState`] (with the
+//! server's default durable engine on the node's simulated disk, or the
+//! in-memory one). The only sim code in between is [`Checked`], which
+//! forwards every call to the server's state machine unchanged and records
+//! what the checkers need.
 
-use raft_core::{Entry, LogIndex, StateMachine, Term};
+use std::sync::Mutex;
+
+use raft_core::{Entry, LogIndex, Membership, SnapshotSink, SnapshotSource, StateMachine, Term};
 use raft_host::{Caller, NodeHost};
 use raftkv::server::state::{ServerResponse, ServerState, ServerStateError};
 
@@ -58,6 +62,10 @@ pub(super) struct Checked {
     pub(super) snapshots: Vec<SnapshotSeen>,
     /// The first entry handed out of turn (not `applied + 1`).
     pub(super) out_of_turn: Option<String>,
+    /// Durable engine: every completed checkpoint, (durable applied index,
+    /// state digest there). Behind a mutex because `checkpoint` takes
+    /// `&self` (the runtime runs it under the read lock).
+    pub(super) checkpoints: Mutex<Vec<Result<(LogIndex, u64), String>>>,
 }
 
 impl Checked {
@@ -67,7 +75,29 @@ impl Checked {
             applied: Vec::new(),
             snapshots: Vec::new(),
             out_of_turn: None,
+            checkpoints: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes the first entry handed out of turn and records every entry.
+    fn note_applying(&mut self, entries: &[Entry]) {
+        let mut at = self.inner.applied_index();
+        for entry in entries {
+            if entry.index != at + 1 && self.out_of_turn.is_none() {
+                self.out_of_turn = Some(format!(
+                    "entry {} handed out for applying with the state machine at {at}",
+                    entry.index
+                ));
+            }
+            at = entry.index;
+            self.applied
+                .push((entry.index, entry.term, payload_hash(&entry.payload)));
+        }
+    }
+
+    /// The state's digest (what replicas at one applied index share).
+    pub(super) fn digest(&self) -> Result<u64, String> {
+        self.inner.kv().digest().map_err(|e| e.to_string())
     }
 }
 
@@ -76,16 +106,16 @@ impl StateMachine for Checked {
     type Error = ServerStateError;
 
     fn apply(&mut self, entry: &Entry) -> Result<ServerResponse, ServerStateError> {
-        let at = self.inner.applied_index();
-        if entry.index != at + 1 && self.out_of_turn.is_none() {
-            self.out_of_turn = Some(format!(
-                "entry {} handed out for applying with the state machine at {at}",
-                entry.index
-            ));
-        }
-        self.applied
-            .push((entry.index, entry.term, payload_hash(&entry.payload)));
+        self.note_applying(std::slice::from_ref(entry));
         self.inner.apply(entry)
+    }
+
+    /// The host applies through this: the durable engine applies a batch
+    /// in one transaction, so forwarding it whole keeps what is simulated
+    /// what the server does.
+    fn apply_batch(&mut self, entries: &[Entry]) -> Result<Vec<ServerResponse>, ServerStateError> {
+        self.note_applying(entries);
+        self.inner.apply_batch(entries)
     }
 
     fn applied_index(&self) -> LogIndex {
@@ -111,6 +141,38 @@ impl StateMachine for Checked {
             restored: true,
         });
         Ok(())
+    }
+
+    fn durable_applied_index(&self) -> Option<LogIndex> {
+        self.inner.durable_applied_index()
+    }
+
+    /// Records the checkpointed index with the state's digest there, for
+    /// the check after a restart (the reopened state must be the state
+    /// this node had at its reopened index).
+    fn checkpoint(&self) -> Result<LogIndex, ServerStateError> {
+        let result = self.inner.checkpoint();
+        let record = match &result {
+            Ok(index) => self.digest().map(|d| (*index, d)),
+            Err(e) => Err(e.to_string()),
+        };
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
+        result
+    }
+
+    fn applied_meta(&self) -> (Term, Option<Membership>) {
+        self.inner.applied_meta()
+    }
+
+    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, String> {
+        self.inner.snapshot_source()
+    }
+
+    fn snapshot_sink(&self) -> Result<Box<dyn SnapshotSink>, String> {
+        self.inner.snapshot_sink()
     }
 }
 
