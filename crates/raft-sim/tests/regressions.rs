@@ -133,14 +133,12 @@ fn seed_222476_5_nodes_deposed_leader_overwrites_on_a_removed_node() {
 /// handed out the write that records it in the log store, and the node
 /// crashed before that write's fsync completed; the crash image kept the
 /// snapshot record, but the state machine had not switched to the
-/// received state (it does on `handle_durable`), and the received file is
-/// removed when the engine reopens. `NodeHost::open` then cannot restore
-/// ("no received snapshot to install at 25"): the node needs an operator.
-/// Not fixed yet (the received state must survive a restart, or the log
-/// must record the snapshot only after the state machine switched): this
-/// test fails until it is.
+/// received state (it does on `handle_durable`), and the received file was
+/// removed when the engine reopened, so `NodeHost::open` could not restore
+/// ("no received snapshot to install at 25"). Fixed by keeping a finished
+/// transfer as `<file>.received` across a restart (raftkv-mvcc's
+/// `take_received`), which `ServerState::restore` installs from.
 #[test]
-#[ignore = "open bug: a crash while a streamed snapshot's log record is being fsynced leaves the follower unable to restart"]
 fn seed_3_nodes_6047() {
     let out = run(&SimConfig::new(6047, 3));
     assert!(out.violation.is_none(), "{:?}", out.violation);
