@@ -58,6 +58,11 @@ pub enum WriteOp {
 /// slow disk slows the node instead of growing memory).
 const APPLY_QUEUE_BYTES_MAX: u64 = 64 << 20;
 
+/// How many `snapshot_keep_ticks_max` windows a due compaction may wait
+/// for a follower catching up by snapshot (see `maybe_snapshot`): bounds
+/// the log's growth when a follower never finishes.
+const SNAPSHOT_CATCH_UP_WAIT_FACTOR: u64 = 20;
+
 /// The writes of one Ready: snapshot, then entries, then hard state.
 #[derive(Clone, Debug)]
 pub struct WriteBatch {
@@ -1325,10 +1330,25 @@ where
     fn maybe_snapshot(&mut self) -> Result<(), StorageFailure> {
         if let Some(pending) = &self.pending_snapshot {
             let index = pending.snapshot.meta.last_index;
+            let waited_ticks = self.ticks.saturating_sub(pending.taken_at_tick);
             let due = self.applied >= index.saturating_add(self.cfg.snapshot_keep_entries)
-                || self.ticks.saturating_sub(pending.taken_at_tick)
-                    >= self.cfg.snapshot_keep_ticks_max;
-            if due && !self.compacting {
+                || waited_ticks >= self.cfg.snapshot_keep_ticks_max;
+            // A durable state machine's snapshot for a follower covers the
+            // applied index when its stream started; compacting past that
+            // while the stream runs (seconds to minutes for gigabytes)
+            // would leave the follower a gap it can only fill with yet
+            // another snapshot, for ever under load. So wait while a
+            // follower catches up by snapshot, up to
+            // SNAPSHOT_CATCH_UP_WAIT_FACTOR keep windows.
+            let catching_up = self.durable
+                && due
+                && waited_ticks
+                    < self
+                        .cfg
+                        .snapshot_keep_ticks_max
+                        .saturating_mul(SNAPSHOT_CATCH_UP_WAIT_FACTOR)
+                && self.a_follower_catches_up_by_snapshot();
+            if due && !self.compacting && !catching_up {
                 if let Some(p) = self.pending_snapshot.take() {
                     self.hand_out_compaction(p.snapshot);
                 }
@@ -1409,6 +1429,18 @@ where
             });
         }
         Ok(())
+    }
+
+    /// True while this node leads and a follower's progress is in the
+    /// snapshot state (a snapshot is being sent to it).
+    fn a_follower_catches_up_by_snapshot(&self) -> bool {
+        self.soft.role == Role::Leader
+            && self
+                .node
+                .status()
+                .progress
+                .iter()
+                .any(|p| p.state == raft_core::ProgressState::Snapshot)
     }
 
     fn hand_out_compaction(&mut self, snapshot: Snapshot) {

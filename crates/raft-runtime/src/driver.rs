@@ -71,7 +71,11 @@ pub(crate) enum WriterEvent {
     /// or failed.
     Checkpointed(Result<LogIndex, String>),
     /// The snapshot stream to `to` ended (sent, or failed and logged).
-    SnapshotSent { to: raft_core::NodeId },
+    /// (`complete`: its last frame was written.)
+    SnapshotSent {
+        to: raft_core::NodeId,
+        complete: bool,
+    },
     /// A streamed snapshot is durable beside the live state: the leader's
     /// message, its data the sink's descriptor.
     SnapshotReceived(raft_core::Message),
@@ -208,6 +212,11 @@ struct Driver<St: RaftStorage, SM: raft_core::StateMachine, T: Transport> {
     events_tx: mpsc::UnboundedSender<WriterEvent>,
     /// Peers a snapshot is being streamed to (one stream per peer).
     streams_out: std::collections::BTreeSet<raft_core::NodeId>,
+    /// When a whole stream last went to each peer: the follower needs a
+    /// while to finish writing and install it, and refuses new streams
+    /// meanwhile, so the engine's resends wait `STAGED_SNAPSHOT_WAIT`
+    /// instead of each opening a stream to be refused.
+    streams_sent: std::collections::BTreeMap<raft_core::NodeId, Instant>,
     /// An incoming stream is being received.
     receiving: bool,
     /// A received snapshot handed to the host, with when, and the host's
@@ -295,6 +304,7 @@ where
     let driver = Driver {
         events_tx: task_events,
         streams_out: Default::default(),
+        streams_sent: Default::default(),
         receiving: false,
         staged: None,
         counters: host.raft().counters().clone(),
@@ -676,8 +686,11 @@ where
                 }
                 self.host.handle_checkpointed(result)?;
             }
-            WriterEvent::SnapshotSent { to } => {
+            WriterEvent::SnapshotSent { to, complete } => {
                 self.streams_out.remove(&to);
+                if complete {
+                    self.streams_sent.insert(to, Instant::now());
+                }
             }
             WriterEvent::SnapshotReceived(m) => {
                 self.receiving = false;
@@ -717,6 +730,13 @@ where
                 "a follower needs a snapshot but this transport cannot stream one"
             );
             return;
+        }
+        if self
+            .streams_sent
+            .get(&m.to)
+            .is_some_and(|at| at.elapsed() < STAGED_SNAPSHOT_WAIT)
+        {
+            return; // the follower is still installing the last one
         }
         if !self.streams_out.insert(m.to) {
             return; // the engine's resend while a stream runs

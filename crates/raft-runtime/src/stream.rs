@@ -38,7 +38,10 @@ where
             Ok((index, bytes)) => info!(peer = to, index, bytes, "snapshot streamed"),
             Err(e) => warn!(peer = to, error = %e, "snapshot stream failed"),
         }
-        let _ = events.send(WriterEvent::SnapshotSent { to });
+        let _ = events.send(WriterEvent::SnapshotSent {
+            to,
+            complete: result.is_ok(),
+        });
     });
     rx
 }
