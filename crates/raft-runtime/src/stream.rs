@@ -33,12 +33,20 @@ where
     let (tx, rx) = mpsc::channel(SNAPSHOT_FRAMES_QUEUED_MAX);
     let to = m.to;
     tokio::task::spawn_blocking(move || {
+        // A panicking source still frees the peer's stream slot.
+        let guard = EndGuard(Some((
+            events,
+            WriterEvent::SnapshotSent {
+                to,
+                complete: false,
+            },
+        )));
         let result = send(&sm, m, &tx);
         match &result {
             Ok((index, bytes)) => info!(peer = to, index, bytes, "snapshot streamed"),
             Err(e) => warn!(peer = to, error = %e, "snapshot stream failed"),
         }
-        let _ = events.send(WriterEvent::SnapshotSent {
+        guard.finish(WriterEvent::SnapshotSent {
             to,
             complete: result.is_ok(),
         });
@@ -100,15 +108,35 @@ pub(crate) fn spawn_receiver<SM>(
     SM: StateMachine + Send + Sync + 'static,
 {
     let from = incoming.from;
-    tokio::task::spawn_blocking(move || match receive(&sm, incoming) {
-        Ok(m) => {
-            let _ = events.send(WriterEvent::SnapshotReceived(m));
-        }
-        Err(e) => {
-            warn!(peer = from, error = %e, "snapshot receive failed");
-            let _ = events.send(WriterEvent::ReceiveEnded);
+    tokio::task::spawn_blocking(move || {
+        // Reports the end even if the sink panics, so the driver never
+        // waits for a receive that is gone.
+        let guard = EndGuard(Some((events, WriterEvent::ReceiveEnded)));
+        match receive(&sm, incoming) {
+            Ok(m) => guard.finish(WriterEvent::SnapshotReceived(m)),
+            Err(e) => warn!(peer = from, error = %e, "snapshot receive failed"),
         }
     });
+}
+
+/// Sends its event when dropped (the task's end, however it ends), or the
+/// one given to `finish`.
+struct EndGuard(Option<(mpsc::UnboundedSender<WriterEvent>, WriterEvent)>);
+
+impl EndGuard {
+    fn finish(mut self, ev: WriterEvent) {
+        if let Some((tx, _)) = self.0.take() {
+            let _ = tx.send(ev);
+        }
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if let Some((tx, ev)) = self.0.take() {
+            let _ = tx.send(ev);
+        }
+    }
 }
 
 fn receive<SM: StateMachine>(
