@@ -89,6 +89,7 @@ pub mod error;
 mod host;
 pub mod merge;
 pub mod status;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -10,8 +10,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use bytes::Bytes;
-use raft_core::{Message, MessageBody, SnapshotMeta, StateMachine};
+use raft_core::{Message, StateMachine};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -73,24 +72,7 @@ fn send<SM: StateMachine>(
         tx.blocking_send(SnapshotFrame::Chunk(chunk))
             .map_err(|_| "the peer's stream closed".to_string())?;
     }
-    let MessageBody::SnapshotRequest(req) = &mut m.body else {
-        return Err("not a snapshot message".into());
-    };
-    // What the chunks cover, which is at or after what the engine asked
-    // for (the applied index when the view opened). A state that never
-    // applied a membership entry has the configuration the engine's
-    // snapshot names.
-    req.meta = SnapshotMeta {
-        last_index: covers.last_index,
-        last_term: covers.last_term,
-        membership: covers
-            .membership
-            .unwrap_or_else(|| req.meta.membership.clone()),
-    };
-    req.total_bytes = 0;
-    req.offset = 0;
-    req.data = Bytes::new();
-    req.done = true;
+    raft_host::stream::end_of_stream(&mut m, &covers).map_err(|e| e.to_string())?;
     tx.blocking_send(SnapshotFrame::End(m))
         .map_err(|_| "the peer's stream closed".to_string())?;
     Ok((covers.last_index, bytes))
@@ -162,30 +144,14 @@ fn receive<SM: StateMachine>(
                         incoming.from, m.from
                     ));
                 }
-                let MessageBody::SnapshotRequest(req) = &mut m.body else {
-                    return Err("the stream ended with a message that is not a snapshot".into());
-                };
-                if req.meta.last_index != covers.last_index
-                    || req.meta.last_term != covers.last_term
-                {
-                    return Err(format!(
-                        "the stream covers {}@{} but its message says {}@{}",
-                        covers.last_index,
-                        covers.last_term,
-                        req.meta.last_index,
-                        req.meta.last_term
-                    ));
-                }
+                raft_host::stream::received(&mut m, &covers, descriptor)
+                    .map_err(|e| e.to_string())?;
                 info!(
                     peer = incoming.from,
                     index = covers.last_index,
                     bytes,
                     "snapshot received"
                 );
-                req.total_bytes = descriptor.len() as u64;
-                req.offset = 0;
-                req.data = descriptor;
-                req.done = true;
                 return Ok(m);
             }
             None => return Err(format!("stream broke off after {bytes} bytes")),

@@ -6,8 +6,6 @@
 
 use std::collections::VecDeque;
 
-use raft_core::SnapshotMeta;
-
 use super::*;
 
 /// How long a received snapshot handed to the host keeps the node from
@@ -146,23 +144,12 @@ impl Sim {
                 return;
             }
         };
-        let MessageBody::SnapshotRequest(req) = &mut m.body else {
+        if raft_host::stream::end_of_stream(&mut m, &covers).is_err() {
             return self.violation(
                 "contract",
                 format!("n{from}: a message that is not a snapshot handed out for streaming"),
             );
-        };
-        req.meta = SnapshotMeta {
-            last_index: covers.last_index,
-            last_term: covers.last_term,
-            membership: covers
-                .membership
-                .unwrap_or_else(|| req.meta.membership.clone()),
-        };
-        req.total_bytes = 0;
-        req.offset = 0;
-        req.data = Bytes::new();
-        req.done = true;
+        }
         run.streams_out.insert(to);
         let id = self.next_stream;
         self.next_stream += 1;
@@ -279,20 +266,9 @@ impl Sim {
                 return;
             }
         };
-        let MessageBody::SnapshotRequest(req) = &mut m.body else {
-            return;
-        };
-        if req.meta.last_index != covers.last_index || req.meta.last_term != covers.last_term {
-            let msg = format!(
-                "stream #{id} n{from}->n{to} covers {}@{} but its message says {}@{}",
-                covers.last_index, covers.last_term, req.meta.last_index, req.meta.last_term
-            );
-            return self.violation("snapshot", msg);
+        if let Err(e) = raft_host::stream::received(&mut m, &covers, descriptor) {
+            return self.violation("snapshot", format!("stream #{id} n{from}->n{to}: {e}"));
         }
-        req.total_bytes = descriptor.len() as u64;
-        req.offset = 0;
-        req.data = descriptor;
-        req.done = true;
         run.staged = Some((now, run.host.counters().snapshots_installed));
         self.stats.snapshot_streams += 1;
         self.trace_stream(from, to, format!("#{id} received at {}", covers.last_index));

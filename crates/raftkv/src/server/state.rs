@@ -1,6 +1,16 @@
 //! The server's replicated state machine: the key-value store plus the
 //! network addresses of every member.
 //!
+//! # Two engines
+//!
+//! The key-value state lives in raftkv-mvcc's durable `MvccStore` (the
+//! default: a redb file, checkpointed, snapshots streamed through
+//! [`SnapshotSource`] / [`SnapshotSink`]; the address book is the engine's
+//! application record, written in the batch's transaction) or in the
+//! in-memory `KvStore` (`--state-engine memory`: snapshotted whole, in the
+//! layout below). [`KvRead`] reads either. Both answer every command the
+//! same way.
+//!
 //! # Why addresses are replicated
 //!
 //! Raft's membership entries carry node ids only. To reach a node that was
@@ -29,7 +39,7 @@
 //! applied index, identically on every replica, so a bad entry can never
 //! make replicas diverge or stop.
 //!
-//! # Snapshot layout
+//! # Snapshot layout (in-memory engine)
 //!
 //! | bytes | field                                                    |
 //! |-------|----------------------------------------------------------|
