@@ -281,6 +281,12 @@ async fn a_held_snapshot_is_compacted_after_its_tick_bound() {
     })
     .await;
     assert!(at >= 20, "snapshot at {at}");
+    // The metrics catch up at the end of the driver's turn, which may come
+    // after the status answer that showed the compaction.
+    wait_for(Duration::from_secs(5), "the compaction counted", || async {
+        (h.metrics().snapshots_taken.get() >= 1).then_some(())
+    })
+    .await;
     assert_eq!(h.metrics().snapshots_taken.get(), 1);
     h.shutdown().await.unwrap();
 }
