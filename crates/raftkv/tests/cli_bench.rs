@@ -40,7 +40,7 @@ async fn bench_reports_latency_and_throughput_as_text_and_json() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for needle in ["writes", "reads", "p50", "p99.9", "ops/s", "errors  none"] {
+    for needle in ["writes", "reads", "p50", "p99.9", "ops/s"] {
         assert!(
             stdout.contains(needle),
             "{needle:?} missing from:\n{stdout}"
@@ -48,6 +48,31 @@ async fn bench_reports_latency_and_throughput_as_text_and_json() {
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    // The text's error line agrees with the JSON. Errors may happen: a
+    // debug build on a loaded 2-core CI machine once stalled for 1.2 s,
+    // longer than the test cluster's 0.5-1 s election timeout, and the
+    // leader changed mid-run. What must hold is that every failure is
+    // classified (certainly not applied, or may have been) and counted;
+    // nothing else (no node was stopped, so nothing is unreachable).
+    let errors = report["errors"].as_object().unwrap();
+    let failed: u64 = errors.values().map(|v| v.as_u64().unwrap()).sum();
+    if failed == 0 {
+        assert!(stdout.contains("errors  none"), "{stdout}");
+    } else {
+        assert!(
+            stdout.contains(&format!("errors  {failed} (")),
+            "{stdout}\n{report}"
+        );
+        for kind in errors.keys() {
+            assert!(
+                kind.starts_with("not_applied:")
+                    || kind.starts_with("indeterminate:")
+                    || kind == "timeout",
+                "unclassified error kind {kind:?}: {report}"
+            );
+            assert!(stdout.contains(kind.as_str()), "{stdout}");
+        }
+    }
     let writes = report["writes"]["count"].as_u64().unwrap();
     let reads = report["reads"]["count"].as_u64().unwrap();
     assert!(writes > 0 && reads > 0, "{report}");
@@ -57,7 +82,6 @@ async fn bench_reports_latency_and_throughput_as_text_and_json() {
     let p50 = report["writes"]["p50_us"].as_u64().unwrap();
     let p99 = report["writes"]["p99_us"].as_u64().unwrap();
     assert!(p50 > 0 && p50 <= p99, "{report}");
-    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
 
     // The bench's values are in the store: 32 lowercase letters.
     let kv = tc
