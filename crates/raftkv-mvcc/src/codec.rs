@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 /// First 8 bytes of the `format` meta record: a wrong file is recognized.
 pub(crate) const FORMAT_MAGIC: [u8; 8] = *b"RKVMVCC1";
 /// Layout version of the tables; bump (and migrate or refuse) on change.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// 2: a `changes` record lists every key its revision wrote (1: one key).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 const CRC_BYTES: usize = 4;
 /// CRC + create + mod + version.
@@ -256,16 +257,27 @@ impl HistoryRecord {
     }
 }
 
-/// Table `changes`: which key a revision wrote (the revision-ordered log of
-/// changes that compaction walks, and a watch will).
-pub(crate) fn encode_change(rev: LogIndex, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CRC_BYTES + key.len());
+/// Table `changes`: the keys a revision wrote (the revision-ordered log of
+/// changes that compaction walks and a watch replays). One record per
+/// revision; a command that changes several keys (a transaction, a
+/// delete-range, a lease's revoke) lists them all, each once, in the order
+/// it changed them: CRC, then for each key its length (u32) and its bytes.
+pub(crate) fn encode_change<K: AsRef<[u8]>>(rev: LogIndex, keys: &[K]) -> Vec<u8> {
+    let len: usize = keys.iter().map(|k| 4 + k.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(CRC_BYTES + len);
     out.extend_from_slice(&[0; CRC_BYTES]);
-    out.extend_from_slice(key);
+    for key in keys {
+        let key = key.as_ref();
+        // A key is at most `key_bytes_max` (far below 4 GiB): the cast is exact.
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+    }
     seal(&[&rev.to_le_bytes()], out)
 }
 
-pub(crate) fn decode_change(rev: LogIndex, bytes: &[u8]) -> Result<&[u8], RecordError> {
+/// The keys of a `changes` record, checked (CRC over the revision too, at
+/// least one key, lengths that fit exactly).
+pub(crate) fn decode_change(rev: LogIndex, bytes: &[u8]) -> Result<Vec<&[u8]>, RecordError> {
     const T: &str = "changes";
     if bytes.len() <= CRC_BYTES {
         return Err(RecordError::TooShort {
@@ -274,7 +286,28 @@ pub(crate) fn decode_change(rev: LogIndex, bytes: &[u8]) -> Result<&[u8], Record
         });
     }
     check_crc(T, &[&rev.to_le_bytes()], bytes)?;
-    Ok(&bytes[CRC_BYTES..])
+    let mut rest = &bytes[CRC_BYTES..];
+    let mut keys = Vec::new();
+    while !rest.is_empty() {
+        let malformed = |detail: String| RecordError::Malformed { table: T, detail };
+        if rest.len() < 4 {
+            return Err(malformed(format!(
+                "{} bytes left, a key length needs 4",
+                rest.len()
+            )));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        rest = &rest[4..];
+        if len > rest.len() {
+            return Err(malformed(format!(
+                "key of {len} bytes, {} left",
+                rest.len()
+            )));
+        }
+        keys.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    Ok(keys)
 }
 
 /// A client session (table `sessions`, keyed by client id).
@@ -516,9 +549,20 @@ mod tests {
             data_bytes: 100,
         };
         assert_eq!(StateRecord::decode(&st.encode()).unwrap(), st);
-        let c = encode_change(7, b"key");
-        assert_eq!(decode_change(7, &c).unwrap(), b"key");
+        let c = encode_change(7, &[b"key".as_slice()]);
+        assert_eq!(decode_change(7, &c).unwrap(), vec![b"key".as_slice()]);
         assert!(decode_change(8, &c).is_err());
+        let several = encode_change(9, &[b"a".as_slice(), b"", b"ccc"]);
+        assert_eq!(
+            decode_change(9, &several).unwrap(),
+            vec![b"a".as_slice(), b"", b"ccc"]
+        );
+        // A length running past the end is refused, not read past.
+        let bad = seal(&[&9u64.to_le_bytes()], vec![0, 0, 0, 0, 200, 0, 0, 0, b'a']);
+        assert!(matches!(
+            decode_change(9, &bad),
+            Err(RecordError::Malformed { .. })
+        ));
         assert!(check_format(&encode_format()).is_ok());
         let app = encode_app(b"peers");
         assert_eq!(decode_app(&app).unwrap(), b"peers");
@@ -527,6 +571,10 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(decode_app(&bad).is_err(), "flip at {i}");
         }
-        assert!(check_format(b"RKVMVCC1\x02\0\0\0").is_err());
+        assert!(
+            check_format(b"RKVMVCC1\x01\0\0\0").is_err(),
+            "layout 1 is refused"
+        );
+        assert!(check_format(b"RKVMVCC1\x03\0\0\0").is_err());
     }
 }

@@ -734,19 +734,19 @@ impl MvccStore {
             state.compact_revision = revision;
             {
                 let mut w = Writer::open(&txn, &file, &self.config)?;
-                // The write at exactly the compact revision: what it replaced
-                // is unreachable now; its own record (even a tombstone) stays
-                // readable, and its change entry stays for the next
-                // compaction to finish.
-                let key = match w.changes.get(revision).map_err(engine(&file))? {
-                    Some(guard) => Some(
-                        decode_change(revision, guard.value())
-                            .map_err(corrupt(&file))?
-                            .to_vec(),
-                    ),
-                    None => None,
+                // The writes at exactly the compact revision: what they
+                // replaced is unreachable now; their own records (even
+                // tombstones) stay readable, and their change record stays
+                // for the next compaction to finish.
+                let keys: Vec<Vec<u8>> = match w.changes.get(revision).map_err(engine(&file))? {
+                    Some(guard) => decode_change(revision, guard.value())
+                        .map_err(corrupt(&file))?
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect(),
+                    None => Vec::new(),
                 };
-                if let Some(key) = key {
+                for key in keys {
                     w.remove_predecessor(&key, revision)?;
                 }
                 w.meta
@@ -772,7 +772,9 @@ impl MvccStore {
 
     /// Removes up to `changes_max` revisions' worth of unreachable history
     /// (one transaction, without fsync). Work is proportional to the writes
-    /// below the compact revision, each visited once over all compactions.
+    /// below the compact revision, each visited once over all compactions;
+    /// a revision that changed many keys (a delete-range) is done whole in
+    /// one step, as its own apply was one transaction.
     pub fn compact_step(&mut self, changes_max: u64) -> Result<CompactProgress, CompactError> {
         self.check_failed()?;
         let file = self.file.clone();
@@ -793,10 +795,14 @@ impl MvccStore {
                         break;
                     }
                     let first = w.changes.first().map_err(engine(&file))?;
-                    let Some((rev, key)) = first
+                    let Some((rev, keys)) = first
                         .map(|(k, v)| {
                             let rev = k.value();
-                            decode_change(rev, v.value()).map(|key| (rev, key.to_vec()))
+                            decode_change(rev, v.value()).map(|keys| {
+                                let keys: Vec<Vec<u8>> =
+                                    keys.into_iter().map(<[u8]>::to_vec).collect();
+                                (rev, keys)
+                            })
                         })
                         .transpose()
                         .map_err(corrupt(&file))?
@@ -808,19 +814,21 @@ impl MvccStore {
                         progress.done = true;
                         break;
                     }
-                    if w.remove_predecessor(&key, rev)? {
-                        progress.versions_removed += 1;
-                    }
-                    // A delete below the compact revision: reading "no
-                    // version at or below R" already means absent.
-                    if let Some((r, HistoryRecord::Tombstone)) =
-                        last_history_in(&w.history, &key, Bound::Included(rev), &file)?
-                    {
-                        if r == rev {
-                            w.history
-                                .remove((key.as_slice(), rev))
-                                .map_err(engine(&file))?;
+                    for key in keys {
+                        if w.remove_predecessor(&key, rev)? {
                             progress.versions_removed += 1;
+                        }
+                        // A delete below the compact revision: reading "no
+                        // version at or below R" already means absent.
+                        if let Some((r, HistoryRecord::Tombstone)) =
+                            last_history_in(&w.history, &key, Bound::Included(rev), &file)?
+                        {
+                            if r == rev {
+                                w.history
+                                    .remove((key.as_slice(), rev))
+                                    .map_err(engine(&file))?;
+                                progress.versions_removed += 1;
+                            }
                         }
                     }
                     w.changes.remove(rev).map_err(engine(&file))?;
@@ -845,6 +853,9 @@ pub(crate) struct Writer<'t> {
     pub(crate) changes: Table<'t, u64, &'static [u8]>,
     pub(crate) sessions: Table<'t, u64, &'static [u8]>,
     pub(crate) lru: Table<'t, u64, u64>,
+    /// The keys the entry being applied has changed so far, in order; one
+    /// `changes` record lists them when the entry is done.
+    changed_keys: Vec<Vec<u8>>,
     file: &'t Path,
     config: &'t KvConfig,
 }
@@ -862,6 +873,7 @@ impl<'t> Writer<'t> {
             changes: txn.open_table(CHANGES).map_err(engine(file))?,
             sessions: txn.open_table(SESSIONS).map_err(engine(file))?,
             lru: txn.open_table(SESSION_LRU).map_err(engine(file))?,
+            changed_keys: Vec::new(),
             file,
             config,
         })
@@ -906,7 +918,8 @@ impl<'t> Writer<'t> {
         state.applied_index = index;
         state.applied_term = entry.term;
         self.expire_sessions(index)?;
-        Ok(match &entry.payload {
+        debug_assert!(self.changed_keys.is_empty());
+        let response = match &entry.payload {
             EntryPayload::Blank => Response::Noop,
             EntryPayload::Membership(m) => {
                 state.membership = Some(m.clone());
@@ -917,7 +930,14 @@ impl<'t> Writer<'t> {
                 Ok(Command::Read(read)) => self.execute_read(state, &read)?,
                 Ok(Command::Write(write)) => self.apply_write_command(state, write, index)?,
             },
-        })
+        };
+        if !self.changed_keys.is_empty() {
+            let keys = std::mem::take(&mut self.changed_keys);
+            self.changes
+                .insert(index, encode_change(index, &keys).as_slice())
+                .map_err(engine(self.file))?;
+        }
+        Ok(response)
     }
 
     fn execute_read(&self, state: &StateRecord, read: &ReadCommand) -> Result<Response, Fault> {
@@ -1045,6 +1065,11 @@ impl<'t> Writer<'t> {
     /// Makes `new` the live version of `key` at `index` (or removes it, with
     /// `None`), moving the replaced version into the history and recording
     /// the change.
+    ///
+    /// A command may change several keys at one index (all at one
+    /// revision), but each key at most once: a second write would push a
+    /// version no read can see into the history under the same revision.
+    /// Commands refuse such input before they apply (`WriteOp::check`).
     fn write_version(
         &mut self,
         state: &mut StateRecord,
@@ -1053,6 +1078,10 @@ impl<'t> Writer<'t> {
         new: Option<(&[u8], LogIndex, u64)>,
         index: LogIndex,
     ) -> Result<(), Fault> {
+        debug_assert!(
+            old.is_none_or(|o| o.mod_revision < index),
+            "a key written twice at revision {index}"
+        );
         if let Some(old) = old {
             self.history
                 .insert(
@@ -1089,9 +1118,7 @@ impl<'t> Writer<'t> {
                     .map_err(engine(self.file))?;
             }
         }
-        self.changes
-            .insert(index, encode_change(index, key).as_slice())
-            .map_err(engine(self.file))?;
+        self.changed_keys.push(key.to_vec());
         Ok(())
     }
 
