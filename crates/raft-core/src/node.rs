@@ -71,6 +71,9 @@ pub struct PeerStatus {
     pub match_index: LogIndex,
     pub next_index: LogIndex,
     pub state: ProgressState,
+    /// Heard from in this CheckQuorum round (an election timeout) or the
+    /// last one: the follower is alive and talking to this leader.
+    pub active: bool,
 }
 
 /// Counters of dropped or refused input, for metrics.
@@ -647,6 +650,7 @@ impl<S: LogStore> RawNode<S> {
                     match_index: p.match_index,
                     next_index: p.next_index,
                     state: p.state,
+                    active: p.recent_active || p.active_last_round,
                 })
                 .collect(),
             transfer_target: self.transfer,

@@ -112,6 +112,9 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Heard from since the last CheckQuorum round.
     pub recent_active: bool,
+    /// `recent_active` as the last round ended: with it, "heard from in
+    /// this round or the last" never flickers to false at a round's start.
+    pub active_last_round: bool,
     /// Clock reading when the leader last heard from the follower (for
     /// CheckQuorum on the clock).
     pub heard_nanos: Nanos,
@@ -138,6 +141,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_msgs, max_bytes),
             recent_active: true,
+            active_last_round: true,
             heard_nanos: now_nanos,
             acked_round: 0,
             progress_tick: now_tick,

@@ -30,6 +30,7 @@ impl<S: LogStore> RawNode<S> {
                 return;
             }
             for p in self.progress.values_mut() {
+                p.active_last_round = p.recent_active;
                 p.recent_active = false;
             }
         }

@@ -1337,9 +1337,12 @@ where
             // applied index when its stream started; compacting past that
             // while the stream runs (seconds to minutes for gigabytes)
             // would leave the follower a gap it can only fill with yet
-            // another snapshot, for ever under load. So wait while a
-            // follower catches up by snapshot, up to
-            // SNAPSHOT_CATCH_UP_WAIT_FACTOR keep windows.
+            // another snapshot, for ever under load. The same holds just
+            // after it: the follower installs the snapshot and then needs
+            // the entries after it, and a live follower that fell behind
+            // (a restart, a slow disk) needs the entries it has not got.
+            // So wait while a follower catches up, by snapshot or from the
+            // log, up to SNAPSHOT_CATCH_UP_WAIT_FACTOR keep windows.
             let catching_up = self.durable
                 && due
                 && waited_ticks
@@ -1347,7 +1350,7 @@ where
                         .cfg
                         .snapshot_keep_ticks_max
                         .saturating_mul(SNAPSHOT_CATCH_UP_WAIT_FACTOR)
-                && self.a_follower_catches_up_by_snapshot();
+                && self.a_follower_catches_up(index);
             if due && !self.compacting && !catching_up {
                 if let Some(p) = self.pending_snapshot.take() {
                     self.hand_out_compaction(p.snapshot);
@@ -1431,16 +1434,17 @@ where
         Ok(())
     }
 
-    /// True while this node leads and a follower's progress is in the
-    /// snapshot state (a snapshot is being sent to it).
-    fn a_follower_catches_up_by_snapshot(&self) -> bool {
+    /// True while this node leads and a follower catches up: its progress
+    /// is in the snapshot state (a snapshot is being sent to it), or it is
+    /// alive (heard from within about an election timeout) and still needs
+    /// entries a compaction up to `compact_index` would discard. A follower
+    /// that is down does not hold the log: it will get a snapshot.
+    fn a_follower_catches_up(&self, compact_index: LogIndex) -> bool {
         self.soft.role == Role::Leader
-            && self
-                .node
-                .status()
-                .progress
-                .iter()
-                .any(|p| p.state == raft_core::ProgressState::Snapshot)
+            && self.node.status().progress.iter().any(|p| {
+                p.state == raft_core::ProgressState::Snapshot
+                    || (p.active && p.match_index < compact_index)
+            })
     }
 
     fn hand_out_compaction(&mut self, snapshot: Snapshot) {

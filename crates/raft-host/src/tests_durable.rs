@@ -345,3 +345,141 @@ fn snapshot_messages_go_to_the_streamer_and_only_streamed_ones_are_installed() {
     assert_eq!(h.applied_index(), 10);
     assert_eq!(h.store().first_index(), 11);
 }
+
+/// Three durable hosts and a network that delivers everything except what
+/// `drop` refuses.
+struct Trio {
+    hosts: Vec<Host>,
+}
+
+impl Trio {
+    fn new(cfg: impl Fn(u64) -> HostConfig) -> Trio {
+        let hosts = (1..=3)
+            .map(|id| {
+                let store = MemStorage::new_with_membership(Membership::new_voters([1, 2, 3]));
+                NodeHost::open(cfg(id), store, DurableSum::default()).unwrap()
+            })
+            .collect();
+        Trio { hosts }
+    }
+
+    fn host(&mut self, id: u64) -> &mut Host {
+        &mut self.hosts[(id - 1) as usize]
+    }
+
+    /// Runs every host's writes (checkpoints at once) and delivers the
+    /// messages, until quiet.
+    fn settle(&mut self, drop: &impl Fn(&Message) -> bool) {
+        for _ in 0..100 {
+            let mut moved = false;
+            for i in 0..3 {
+                let h = &mut self.hosts[i];
+                h.process().unwrap();
+                for _ in 0..write_log(h) {
+                    checkpoint(h);
+                    write_log(h);
+                }
+            }
+            for i in 0..3 {
+                while let Some(m) = self.hosts[i].poll_transmit() {
+                    moved = true;
+                    if !drop(&m) {
+                        self.hosts[(m.to - 1) as usize].handle_message(m).unwrap();
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the trio never settled");
+    }
+
+    /// One tick on every host (node 1 alone if `only_1`), then settle.
+    fn tick(&mut self, only_1: bool, drop: &impl Fn(&Message) -> bool) {
+        for h in self.hosts.iter_mut().take(if only_1 { 1 } else { 3 }) {
+            h.handle_tick();
+        }
+        self.settle(drop);
+    }
+}
+
+#[test]
+fn a_due_compaction_waits_for_a_live_follower_still_needing_the_entries() {
+    let cfg = |id| {
+        let mut c = HostConfig::new(id);
+        c.raft.election_timeout_ticks = 10;
+        c.raft.heartbeat_interval_ticks = 1;
+        c.snapshot_trigger_entries = 4;
+        c.snapshot_trigger_bytes = 0;
+        c.snapshot_keep_entries = 0;
+        c.snapshot_keep_ticks_max = 1_000;
+        c
+    };
+    let mut t = Trio::new(cfg);
+    let deliver_all = |_: &Message| false;
+    // Node 1 campaigns first (only it ticks) and wins.
+    for _ in 0..40 {
+        t.tick(true, &deliver_all);
+        if t.host(1).raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(t.host(1).raft().role(), Role::Leader);
+    // Node 3 is alive (heartbeats arrive, it answers) but gets no entries:
+    // a follower falling behind.
+    let starve_3 = |m: &Message| {
+        m.to == 3 && matches!(&m.body, MessageBody::AppendRequest(a) if !a.entries.is_empty())
+    };
+    for b in 1..=8u8 {
+        t.host(1)
+            .handle_propose(Bytes::from(vec![b]), u64::from(b))
+            .unwrap();
+        t.tick(true, &starve_3);
+    }
+    let leader_applied = t.host(1).applied_index();
+    assert!(leader_applied >= 9, "applied {leader_applied}");
+    let match_3 = t.host(3).raft().last_index();
+    assert!(match_3 < 4, "node 3 got entries: {match_3}");
+    // Checkpoints were taken and are due (keep_entries = 0), but node 3 is
+    // heard from and still needs the log: nothing is compacted.
+    for _ in 0..30 {
+        t.tick(true, &starve_3);
+    }
+    assert_eq!(
+        t.host(1).store().first_index(),
+        1,
+        "compacted what a live follower still needs"
+    );
+    // Node 3 gets the entries: the compaction goes ahead.
+    for _ in 0..5 {
+        t.tick(true, &deliver_all);
+    }
+    assert!(t.host(3).raft().last_index() >= leader_applied);
+    assert!(
+        t.host(1).store().first_index() > 1,
+        "never compacted once node 3 caught up"
+    );
+    t.host(1).validate().unwrap();
+
+    // Node 3 goes silent (down): after two rounds without a word from it,
+    // it no longer holds the log, however far behind it is.
+    let down_3 = |m: &Message| m.to == 3 || m.from == 3;
+    let first_before = t.host(1).store().first_index();
+    for b in 20..=30u8 {
+        t.host(1)
+            .handle_propose(Bytes::from(vec![b]), u64::from(b))
+            .unwrap();
+        t.tick(true, &down_3);
+    }
+    for _ in 0..30 {
+        t.tick(true, &down_3);
+    }
+    let first_after = t.host(1).store().first_index();
+    assert!(
+        first_after > first_before && first_after > t.host(3).raft().last_index() + 1,
+        "a down follower held the log: first {first_before} -> {first_after}, node 3 at {}",
+        t.host(3).raft().last_index()
+    );
+    t.host(1).validate().unwrap();
+}
